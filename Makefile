@@ -1,0 +1,29 @@
+# Set-up, the default demo, tests and lint. Everything runs in ./.venv.
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU build of torch; set TORCH=torch for your platform's default build (e.g. CUDA).
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: install demo test lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: install
+	$(BIN)/degrade sweep --depths 8,20,56
+	$(BIN)/degrade plot
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check degrade tests
+
+clean:
+	rm -rf $(VENV) outputs

@@ -1,0 +1,91 @@
+"""Where and how a run computes: device choice, CPU threads, numeric precision."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+class AccelError(ValueError):
+    """A device or precision that this machine cannot give."""
+
+
+@dataclass(frozen=True)
+class Accel:
+    """The resolved compute setting of one run."""
+
+    device: torch.device
+    precision: str  # "fp32" or "bf16"
+    channels_last: bool
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast for the forward pass, or nothing for fp32."""
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then the CPU; a named device must be present."""
+    if name not in DEVICES:
+        raise AccelError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps and mps.is_available())
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if has_mps else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise AccelError("device cuda was asked for but no CUDA GPU is available")
+    if name == "mps" and not has_mps:
+        raise AccelError("device mps was asked for but MPS is not available")
+    return torch.device(name)
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX), per /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``auto``: bf16 on CUDA and on CPUs with native bf16, else fp32."""
+    if name not in PRECISIONS:
+        raise AccelError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16"
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def resolve(device: str, precision: str, channels_last: bool | None = None) -> Accel:
+    """The compute setting for the names a config gives."""
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    if channels_last is None:
+        channels_last = dev.type in ("cuda", "cpu")
+    return Accel(dev, prec, bool(channels_last))
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's CPU threads (default: every core this process may use); return the count."""
+    if not threads:
+        try:
+            threads = len(os.sched_getaffinity(0))
+        except AttributeError:
+            threads = os.cpu_count() or 1
+    torch.set_num_threads(int(threads))
+    return int(threads)

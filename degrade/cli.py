@@ -1,0 +1,269 @@
+"""The ``degrade`` command: parses arguments, calls the library, prints. No logic lives here."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="See why deeper plain networks train worse, and how residual connections fix it.",
+)
+out_console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+T = TypeVar("T")
+
+Overrides = Annotated[
+    list[str] | None,
+    typer.Argument(help="Hydra overrides, e.g. optim.lr=0.05 model=mlp data=cifar10", show_default=False),
+]
+OutOption = Annotated[str, typer.Option("--out", help="The run store.")]
+SweepOption = Annotated[str | None, typer.Option("--sweep", help="Sweep name (default: latest).")]
+
+
+class UserError(Exception):
+    """An error the user caused: one line, exit code 2."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from degrade.accel import AccelError
+    from degrade.config import ConfigError
+    from degrade.data import DataError
+    from degrade.store import StoreError
+
+    return (UserError, ConfigError, DataError, StoreError, AccelError)
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except _user_errors() as e:
+        err_console.print(f"error: {e}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _int_list(text: str | None, flag: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{flag} takes comma-separated whole numbers, got {text!r}") from None
+
+
+def _str_list(text: str | None) -> list[str] | None:
+    return None if text is None else [v.strip() for v in text.split(",") if v.strip()]
+
+
+FINAL = ("done", "diverged", "failed")
+
+
+class RichReporter:
+    """Progress bars: the sweep (runs finished / total) and each running run (epochs)."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+            console=err_console, transient=False,
+        )
+        self.sweep = self.progress.add_task("runs", total=None, info="")
+        self.runs: dict[str, Any] = {}
+
+    def __enter__(self) -> RichReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def sweep_started(self, name: str, run_ids: list[str]) -> None:
+        self.progress.update(self.sweep, total=len(run_ids), description=f"sweep {name}")
+
+    def update(self, statuses: dict[str, dict[str, Any]]) -> None:
+        finished = sum(1 for s in statuses.values() if s.get("state") in FINAL)
+        self.progress.update(self.sweep, completed=finished)
+        for rid, s in statuses.items():
+            if s.get("state") != "running" and rid not in self.runs:
+                continue
+            if rid not in self.runs:
+                self.runs[rid] = self.progress.add_task(rid, total=s.get("epochs"), info="")
+            err = s.get("train_error")
+            self.progress.update(
+                self.runs[rid], completed=s.get("epochs_done", 0), total=s.get("epochs"),
+                info=f"train err {err:.3f}" if err is not None else s.get("state", ""),
+            )
+            if s.get("state") in FINAL:
+                self.progress.remove_task(self.runs.pop(rid))
+
+
+class QuietReporter:
+    """One line per run that finishes, for output that is not a terminal."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, str] | None = None
+
+    def __enter__(self) -> QuietReporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def sweep_started(self, name: str, run_ids: list[str]) -> None:
+        return None
+
+    def update(self, statuses: dict[str, dict[str, Any]]) -> None:
+        states = {rid: s.get("state", "new") for rid, s in statuses.items()}
+        if self.seen is not None:
+            for rid, state in states.items():
+                if state in FINAL and self.seen.get(rid) != state:
+                    err = statuses[rid].get("train_error")
+                    extra = f" train_error={err:.4f}" if err is not None else ""
+                    print(f"{rid}: {state}{extra}", flush=True)
+        self.seen = states
+
+
+def _reporter() -> RichReporter | QuietReporter:
+    return RichReporter() if err_console.is_terminal else QuietReporter()
+
+
+def _print_summary(out: str, name: str | None) -> None:
+    from degrade import report, store
+
+    name, metrics = store.sweep_metrics(out, name)
+    table = report.summarize(metrics)
+    multi = bool((table["seeds"] > 1).any())
+    t = Table(title=f"sweep {name}: final errors (%)")
+    for col in ("variant", "depth", "seeds", "epochs", "train error", "test error", "diverged"):
+        t.add_column(col, justify="left" if col == "variant" else "right")
+
+    def cell(mean: float, std: float) -> str:
+        if mean != mean:  # NaN: every seed diverged
+            return "-"
+        return f"{100 * mean:.2f} ± {100 * std:.2f}" if multi and std == std else f"{100 * mean:.2f}"
+
+    for r in table.itertuples():
+        t.add_row(r.variant, str(r.depth), str(r.seeds), str(int(r.epochs) if r.epochs == r.epochs else "-"),
+                  cell(r.train_error_mean, r.train_error_std),
+                  cell(r.test_error_mean, r.test_error_std), str(r.diverged))
+    out_console.print(t)
+    out_console.print(report.verdict(table), highlight=False)
+
+
+@app.command()
+def sweep(
+    overrides: Overrides = None,
+    depths: Annotated[str | None, typer.Option(help="Comma list of depths, e.g. 8,20,56.")] = None,
+    variants: Annotated[str | None, typer.Option(help="plain,residual (default: both).")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma list of seeds, e.g. 0,1,2.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs per run.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | mps")] = None,
+    name: Annotated[str | None, typer.Option(help="The sweep's name.")] = None,
+    out: Annotated[str | None, typer.Option(help="The run store (default ./outputs).")] = None,
+) -> None:
+    """Train plain and residual twins at each depth; results go to the run store."""
+    from degrade.sweep import SweepSpec, run_sweep
+
+    def go() -> None:
+        spec = SweepSpec(
+            depths=_int_list(depths, "--depths"),
+            variants=_str_list(variants) if variants is None or variants.strip() else [],
+            seeds=_int_list(seeds, "--seeds"),
+            epochs=epochs, device=device, name=name, out=out, overrides=list(overrides or []),
+        )
+        with _reporter() as rep:
+            result = run_sweep(spec, rep)
+        states = {}
+        for r in result.runs:
+            states[r.state] = states.get(r.state, 0) + 1
+        counts = ", ".join(f"{n} {s}" for s, n in states.items())
+        print(f"sweep {result.name}: {len(result.runs)} runs ({counts}) -> {result.folder}")
+        if any(r.state in ("done", "skipped") for r in result.runs):
+            _print_summary(str(result.out), result.name)
+
+    _guard(go)
+
+
+@app.command()
+def train(overrides: Overrides = None) -> None:
+    """Train one run (e.g. model.depth=20 model.variant=plain) into the run store."""
+    from degrade.sweep import train_one
+
+    def go() -> None:
+        with _reporter() as rep:
+            r = train_one(list(overrides or []), rep)
+        final = r.final or {}
+        errs = ", ".join(f"{k}={final[k]:.4f}" for k in ("train_error", "test_error") if k in final)
+        print(f"{r.run_id}: {r.state}" + (f" ({errs})" if errs else "") + f" -> {r.path}")
+        if r.state == "failed":
+            raise UserError(r.error or "run failed")
+
+    _guard(go)
+
+
+@app.command()
+def show(overrides: Overrides = None) -> None:
+    """Print the resolved config of one run as YAML."""
+    from degrade.sweep import resolved
+
+    print(_guard(lambda: resolved(list(overrides or []))), end="")
+
+
+@app.command()
+def plot(
+    sweep: SweepOption = None,
+    out: OutOption = "outputs",
+    format: Annotated[str, typer.Option("--format", help="Comma list of png, svg, pdf.")] = "png",
+) -> None:
+    """Draw the degradation figure of a sweep (the paper's Fig. 6 look)."""
+    from degrade import plot as plots
+    from degrade import store
+
+    def go() -> list[Path]:
+        formats = _str_list(format) or ["png"]
+        bad = [f for f in formats if f not in plots.FORMATS]
+        if bad:
+            raise UserError(f"unknown format {bad[0]!r}; choose from {', '.join(plots.FORMATS)}")
+        name, metrics = store.sweep_metrics(out, sweep)
+        fig = plots.curves(metrics, title=f"sweep {name}")
+        return plots.save(fig, store.sweep_dir(Path(out), name), "curves", formats)
+
+    for path in _guard(go):
+        print(path)
+
+
+@app.command()
+def summary(sweep: SweepOption = None, out: OutOption = "outputs") -> None:
+    """A table of final errors per variant and depth, and a one-line verdict."""
+    _guard(lambda: _print_summary(out, sweep))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app; Click's usage errors become one line and exit code 2."""
+    try:
+        rc = app(args=argv, prog_name="degrade", standalone_mode=False)
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.Abort:
+        err_console.print("aborted", highlight=False)
+        return 130
+    except typer.TyperException as e:
+        # Usage errors (unknown flag, bad value): one line instead of the usage block.
+        err_console.print(f"error: {e.format_message()}", markup=False, highlight=False)
+        return e.exit_code
+    return rc if isinstance(rc, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

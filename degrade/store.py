@@ -1,0 +1,222 @@
+"""The run store: one folder per run, named by what the run computes, files replaced atomically.
+
+    <out>/runs/<run_id>/config.yaml       the resolved run config
+                        metrics.parquet   one row per finished epoch
+                        checkpoint.pt     model, optimizer and progress after the last epoch
+                        status.json       running | done | diverged | failed (+ error)
+    <out>/sweeps/<name>/sweep.json        the runs a sweep asked for, and its command
+    <out>/LATEST                          name of the sweep last started
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+STATES = ("running", "done", "diverged", "failed")
+# Config keys that say where or how a run is computed, not what it computes.
+_NOT_IDENTITY = ("out", "name", "trainer.device", "trainer.threads", "trainer.progress")
+
+
+class StoreError(ValueError):
+    """A store location or file a user pointed at that cannot be used."""
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def identity_config(cfg: DictConfig) -> dict[str, Any]:
+    """The part of a resolved config that decides a run's results."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(plain, dict)
+    plain.pop("hydra", None)
+    for key in _NOT_IDENTITY:
+        node = plain
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return plain
+
+
+def run_id(cfg: DictConfig) -> str:
+    """A readable, stable name for the run ``cfg`` describes: family-variant-depth-seed-hash."""
+    blob = json.dumps(identity_config(cfg), sort_keys=True, default=str)
+    digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
+    m = cfg.model
+    return f"{m.family}-{m.variant}-{m.depth}-s{cfg.seed}-{digest}"
+
+
+# --------------------------------------------------------------------------- atomic files
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write`` on a temporary file beside ``path``, flush it to disk, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that no reader sees half of it."""
+    atomic_write(path, lambda p: p.write_text(text))
+
+
+def write_parquet_atomic(path: Path, frame: pd.DataFrame) -> None:
+    """Replace ``path`` with ``frame`` as Parquet so that no reader sees half a file."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    atomic_write(path, lambda p: pq.write_table(table, p))
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Replace the checkpoint at ``path`` atomically."""
+    atomic_write(path, lambda p: torch.save(state, p))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The checkpoint at ``path``; None when absent or unreadable (the run then restarts)."""
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - any damage means "no usable checkpoint"
+        return None
+
+
+def read_parquet(path: Path) -> pd.DataFrame | None:
+    """The table at ``path``; None when absent or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        return pq.read_table(path).to_pandas()
+    except (pa.ArrowException, OSError):
+        return None
+
+
+# --------------------------------------------------------------------------- run folders
+
+
+class RunDir:
+    """The files of one run."""
+
+    def __init__(self, out: Path, rid: str) -> None:
+        self.id = rid
+        self.path = Path(out) / "runs" / rid
+
+    config = property(lambda self: self.path / "config.yaml")
+    metrics = property(lambda self: self.path / "metrics.parquet")
+    layers = property(lambda self: self.path / "layers.parquet")
+    checkpoint = property(lambda self: self.path / "checkpoint.pt")
+    status_file = property(lambda self: self.path / "status.json")
+
+    def status(self) -> dict[str, Any]:
+        """The run's status record; ``{"state": "new"}`` when it never started."""
+        try:
+            return json.loads(self.status_file.read_text())
+        except (OSError, ValueError):
+            return {"state": "new"}
+
+    def set_status(self, state: str, **extra: Any) -> None:
+        """Record ``state`` (one of STATES) with a time stamp and any details."""
+        record = {"state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+        write_text_atomic(self.status_file, json.dumps(record, indent=1, default=str) + "\n")
+
+    def write_config(self, cfg: DictConfig) -> None:
+        """Keep the resolved run config beside its results."""
+        write_text_atomic(self.config, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def make_out(out: str | Path) -> Path:
+    """The store root, created; a clear StoreError when it cannot be written."""
+    root = Path(out).expanduser().absolute()
+    try:
+        (root / "runs").mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=root, prefix=".probe", delete=True)
+        probe.close()
+    except OSError as e:
+        raise StoreError(f"cannot write to output folder {root}: {e.strerror or e}") from None
+    return root
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def sweep_dir(out: Path, name: str) -> Path:
+    """Folder of the sweep called ``name``."""
+    return Path(out) / "sweeps" / name
+
+
+def write_sweep(out: Path, name: str, record: dict[str, Any]) -> Path:
+    """Record a sweep (its run ids and command) and mark it as the latest."""
+    folder = sweep_dir(out, name)
+    write_text_atomic(folder / "sweep.json", json.dumps(record, indent=1, default=str) + "\n")
+    write_text_atomic(Path(out) / "LATEST", name + "\n")
+    return folder
+
+
+def latest_sweep(out: Path) -> str | None:
+    """Name of the sweep last started in ``out``, if any."""
+    try:
+        name = (Path(out) / "LATEST").read_text().strip()
+    except OSError:
+        return None
+    return name or None
+
+
+def read_sweep(out: Path, name: str) -> dict[str, Any]:
+    """The record of sweep ``name``; StoreError when there is none."""
+    path = sweep_dir(out, name) / "sweep.json"
+    try:
+        return json.loads(path.read_text())
+    except OSError:
+        raise StoreError(f"no sweep named {name!r} in {out}") from None
+    except ValueError:
+        raise StoreError(f"sweep record {path} is damaged") from None
+
+
+def load_metrics(out: Path, run_ids: list[str]) -> pd.DataFrame:
+    """Per-epoch metrics of the given runs, with each run's state in a ``state`` column."""
+    frames = []
+    for rid in run_ids:
+        run = RunDir(out, rid)
+        frame = read_parquet(run.metrics)
+        if frame is None or frame.empty:
+            continue
+        frames.append(frame.assign(state=run.status().get("state", "new")))
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)
+
+
+def sweep_metrics(out: str | Path, name: str | None = None) -> tuple[str, pd.DataFrame]:
+    """The named (default: latest) sweep's per-epoch metrics; StoreError when there are none."""
+    root = Path(out).expanduser()
+    name = name or latest_sweep(root)
+    if name is None:
+        raise StoreError(f"no sweeps in {root}; run `degrade sweep` first")
+    record = read_sweep(root, name)
+    metrics = load_metrics(root, record.get("runs", []))
+    if metrics.empty:
+        raise StoreError(f"sweep {name!r} in {root} has no finished epochs yet")
+    return name, metrics

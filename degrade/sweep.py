@@ -1,0 +1,239 @@
+"""A grid of runs, launched through Hydra's own multirun machinery.
+
+The grid is checked in full before anything is written: every combination is composed
+and validated, so a bad depth or key fails the sweep before any folder exists. Hydra's
+sweeper and launcher then run ``run_job`` once per combination, in this process (basic)
+or elsewhere (joblib, submitit, ray); each job trains into the shared run store and
+skips runs that are already done there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from degrade import store
+from degrade.config import (
+    CONFIG_NAME,
+    ConfigError,
+    compose_run,
+    expand_overrides,
+    hydra_context,
+    one_line,
+)
+from degrade.models import VARIANTS
+from degrade.train import RunResult, train_run
+
+
+class SweepReporter(Protocol):
+    """Receives the state of a sweep's runs, read from the run store while the sweep runs."""
+
+    def sweep_started(self, name: str, run_ids: list[str]) -> None: ...
+    def update(self, statuses: dict[str, dict[str, Any]]) -> None: ...
+
+
+class _Watcher(threading.Thread):
+    """Polls the status files of a sweep's runs, so progress works with any launcher."""
+
+    def __init__(self, out: Path, run_ids: list[str], reporter: SweepReporter, every: float) -> None:
+        super().__init__(daemon=True)
+        self.runs = [store.RunDir(out, rid) for rid in run_ids]
+        self.reporter, self.every = reporter, every
+        self.stopped = threading.Event()
+
+    def poll(self) -> None:
+        self.reporter.update({r.id: r.status() for r in self.runs})
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every):
+            self.poll()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()
+        self.poll()
+
+
+@contextlib.contextmanager
+def _watching(out: Path, name: str, run_ids: list[str], reporter: SweepReporter | None,
+              every: float = 0.5) -> Iterator[None]:
+    if reporter is None:
+        yield
+        return
+    reporter.sweep_started(name, run_ids)
+    watcher = _Watcher(out, run_ids, reporter, every)
+    watcher.poll()
+    watcher.start()
+    try:
+        yield
+    finally:
+        watcher.stop()
+
+
+@dataclass
+class SweepSpec:
+    """What the user asked to sweep; None means "the config's own value"."""
+
+    depths: list[int] | None = None
+    variants: list[str] | None = None
+    seeds: list[int] | None = None
+    epochs: int | None = None
+    device: str | None = None
+    name: str | None = None
+    out: str | None = None
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SweepResult:
+    """What a sweep ended with."""
+
+    name: str
+    out: Path
+    folder: Path
+    runs: list[RunResult]
+
+
+def _flag_overrides(spec: SweepSpec) -> list[str]:
+    """Overrides for the flags that were given; a flag not given adds nothing."""
+    ov = []
+    if spec.depths is not None:
+        ov.append("model.depth=" + ",".join(str(d) for d in spec.depths))
+    variants = spec.variants
+    if variants is None and not any(o.split("=", 1)[0] == "model.variant" for o in spec.overrides):
+        variants = list(VARIANTS)  # twins are the point of a sweep: both unless told otherwise
+    if variants is not None:
+        ov.append("model.variant=" + ",".join(variants))
+    if spec.seeds is not None:
+        ov.append("seed=" + ",".join(str(s) for s in spec.seeds))
+    if spec.epochs is not None:
+        ov.append(f"trainer.epochs={spec.epochs}")
+    if spec.device is not None:
+        ov.append(f"trainer.device={spec.device}")
+    if spec.out is not None:
+        ov.append(f"out={spec.out}")
+    return ov
+
+
+def _is_hydra_override(o: str) -> bool:
+    key = o.lstrip("+~").split("=", 1)[0]
+    return key == "hydra" or key.startswith(("hydra.", "hydra/"))
+
+
+def plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig]]:
+    """The sweep's full override list and the validated config of every run in it."""
+    for name, values in (("--depths", spec.depths), ("--variants", spec.variants),
+                         ("--seeds", spec.seeds)):
+        if values is not None and not values:
+            raise ConfigError(f"{name} is empty: the sweep would run nothing")
+    overrides = _flag_overrides(spec) + list(spec.overrides)
+    run_overrides = [o for o in overrides if not _is_hydra_override(o)]
+    hydra_overrides = [o for o in overrides if _is_hydra_override(o)]
+    configs = [compose_run(combo) for combo in expand_overrides(run_overrides)]
+    if not configs:
+        raise ConfigError("the sweep would run nothing")
+    _check_hydra_overrides(run_overrides, hydra_overrides)
+    return overrides, configs
+
+
+def _check_hydra_overrides(run_overrides: list[str], hydra_overrides: list[str]) -> None:
+    """Compose the Hydra part once so an unknown launcher fails before anything runs."""
+    if not hydra_overrides:
+        return
+    from hydra import compose
+
+    first = expand_overrides(run_overrides)[0]
+    try:
+        with hydra_context():
+            compose(CONFIG_NAME, overrides=first + hydra_overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(one_line(e)) from None
+
+
+def default_name(configs: list[DictConfig]) -> str:
+    """A name that is the same whenever the same runs are swept."""
+    ids = sorted({store.run_id(c) for c in configs})
+    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:6]
+    first = configs[0]
+    return f"{first.model.family}-{first.data.name}-{digest}"
+
+
+def run_job(cfg: DictConfig) -> dict[str, Any]:
+    """Hydra's task function: train one run into the store, never raising for the run's sake."""
+    out = Path(cfg.out)
+    rid = store.run_id(cfg)
+    run = store.RunDir(out, rid)
+    status = run.status()
+    # A diverged run would diverge again: it is as finished as a done one.
+    if status.get("state") in ("done", "diverged"):
+        result = RunResult(rid, "skipped", int(status.get("epochs_done", 0)), path=run.path)
+    else:
+        try:
+            result = train_run(cfg, out)
+        except Exception as e:  # noqa: BLE001 - one failed run must not end the sweep
+            msg = f"{e.__class__.__name__}: {e}"
+            run.set_status("failed", error=msg, traceback=traceback.format_exc())
+            result = RunResult(rid, "failed", 0, error=msg, path=run.path)
+    return {"run_id": result.run_id, "state": result.state, "epochs": result.epochs,
+            "final": result.final, "error": result.error}
+
+
+def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepResult:
+    """Check, record and launch a sweep; return each run's outcome."""
+    overrides, configs = plan(spec)
+    out = store.make_out(configs[0].out)
+    name = spec.name or default_name(configs)
+    ids = [store.run_id(c) for c in configs]
+    folder = store.write_sweep(out, name, {
+        "name": name,
+        "runs": list(dict.fromkeys(ids)),
+        "overrides": overrides,
+        "command": " ".join(sys.argv[1:]),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    })
+    try:
+        with _watching(out, name, list(dict.fromkeys(ids)), reporter), hydra_context():
+            batches = GlobalHydra.instance().hydra.multirun(  # type: ignore[union-attr]
+                config_name=CONFIG_NAME,
+                task_function=run_job,
+                overrides=[o for o in overrides if o.split("=", 1)[0] not in ("out", "name")]
+                + [f"name={name}", f"out={out}", "hydra.mode=MULTIRUN"],
+            )
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(one_line(e)) from None
+    results = []
+    for batch in batches:
+        for job in batch:
+            r = job.return_value
+            results.append(RunResult(r["run_id"], r["state"], r["epochs"], r["final"], r["error"],
+                                     store.RunDir(out, r["run_id"]).path))
+    return SweepResult(name, out, folder, results)
+
+
+def train_one(overrides: list[str], reporter: SweepReporter | None = None) -> RunResult:
+    """Train the single run ``overrides`` describe into the store (no launcher)."""
+    cfg = compose_run(overrides)
+    out = store.make_out(cfg.out)
+    cfg.out = str(out)
+    with _watching(out, "train", [store.run_id(cfg)], reporter):
+        r = run_job(cfg)
+    return RunResult(r["run_id"], r["state"], r["epochs"], r["final"], r["error"],
+                     store.RunDir(out, r["run_id"]).path)
+
+
+def resolved(overrides: list[str]) -> str:
+    """The resolved config of one run, as YAML."""
+    return OmegaConf.to_yaml(compose_run(overrides), resolve=True)

@@ -1,0 +1,109 @@
+"""The CLI end to end: a real sweep in a subprocess, and every user error."""
+
+import pandas as pd
+import pytest
+
+from tests.conftest import files_under, run_cli, run_subprocess
+
+SCHEMA = ["run_id", "family", "variant", "depth", "shortcut", "seed", "dataset", "device", "precision",
+          "epoch", "iteration", "lr", "train_loss", "train_error", "test_loss", "test_error",
+          "epoch_seconds", "images_per_second"]
+
+
+def test_sweep_plot_summary_end_to_end(tmp_path):
+    r = run_subprocess(["sweep", "--depths", "8,14", "--epochs", "2", "--name", "e2e",
+                        "trainer.threads=1"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "sweep e2e: 4 runs (4 done)" in r.stdout
+    runs = sorted((tmp_path / "outputs" / "runs").iterdir())
+    assert len(runs) == 4
+    frames = [pd.read_parquet(p / "metrics.parquet") for p in runs]
+    for f in frames:
+        assert list(f.columns) == SCHEMA
+        assert f["epoch"].tolist() == [1, 2]
+        assert (runs[0] / "config.yaml").is_file()
+    assert {(f.variant[0], f.depth[0]) for f in frames} == {
+        ("plain", 8), ("plain", 14), ("residual", 8), ("residual", 14)}
+
+    r = run_subprocess(["plot", "--format", "png,svg"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    png = tmp_path / "outputs" / "sweeps" / "e2e" / "curves.png"
+    assert r.stdout.split() == [str(png.relative_to(tmp_path)), str(png.with_suffix(".svg").relative_to(tmp_path))]
+    assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
+
+    r = run_subprocess(["summary"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "plain" in r.stdout and "residual" in r.stdout
+    assert any(r.stdout.count(w) for w in ("Degradation", "No degradation", "Both", "Inconclusive"))
+
+    # A rerun finds every run done and trains nothing.
+    r = run_subprocess(["sweep", "--depths", "8,14", "--epochs", "2", "--name", "e2e",
+                        "trainer.threads=1"], cwd=tmp_path)
+    assert r.returncode == 0 and "4 runs (4 skipped)" in r.stdout
+
+
+def test_train_and_show_work_from_any_folder(tmp_path, capsys):
+    code, out, err = run_cli(["show", "model=mlp", "optim.lr=0.05"], capsys)
+    assert code == 0 and "family: mlp" in out and "lr: 0.05" in out
+    code, out, err = run_cli(["train", "model.depth=8", "model.variant=plain", "trainer.epochs=1",
+                              "trainer.threads=1", f"out={tmp_path}"], capsys)
+    assert code == 0, err
+    assert "cnn-plain-8-s0-" in out and ": done" in out
+    (run,) = (tmp_path / "runs").iterdir()
+    assert len(pd.read_parquet(run / "metrics.parquet")) == 1
+
+
+def test_python_dash_m_and_help(tmp_path):
+    r = run_subprocess(["--help"], cwd=tmp_path)
+    assert r.returncode == 0
+    for cmd in ("sweep", "train", "show", "plot", "summary"):
+        assert cmd in r.stdout
+
+
+BAD = [
+    (["sweep", "--depths", "8,21"], "6n+2"),
+    (["sweep", "--depths", "2"], "6n+2"),
+    (["sweep", "--depths", "8,x"], "--depths takes comma-separated whole numbers"),
+    (["sweep", "--variants", "plain,deep"], "unknown variant 'deep'"),
+    (["sweep", "--variants", ""], "--variants is empty"),
+    (["sweep", "data=imagenet"], "unknown data option 'imagenet'"),
+    (["sweep", "model=transformer"], "unknown model option 'transformer'"),
+    (["sweep", "optim.lr=[0.1"], "bad override"),
+    (["sweep", "optim.lrr=0.1"], "unknown config key 'optim.lrr'"),
+    (["sweep", "hydra/launcher=warp"], "unknown hydra/launcher option 'warp'"),
+    (["sweep", "--device", "cuda"], "no CUDA GPU"),
+    (["sweep", "--bogus"], "No such option"),
+    (["train", "model.depth=9"], "6n+2"),
+    (["show", "model.variant=highway"], "unknown variant"),
+    (["plot"], "no sweeps"),
+    (["summary"], "no sweeps"),
+    (["plot", "--sweep", "nope"], "no sweep named 'nope'"),
+    (["plot", "--format", "gif"], "unknown format 'gif'"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_user_errors_end_in_one_line_and_exit_2_leaving_nothing(args, message, tmp_path, capsys,
+                                                              monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = files_under(tmp_path)
+    code, out, err = run_cli(args, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert "Traceback" not in err + out
+    assert files_under(tmp_path) == before
+
+
+def test_user_error_through_a_real_process_has_no_traceback(tmp_path):
+    r = run_subprocess(["sweep", "--depths", "10"], cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "6n+2" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_unwritable_output_folder(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run_cli(["sweep", "--depths", "8", "--out", str(blocker / "o")], capsys)
+    assert code == 2 and "cannot write to output folder" in err

@@ -1,0 +1,52 @@
+import pandas as pd
+import pytest
+
+from degrade import store
+from degrade.config import compose_run
+
+
+def test_parquet_rewrite_is_atomic_when_the_writer_dies(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.parquet"
+    store.write_parquet_atomic(path, pd.DataFrame({"epoch": [1], "train_error": [0.5]}))
+
+    def crash(table, where):
+        with open(where, "wb") as f:
+            f.write(b"PAR1 half a file")
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(store.pq, "write_table", crash)
+    with pytest.raises(OSError):
+        store.write_parquet_atomic(path, pd.DataFrame({"epoch": [1, 2], "train_error": [0.5, 0.4]}))
+    # The old file is whole, and no temporary file is left beside it.
+    assert store.read_parquet(path)["epoch"].tolist() == [1]
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.parquet"]
+
+
+def test_parquet_rewrite_replaces_the_whole_file(tmp_path):
+    path = tmp_path / "m.parquet"
+    store.write_parquet_atomic(path, pd.DataFrame({"epoch": [1]}))
+    store.write_parquet_atomic(path, pd.DataFrame({"epoch": [1, 2]}))
+    assert store.read_parquet(path)["epoch"].tolist() == [1, 2]
+
+
+def test_damaged_files_read_as_absent(tmp_path):
+    (tmp_path / "m.parquet").write_bytes(b"not parquet")
+    (tmp_path / "c.pt").write_bytes(b"not a checkpoint")
+    assert store.read_parquet(tmp_path / "m.parquet") is None
+    assert store.load_checkpoint(tmp_path / "c.pt") is None
+
+
+def test_run_id_depends_on_what_is_computed_not_where():
+    base = compose_run(["model.depth=20"])
+    same = compose_run(["model.depth=20", "out=elsewhere", "trainer.device=cpu", "trainer.threads=1"])
+    other = compose_run(["model.depth=20", "optim.lr=0.05"])
+    assert store.run_id(base) == store.run_id(same)
+    assert store.run_id(base) != store.run_id(other)
+    assert store.run_id(base).startswith("cnn-residual-20-s0-")
+
+
+def test_unwritable_output_folder_is_a_store_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(store.StoreError, match="cannot write"):
+        store.make_out(blocker / "out")
