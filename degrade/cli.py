@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -249,8 +250,50 @@ def summary(sweep: SweepOption = None, out: OutOption = "outputs") -> None:
     _guard(lambda: _print_summary(out, sweep))
 
 
+@app.command("ls")
+def list_runs(
+    sweep: Annotated[str | None, typer.Option("--sweep", help="Sweep name (default: every run).")] = None,
+    out: OutOption = "outputs",
+) -> None:
+    """List runs with their state, depth, variant, seed, epochs done and final errors."""
+    from degrade import store
+
+    def go() -> Any:
+        runs = store.list_runs(out, sweep)
+        if runs.empty:
+            raise UserError(f"no runs in {out}; run `degrade sweep` first")
+        return runs
+
+    runs = _guard(go)
+    t = Table(title=f"runs of sweep {sweep}" if sweep else "runs in the store")
+    for col in ("run", "state", "variant", "depth", "seed", "epochs", "train err", "test err"):
+        t.add_column(col, justify="left" if col in ("run", "state", "variant") else "right")
+
+    def pct(v: Any) -> str:
+        return "-" if v is None or v != v else f"{100 * v:.2f}"
+
+    for r in runs.to_dict("records"):
+        state = r["state"] + (f" ({r['error']})" if r["state"] == "failed" and r.get("error") else "")
+        epochs = f"{r['epochs_done']}/{r['epochs']}" if r.get("epochs") else str(r["epochs_done"])
+        t.add_row(r["run_id"], state, str(r.get("variant", "?")), str(r.get("depth", "?")),
+                  str(r.get("seed", "?")), epochs, pct(r["train_error"]), pct(r["test_error"]))
+    out_console.print(t)
+
+
+class _WarningLine(logging.Handler):
+    """Library warnings (a damaged file, a fallback) as one line on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err_console.print(f"warning: {record.getMessage()}", markup=False, highlight=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app; Click's usage errors become one line and exit code 2."""
+    log = logging.getLogger("degrade")
+    if not log.handlers:
+        log.addHandler(_WarningLine())
+        log.setLevel(logging.WARNING)
+        log.propagate = False
     try:
         rc = app(args=argv, prog_name="degrade", standalone_mode=False)
     except typer.Exit as e:

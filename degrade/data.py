@@ -247,6 +247,14 @@ def load_synthetic(
     )
 
 
+def prepare_dataset(cfg) -> None:
+    """Make sure the dataset a ``data`` node names is at hand (downloading it when allowed)."""
+    if cfg.name in CIFAR:
+        _find_cifar_folder(cfg.name, Path(cfg.root).expanduser(), cfg.download)
+    elif cfg.name not in DATASETS:
+        raise DataError(f"unknown dataset {cfg.name!r}; choose one of {', '.join(DATASETS)}")
+
+
 def load_dataset(cfg) -> Dataset:
     """The dataset a ``data`` config node names, on the CPU."""
     name = cfg.name

@@ -37,16 +37,20 @@ def curves(metrics: pd.DataFrame, title: str = "") -> plt.Figure:
     fig, axes = plt.subplots(1, len(variants), figsize=(5.2 * len(variants), 4.2),
                              sharey=True, squeeze=False)
     top = max(metrics[["train_error", "test_error"]].max().max() * 100 * 1.05, 5)
+    top = top if top == top else 100.0  # every value NaN: nothing finished an epoch
     for ax, variant in zip(axes[0], variants, strict=True):
         part = metrics[metrics["variant"] == variant]
         for depth in sorted(part["depth"].unique()):
             runs = part[part["depth"] == depth]
             colour = colours[depth]
+            diverged = "state" in runs and (runs.groupby("run_id")["state"].first() == "diverged").all()
             for column, style, width in (("train_error", "--", 1.0), ("test_error", "-", 2.2)):
                 band = _mean_band(runs, column)
-                label = f"{TITLES[variant]}-{depth}" if column == "test_error" else None
+                label = None
+                if column == "test_error":
+                    label = f"{TITLES[variant]}-{depth}" + (" (diverged)" if diverged else "")
                 ax.plot(band["epoch"], band["mean"] * 100, style, lw=width, color=colour,
-                        label=label)
+                        label=label, marker="x" if diverged else None, markevery=[-1])
                 if runs["seed"].nunique() > 1:
                     ax.fill_between(band["epoch"], (band["mean"] - band["std"]) * 100,
                                     (band["mean"] + band["std"]) * 100, color=colour, alpha=0.15)

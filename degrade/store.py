@@ -10,12 +10,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,10 @@ _NOT_IDENTITY = ("out", "name", "trainer.device", "trainer.threads", "trainer.pr
 
 class StoreError(ValueError):
     """A store location or file a user pointed at that cannot be used."""
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
 
 
 # --------------------------------------------------------------------------- identity
@@ -89,19 +96,44 @@ def write_parquet_atomic(path: Path, frame: pd.DataFrame) -> None:
     atomic_write(path, lambda p: pq.write_table(table, p))
 
 
+def _previous(path: Path) -> Path:
+    return path.with_name(path.stem + ".prev" + path.suffix)
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Replace the checkpoint at ``path`` atomically."""
-    atomic_write(path, lambda p: torch.save(state, p))
+    """Replace the checkpoint at ``path`` atomically, keeping the one before as ``*.prev.pt``."""
+
+    def write(tmp: Path) -> None:
+        torch.save(state, tmp)
+        if path.exists():
+            os.replace(path, _previous(path))
+
+    atomic_write(path, write)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    """The checkpoint at ``path``; None when absent or unreadable (the run then restarts)."""
-    if not path.is_file():
-        return None
+def _read_checkpoint(path: Path) -> dict[str, Any] | None:
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # noqa: BLE001 - any damage means "no usable checkpoint"
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - any damage means "not usable"
         return None
+    return state if isinstance(state, dict) and "epoch" in state else None
+
+
+def load_checkpoint(path: Path, warn: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+    """The newest readable checkpoint at ``path`` (or the one before it); None if neither is.
+
+    A damaged file is reported through ``warn`` with its path; the run then resumes from the
+    checkpoint before it, or starts over.
+    """
+    for candidate in (path, _previous(path)):
+        if not candidate.is_file():
+            continue
+        state = _read_checkpoint(candidate)
+        if state is not None:
+            return state
+        if warn is not None:
+            warn(f"damaged checkpoint {candidate}; falling back to an earlier one")
+    return None
 
 
 def read_parquet(path: Path) -> pd.DataFrame | None:
@@ -138,9 +170,40 @@ class RunDir:
             return {"state": "new"}
 
     def set_status(self, state: str, **extra: Any) -> None:
-        """Record ``state`` (one of STATES) with a time stamp and any details."""
-        record = {"state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+        """Record ``state`` (one of STATES) with a time stamp and any details.
+
+        The list of training sessions (who trained the run, from which epoch) is kept.
+        """
+        sessions = self.status().get("sessions", [])
+        record = {"state": state, "updated": _now(), **extra, "sessions": sessions}
         write_text_atomic(self.status_file, json.dumps(record, indent=1, default=str) + "\n")
+
+    def begin_session(self, from_epoch: int, epochs: int) -> None:
+        """Mark the run as running in this process, resuming after ``from_epoch``."""
+        status = self.status()
+        session = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now(),
+                   "from_epoch": from_epoch}
+        job = os.environ.get("SLURM_JOB_ID")
+        if job:
+            session["slurm_job_id"] = job
+        record = {"state": "running", "updated": _now(), "epochs_done": from_epoch,
+                  "epochs": epochs, "sessions": [*status.get("sessions", []), session]}
+        write_text_atomic(self.status_file, json.dumps(record, indent=1, default=str) + "\n")
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run's lock, waiting while another process holds it.
+
+        An OS file lock: the kernel drops it when its holder dies, even by SIGKILL, so a lock
+        left by a killed process is taken over at once.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        with (self.path / "lock").open("a+") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
     def write_config(self, cfg: DictConfig) -> None:
         """Keep the resolved run config beside its results."""
@@ -200,13 +263,31 @@ def load_metrics(out: Path, run_ids: list[str]) -> pd.DataFrame:
     frames = []
     for rid in run_ids:
         run = RunDir(out, rid)
+        state = run.status().get("state", "new")
         frame = read_parquet(run.metrics)
         if frame is None or frame.empty:
-            continue
-        frames.append(frame.assign(state=run.status().get("state", "new")))
+            if state not in ("diverged", "failed"):
+                continue
+            # No finished epoch, but the run must still be shown for what it is.
+            frame = _empty_row(run)
+            if frame is None:
+                continue
+        frames.append(frame.assign(state=state))
     if not frames:
         return pd.DataFrame()
     return pd.concat(frames, ignore_index=True)
+
+
+def _empty_row(run: RunDir) -> pd.DataFrame | None:
+    try:
+        cfg = OmegaConf.load(run.config)
+    except Exception:  # noqa: BLE001 - without its config the run cannot be placed
+        return None
+    nan = float("nan")
+    return pd.DataFrame([{"run_id": run.id, "family": cfg.model.family, "variant": cfg.model.variant,
+                          "depth": int(cfg.model.depth), "seed": int(cfg.seed), "dataset": cfg.data.name,
+                          "epoch": 0, "train_error": nan, "test_error": nan, "train_loss": nan,
+                          "test_loss": nan}])
 
 
 def sweep_metrics(out: str | Path, name: str | None = None) -> tuple[str, pd.DataFrame]:
@@ -218,5 +299,29 @@ def sweep_metrics(out: str | Path, name: str | None = None) -> tuple[str, pd.Dat
     record = read_sweep(root, name)
     metrics = load_metrics(root, record.get("runs", []))
     if metrics.empty:
-        raise StoreError(f"sweep {name!r} in {root} has no finished epochs yet")
+        raise StoreError(f"sweep {name!r} in {root} has no finished runs or epochs yet")
     return name, metrics
+
+
+def list_runs(out: str | Path, name: str | None = None) -> pd.DataFrame:
+    """One row per run of sweep ``name`` (default: every run in the store) with its state."""
+    root = Path(out).expanduser()
+    if name is not None:
+        ids = read_sweep(root, name).get("runs", [])
+    else:
+        ids = sorted(p.name for p in (root / "runs").glob("*") if p.is_dir())
+    rows = []
+    for rid in ids:
+        run = RunDir(root, rid)
+        status = run.status()
+        try:
+            cfg = OmegaConf.load(run.config)
+            what = {"family": cfg.model.family, "variant": cfg.model.variant,
+                    "depth": int(cfg.model.depth), "seed": int(cfg.seed), "dataset": cfg.data.name}
+        except Exception:  # noqa: BLE001 - a damaged config still lists the run
+            what = {}
+        rows.append({"run_id": rid, "state": status.get("state", "new"), **what,
+                     "epochs_done": status.get("epochs_done", 0), "epochs": status.get("epochs"),
+                     "train_error": status.get("train_error"), "test_error": status.get("test_error"),
+                     "error": status.get("error"), "updated": status.get("updated")})
+    return pd.DataFrame(rows)

@@ -34,6 +34,7 @@ from degrade.config import (
     hydra_context,
     one_line,
 )
+from degrade.data import prepare_dataset
 from degrade.models import VARIANTS
 from degrade.train import RunResult, train_run
 
@@ -145,8 +146,19 @@ def plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig]]:
     configs = [compose_run(combo) for combo in expand_overrides(run_overrides)]
     if not configs:
         raise ConfigError("the sweep would run nothing")
+    _prepare_data(configs)
     _check_hydra_overrides(run_overrides, hydra_overrides)
     return overrides, configs
+
+
+def _prepare_data(configs: list[DictConfig]) -> None:
+    """Fetch or find each dataset once, here, so a missing one fails before any run starts."""
+    seen = set()
+    for cfg in configs:
+        key = OmegaConf.to_yaml(cfg.data)
+        if key not in seen:
+            seen.add(key)
+            prepare_dataset(cfg.data)
 
 
 def _check_hydra_overrides(run_overrides: list[str], hydra_overrides: list[str]) -> None:
@@ -171,22 +183,39 @@ def default_name(configs: list[DictConfig]) -> str:
     return f"{first.model.family}-{first.data.name}-{digest}"
 
 
+def _finished(run: store.RunDir, status: dict[str, Any]) -> bool:
+    """Done (or diverged, which would diverge again) with every epoch row readable."""
+    if status.get("state") not in ("done", "diverged"):
+        return False
+    if status.get("state") == "diverged" and not status.get("epochs_done"):
+        return True  # blew up in its first epoch: there are no rows to check
+    metrics = store.read_parquet(run.metrics)
+    return metrics is not None and len(metrics) == int(status.get("epochs_done", -1))
+
+
+def _final_row(run: store.RunDir) -> dict[str, Any]:
+    metrics = store.read_parquet(run.metrics)
+    return {} if metrics is None or metrics.empty else metrics.iloc[-1].to_dict()
+
+
 def run_job(cfg: DictConfig) -> dict[str, Any]:
     """Hydra's task function: train one run into the store, never raising for the run's sake."""
     out = Path(cfg.out)
     rid = store.run_id(cfg)
     run = store.RunDir(out, rid)
-    status = run.status()
-    # A diverged run would diverge again: it is as finished as a done one.
-    if status.get("state") in ("done", "diverged"):
-        result = RunResult(rid, "skipped", int(status.get("epochs_done", 0)), path=run.path)
-    else:
-        try:
-            result = train_run(cfg, out)
-        except Exception as e:  # noqa: BLE001 - one failed run must not end the sweep
-            msg = f"{e.__class__.__name__}: {e}"
-            run.set_status("failed", error=msg, traceback=traceback.format_exc())
-            result = RunResult(rid, "failed", 0, error=msg, path=run.path)
+    with run.lock():
+        # Under the lock: another sweep may have finished this run while we waited.
+        status = run.status()
+        if _finished(run, status):
+            result = RunResult(rid, "skipped", int(status.get("epochs_done", 0)),
+                               final=_final_row(run), path=run.path)
+        else:
+            try:
+                result = train_run(cfg, out)
+            except Exception as e:  # noqa: BLE001 - one failed run must not end the sweep
+                msg = f"{e.__class__.__name__}: {e}"
+                run.set_status("failed", error=msg, traceback=traceback.format_exc())
+                result = RunResult(rid, "failed", 0, error=msg, path=run.path)
     return {"run_id": result.run_id, "state": result.state, "epochs": result.epochs,
             "final": result.final, "error": result.error}
 
@@ -226,6 +255,7 @@ def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepRe
 def train_one(overrides: list[str], reporter: SweepReporter | None = None) -> RunResult:
     """Train the single run ``overrides`` describe into the store (no launcher)."""
     cfg = compose_run(overrides)
+    _prepare_data([cfg])
     out = store.make_out(cfg.out)
     cfg.out = str(out)
     with _watching(out, "train", [store.run_id(cfg)], reporter):

@@ -7,6 +7,7 @@ batches an uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from degrade.data import Dataset, augment_batch, load_dataset
 from degrade.models import ModelSpec, build_model
 from degrade.store import RunDir, load_checkpoint, run_id, save_checkpoint, write_parquet_atomic
 
+log = logging.getLogger("degrade")
 EpochCallback = Callable[[dict[str, Any]], None]
 
 
@@ -229,36 +231,40 @@ def train_run(
     rid = run_id(cfg)
     run = RunDir(out, rid) if out is not None else None
     trainer = Trainer(cfg, data)
-    rows = trainer.rows
+    warnings: list[str] = []
     if run is not None:
         run.write_config(cfg)
-        ckpt = load_checkpoint(run.checkpoint)
+        ckpt = load_checkpoint(run.checkpoint, warn=warnings.append)
         if ckpt is not None:
-            # The checkpoint holds the rows up to its epoch, so a metrics file written after
-            # it (or damaged) never adds or loses an epoch.
+            # The checkpoint holds the rows up to its epoch: rewriting the metrics from it
+            # drops a row of an epoch that is trained again and mends a damaged file.
             trainer.load_state(ckpt)
-            rows = trainer.rows
-        run.set_status("running", epochs_done=trainer.epoch, epochs=trainer.epochs)
+            write_parquet_atomic(run.metrics, pd.DataFrame(trainer.rows))
+        run.begin_session(trainer.epoch, trainer.epochs)
+        for w in warnings:
+            log.warning(w)
+    rows = trainer.rows
     header = _row_header(cfg, rid, trainer.acc)
+    where = run.path if run else None
     while trainer.epoch < trainer.epochs:
         try:
             row = {**header, **trainer.train_epoch()}
         except Diverged as e:
             if run is not None:
-                run.set_status("diverged", error=str(e), epochs_done=trainer.epoch)
-            return RunResult(rid, "diverged", trainer.epoch, rows[-1] if rows else {}, str(e),
-                             run.path if run else None)
+                run.set_status("diverged", error=str(e), epochs_done=trainer.epoch,
+                               epochs=trainer.epochs, warnings=warnings)
+            return RunResult(rid, "diverged", trainer.epoch, rows[-1] if rows else {}, str(e), where)
         rows.append(row)
         if run is not None:
             save_checkpoint(run.checkpoint, trainer.state())
             write_parquet_atomic(run.metrics, pd.DataFrame(rows))
             run.set_status("running", epochs_done=trainer.epoch, epochs=trainer.epochs,
-                           train_error=row["train_error"])
+                           train_error=row["train_error"], warnings=warnings)
         if on_epoch is not None:
             on_epoch({**row, "epochs": trainer.epochs})
+    final = rows[-1] if rows else {}
     if run is not None:
-        final = rows[-1] if rows else {}
         run.set_status("done", epochs_done=trainer.epoch, epochs=trainer.epochs,
-                       train_error=final.get("train_error"), test_error=final.get("test_error"))
-    return RunResult(rid, "done", trainer.epoch, rows[-1] if rows else {}, None,
-                     run.path if run else None)
+                       train_error=final.get("train_error"), test_error=final.get("test_error"),
+                       warnings=warnings)
+    return RunResult(rid, "done", trainer.epoch, final, None, where)

@@ -1,0 +1,147 @@
+"""The run store under kills, concurrent sweeps and damaged files, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from tests.conftest import run_cli, run_subprocess
+
+GRID = ["--depths", "14", "--variants", "plain", "--epochs", "5", "--name", "k", "trainer.threads=1"]
+RESULT_COLUMNS = ["epoch", "iteration", "lr", "train_loss", "train_error", "test_loss", "test_error"]
+
+
+def _metrics(out: Path) -> dict[str, pd.DataFrame]:
+    return {p.parent.name: pd.read_parquet(p) for p in sorted(out.glob("runs/*/metrics.parquet"))}
+
+
+def _status(out: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in out.glob("runs/*/status.json")}
+
+
+def _popen(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "degrade", *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _epochs_done(out: Path) -> int:
+    return sum(int(s.get("epochs_done", 0)) for s in _status(out).values())
+
+
+def test_sigkill_mid_epoch_twice_then_rerun_equals_an_uninterrupted_sweep(tmp_path):
+    ref = tmp_path / "ref"
+    assert run_subprocess(["sweep", *GRID, "--out", str(ref)], cwd=tmp_path).returncode == 0
+
+    out = tmp_path / "killed"
+    for target in (1, 3):
+        proc = _popen(["sweep", *GRID, "--out", str(out)], cwd=tmp_path)
+        deadline = time.time() + 120
+        while _epochs_done(out) < target and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.25)  # into the next epoch, which is lost with the process
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert next(iter(_status(out).values()))["state"] == "running"
+
+    r = run_subprocess(["sweep", *GRID, "--out", str(out)], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    got, want = _metrics(out), _metrics(ref)
+    assert got.keys() == want.keys()
+    for rid in want:
+        assert got[rid]["epoch"].tolist() == [1, 2, 3, 4, 5]  # no row lost or doubled
+        pd.testing.assert_frame_equal(got[rid][RESULT_COLUMNS], want[rid][RESULT_COLUMNS])
+    (status,) = _status(out).values()
+    assert status["state"] == "done"
+    starts = [s["from_epoch"] for s in status["sessions"]]
+    assert len(starts) == 3 and starts[0] == 0 and starts[1] >= 1 and starts[2] >= 3
+
+
+def test_two_sweeps_at_once_train_each_run_once(tmp_path):
+    grid = ["sweep", "--depths", "8,14", "--epochs", "2", "trainer.threads=1", "--out", str(tmp_path / "o")]
+    a, b = _popen(grid + ["--name", "a"], tmp_path), _popen(grid + ["--name", "b"], tmp_path)
+    assert a.wait(timeout=300) == 0 and b.wait(timeout=300) == 0
+    statuses = _status(tmp_path / "o")
+    assert len(statuses) == 4
+    for s in statuses.values():
+        assert s["state"] == "done" and len(s["sessions"]) == 1
+    for frame in _metrics(tmp_path / "o").values():
+        assert frame["epoch"].tolist() == [1, 2]
+
+
+def test_damaged_checkpoint_is_reported_and_the_run_resumes_from_the_one_before(tmp_path, capsys):
+    out = tmp_path / "o"
+    args = ["sweep", "--depths", "8", "--variants", "plain", "--epochs", "3", "trainer.threads=1",
+            "--out", str(out)]
+    assert run_cli(args, capsys)[0] == 0
+    (rid, ref), = _metrics(out).items()
+    run = out / "runs" / rid
+    # What a crash in epoch 3 plus a damaged disk leaves: a bad newest checkpoint, no metrics.
+    (run / "checkpoint.pt").write_bytes(b"\0" * 100)
+    (run / "metrics.parquet").unlink()
+    status = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps({**status, "state": "running", "epochs_done": 2}))
+    code, _, err = run_cli(args, capsys)
+    assert code == 0
+    assert f"damaged checkpoint {run / 'checkpoint.pt'}" in err
+    got = pd.read_parquet(run / "metrics.parquet")
+    pd.testing.assert_frame_equal(got[RESULT_COLUMNS], ref[RESULT_COLUMNS])
+    assert json.loads((run / "status.json").read_text())["sessions"][-1]["from_epoch"] == 2
+
+
+def test_damaged_metrics_of_a_done_run_are_rebuilt_not_retrained(tmp_path, capsys):
+    out = tmp_path / "o"
+    args = ["sweep", "--depths", "8", "--variants", "plain", "--epochs", "2", "trainer.threads=1",
+            "--out", str(out)]
+    assert run_cli(args, capsys)[0] == 0
+    (rid, ref), = _metrics(out).items()
+    path = out / "runs" / rid / "metrics.parquet"
+    path.write_bytes(path.read_bytes()[:50])
+    assert run_cli(args, capsys)[0] == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(path), ref)
+    session = json.loads(path.with_name("status.json").read_text())["sessions"][-1]
+    assert session["from_epoch"] == 2  # nothing was trained again
+
+
+def test_diverged_runs_end_as_such_and_the_sweep_goes_on(tmp_path, capsys):
+    out = tmp_path / "o"
+    args = ["sweep", "--depths", "8", "--epochs", "2", "trainer.threads=1", "--out", str(out),
+            "optim.lr=1e12", "optim.warmup_iters=0", "model.norm=none", "--name", "boom"]
+    code, stdout, _ = run_cli(args, capsys)
+    assert code == 0 and "diverged" in stdout
+    assert {s["state"] for s in _status(out).values()} == {"diverged"}
+    code, stdout, _ = run_cli(["summary", "--out", str(out)], capsys)
+    assert code == 0 and "diverged" in stdout
+    code, stdout, _ = run_cli(["plot", "--out", str(out)], capsys)
+    assert code == 0 and stdout.strip().endswith("curves.png")
+    code, stdout, _ = run_cli(["ls", "--out", str(out)], capsys)
+    assert code == 0 and stdout.count("diverged") == 2
+    # A rerun does not train them again.
+    run_cli(args, capsys)
+    assert all(len(s["sessions"]) == 1 for s in _status(out).values())
+
+
+def test_missing_cifar_fails_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["sweep", "data=cifar10", f"data.root={tmp_path / 'none'}",
+                            "data.download=false"], capsys)
+    assert code == 2 and "put cifar-10-python.tar.gz" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ls_lists_runs_with_their_state(tmp_path, capsys):
+    out = tmp_path / "o"
+    run_cli(["sweep", "--depths", "8", "--epochs", "1", "trainer.threads=1", "--out", str(out),
+             "--name", "one"], capsys)
+    code, stdout, _ = run_cli(["ls", "--out", str(out), "--sweep", "one"], capsys)
+    assert code == 0 and stdout.count("done") == 2 and "1/1" in stdout
+    code, _, err = run_cli(["ls", "--out", str(tmp_path / "empty")], capsys)
+    assert code == 2 and "no runs" in err
