@@ -225,9 +225,12 @@ def show(overrides: Overrides = None) -> None:
 def plot(
     sweep: SweepOption = None,
     out: OutOption = "outputs",
+    kind: Annotated[str, typer.Option("--kind", help="curves | depth | gradients | responses")] = "curves",
+    epochs: Annotated[str | None, typer.Option("--epochs", help="Epochs for gradients/responses, e.g. 1,15.")]
+    = None,
     format: Annotated[str, typer.Option("--format", help="Comma list of png, svg, pdf.")] = "png",
 ) -> None:
-    """Draw the degradation figure of a sweep (the paper's Fig. 6 look)."""
+    """Draw a figure of a sweep: the training curves (the paper's Fig. 6 look) by default."""
     from degrade import plot as plots
     from degrade import store
 
@@ -236,9 +239,22 @@ def plot(
         bad = [f for f in formats if f not in plots.FORMATS]
         if bad:
             raise UserError(f"unknown format {bad[0]!r}; choose from {', '.join(plots.FORMATS)}")
+        if kind not in plots.KINDS:
+            raise UserError(f"unknown kind {kind!r}; choose from {', '.join(plots.KINDS)}")
+        chosen = _int_list(epochs, "--epochs")
         name, metrics = store.sweep_metrics(out, sweep)
-        fig = plots.curves(metrics, title=f"sweep {name}")
-        return plots.save(fig, store.sweep_dir(Path(out), name), "curves", formats)
+        title = f"sweep {name}"
+        if kind == "curves":
+            fig = plots.curves(metrics, title=title)
+        elif kind == "depth":
+            fig = plots.depth(metrics, title=f"{title}: final error against depth")
+        else:
+            layers = store.load_layers(out, metrics)
+            if layers.empty:
+                raise UserError(f"sweep {name!r} has no per-layer diagnostics (trainer.diagnostics=false?)")
+            draw = plots.gradients if kind == "gradients" else plots.responses
+            fig = draw(layers, chosen, title=f"{title}: {kind}")
+        return plots.save(fig, store.sweep_dir(Path(out), name), kind, formats)
 
     for path in _guard(go):
         print(path)

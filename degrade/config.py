@@ -25,6 +25,14 @@ _WHOLE = ("seed", "model.depth", "model.width", "trainer.epochs", "trainer.batch
 _REAL = ("optim.lr", "optim.momentum", "optim.weight_decay", "optim.gamma", "optim.warmup_factor")
 
 
+def _deep_only(depth: int, min_depth: int, value: int) -> int:
+    """``value`` for nets of at least ``min_depth`` layers, else 0 (the paper's ResNet-110 warm-up)."""
+    return int(value) if int(depth) >= int(min_depth) else 0
+
+
+OmegaConf.register_new_resolver("deep_only", _deep_only, replace=True)
+
+
 class ConfigError(ValueError):
     """A config a user composed that cannot run; the message is one line."""
 

@@ -8,11 +8,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from degrade.store import atomic_write  # noqa: E402
 
 FORMATS = ("png", "svg", "pdf")
+KINDS = ("curves", "depth", "gradients", "responses")
 TITLES = {"plain": "plain", "residual": "ResNet"}
 
 
@@ -64,6 +66,105 @@ def curves(metrics: pd.DataFrame, title: str = "") -> plt.Figure:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _band(ax: plt.Axes, x, mean, std, colour, label: str | None, style: str = "-",
+          marker: str | None = None) -> None:
+    ax.plot(x, mean, style, color=colour, label=label, marker=marker, ms=4)
+    if (std > 0).any():
+        ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.2)
+
+
+VARIANT_COLOURS = {"plain": "tab:red", "residual": "tab:blue"}
+
+
+def depth(metrics: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Final training error against depth, plain and residual: the degradation at a glance.
+
+    Each point is the mean over seeds of a run's last epoch, with a band of one std;
+    diverged runs are left out.
+    """
+    from degrade.report import final_rows
+
+    last = final_rows(metrics)
+    if "state" in last:
+        last = last[last["state"] != "diverged"]
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    for variant in ("plain", "residual"):
+        part = last[last["variant"] == variant]
+        if part.empty:
+            continue
+        g = part.groupby("depth")
+        for column, style in (("train_error", "-"), ("test_error", ":")):
+            mean, std = g[column].mean() * 100, g[column].std().fillna(0) * 100
+            label = f"{TITLES[variant]}, {'train' if column == 'train_error' else 'test'}"
+            _band(ax, mean.index, mean, std, VARIANT_COLOURS[variant], label, style, marker="o")
+    ax.set_xlabel("depth (weight layers)")
+    ax.set_ylabel("final error (%)")
+    ax.set_ylim(bottom=0)
+    ax.set_xticks(sorted(last["depth"].unique()))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "final error against depth", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _per_layer(layers: pd.DataFrame, column: str, ylabel: str, epochs: list[int] | None,
+               title: str, log: bool) -> plt.Figure:
+    """``column`` against layer index: one panel per variant, a line per depth (and epoch)."""
+    variants = [v for v in ("plain", "residual") if v in set(layers["variant"])]
+    all_epochs = sorted(layers["epoch"].unique())
+    chosen = [e for e in (epochs or [all_epochs[-1]]) if e in all_epochs] or [all_epochs[-1]]
+    colours = _depth_colours(sorted(layers["depth"].unique()))
+    styles = ["-", "--", ":", "-."]
+    fig, axes = plt.subplots(1, len(variants), figsize=(5.2 * len(variants), 4.2), sharey=True,
+                             squeeze=False)
+    for ax, variant in zip(axes[0], variants, strict=True):
+        part = layers[layers["variant"] == variant]
+        for d in sorted(part["depth"].unique()):
+            for k, e in enumerate(chosen):
+                sel = part[(part["depth"] == d) & (part["epoch"] == e)]
+                if sel.empty:
+                    continue
+                label = f"{TITLES[variant]}-{d}" + (f", epoch {e}" if len(chosen) > 1 else "")
+                style = styles[k % len(styles)]
+                if log:
+                    # Mean and spread of log values: a band that stays positive on a log axis.
+                    g = np.log10(sel[column].clip(lower=1e-12)).groupby(sel["layer"])
+                    m, sd = g.mean(), g.std().fillna(0)
+                    ax.plot(m.index, 10**m, style, color=colours[d], label=label)
+                    if (sd > 0).any():
+                        ax.fill_between(m.index, 10 ** (m - sd), 10 ** (m + sd), color=colours[d], alpha=0.2)
+                else:
+                    g = sel.groupby("layer")[column]
+                    _band(ax, g.mean().index, g.mean(), g.std().fillna(0), colours[d], label, style)
+        ax.set_title(f"{TITLES[variant]} networks", fontsize=10)
+        ax.set_xlabel("layer index")
+        if log:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel(ylabel)
+    fig.suptitle(f"{title} (epoch {', '.join(map(str, chosen))})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def gradients(layers: pd.DataFrame, epochs: list[int] | None = None, title: str = "") -> plt.Figure:
+    """Gradient norm of each weight layer against its index, plain beside residual."""
+    return _per_layer(layers, "grad_norm", "gradient norm (fixed batch)", epochs,
+                      title or "gradient norm by layer", log=True)
+
+
+def responses(layers: pd.DataFrame, epochs: list[int] | None = None, title: str = "") -> plt.Figure:
+    """Std of each 3x3 layer's response (after BN, before ReLU/addition): the paper's Fig. 7.
+
+    The linear head is left out, as in the paper: its outputs are logits, not responses.
+    """
+    layers = layers[layers["name"] != "fc"]
+    return _per_layer(layers, "response_std", "std of layer response", epochs,
+                      title or "layer responses", log=False)
 
 
 def save(fig: plt.Figure, folder: Path, stem: str, formats: list[str]) -> list[Path]:

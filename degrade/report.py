@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-# A single-seed difference smaller than this (absolute training error) is called no difference.
+# A difference in final training error smaller than this (2 percentage points) is no difference.
 MARGIN = 0.02
 
 
@@ -63,18 +63,15 @@ def _compare(rows: pd.DataFrame, variant: str) -> Comparison | None:
         return None
     a, b = rows.iloc[0], rows.iloc[-1]
     diff = b.train_error_mean - a.train_error_mean
-    if a.seeds >= 2 and b.seeds >= 2:
+    if diff <= MARGIN:
+        outcome = "not worse"  # a difference too small to matter, however tight the seeds
+    elif a.seeds >= 2 and b.seeds >= 2:
         # Bands of one std: overlap means the seeds do not separate the two depths.
         hi_a = a.train_error_mean + a.train_error_std
         lo_b = b.train_error_mean - b.train_error_std
-        if lo_b > hi_a:
-            outcome = "worse"
-        elif diff <= MARGIN:
-            outcome = "not worse"
-        else:
-            outcome = "inconclusive"
+        outcome = "worse" if lo_b > hi_a else "inconclusive"
     else:
-        outcome = "worse" if diff > MARGIN else "not worse"
+        outcome = "worse"
     return Comparison(variant, int(a.depth), int(b.depth), float(a.train_error_mean),
                       float(b.train_error_mean), outcome)
 

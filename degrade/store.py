@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 STATES = ("running", "done", "diverged", "failed")
 # Config keys that say where or how a run is computed, not what it computes.
-_NOT_IDENTITY = ("out", "name", "trainer.device", "trainer.threads", "trainer.progress")
+_NOT_IDENTITY = ("out", "name", "sweep", "trainer.device", "trainer.threads")
 
 
 class StoreError(ValueError):
@@ -325,3 +325,15 @@ def list_runs(out: str | Path, name: str | None = None) -> pd.DataFrame:
                      "train_error": status.get("train_error"), "test_error": status.get("test_error"),
                      "error": status.get("error"), "updated": status.get("updated")})
     return pd.DataFrame(rows)
+
+
+def load_layers(out: str | Path, metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per-layer diagnostics of the runs in ``metrics``, with their variant, depth and seed."""
+    root = Path(out).expanduser()
+    what = metrics.groupby("run_id")[["variant", "depth", "seed"]].first()
+    frames = []
+    for rid in what.index:
+        frame = read_parquet(RunDir(root, rid).layers)
+        if frame is not None and not frame.empty:
+            frames.append(frame.join(what, on="run_id"))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -35,7 +35,6 @@ from degrade.config import (
     one_line,
 )
 from degrade.data import prepare_dataset
-from degrade.models import VARIANTS
 from degrade.train import RunResult, train_run
 
 
@@ -108,18 +107,20 @@ class SweepResult:
     runs: list[RunResult]
 
 
-def _flag_overrides(spec: SweepSpec) -> list[str]:
-    """Overrides for the flags that were given; a flag not given adds nothing."""
+def _flag_overrides(spec: SweepSpec, grid: DictConfig) -> list[str]:
+    """Overrides for the flags given; the config's ``sweep`` grid fills in the rest.
+
+    A flag not given adds nothing of its own; neither does the grid for a key the user
+    overrides directly (``model.variant=plain``).
+    """
+    given = {o.lstrip("+~").split("=", 1)[0] for o in spec.overrides}
     ov = []
-    if spec.depths is not None:
-        ov.append("model.depth=" + ",".join(str(d) for d in spec.depths))
-    variants = spec.variants
-    if variants is None and not any(o.split("=", 1)[0] == "model.variant" for o in spec.overrides):
-        variants = list(VARIANTS)  # twins are the point of a sweep: both unless told otherwise
-    if variants is not None:
-        ov.append("model.variant=" + ",".join(variants))
-    if spec.seeds is not None:
-        ov.append("seed=" + ",".join(str(s) for s in spec.seeds))
+    for key, flag, default in (("model.depth", spec.depths, grid.get("depths")),
+                               ("model.variant", spec.variants, grid.get("variants")),
+                               ("seed", spec.seeds, grid.get("seeds"))):
+        values = flag if flag is not None else (None if key in given else default)
+        if values is not None:
+            ov.append(f"{key}=" + ",".join(str(v) for v in values))
     if spec.epochs is not None:
         ov.append(f"trainer.epochs={spec.epochs}")
     if spec.device is not None:
@@ -140,7 +141,12 @@ def plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig]]:
                          ("--seeds", spec.seeds)):
         if values is not None and not values:
             raise ConfigError(f"{name} is empty: the sweep would run nothing")
-    overrides = _flag_overrides(spec) + list(spec.overrides)
+    user_run = [o for o in spec.overrides if not _is_hydra_override(o)]
+    base = compose_run(expand_overrides(user_run)[0])
+    overrides = _flag_overrides(spec, base.sweep) + list(spec.overrides)
+    for key in ("depths", "variants", "seeds"):
+        if base.sweep.get(key) is not None and len(base.sweep[key]) == 0:
+            raise ConfigError(f"sweep.{key} is empty: the sweep would run nothing")
     run_overrides = [o for o in overrides if not _is_hydra_override(o)]
     hydra_overrides = [o for o in overrides if _is_hydra_override(o)]
     configs = [compose_run(combo) for combo in expand_overrides(run_overrides)]

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from degrade import accel as accel_mod
+from degrade import diagnostics
 from degrade.data import Dataset, augment_batch, load_dataset
 from degrade.models import ModelSpec, build_model
 from degrade.store import RunDir, load_checkpoint, run_id, save_checkpoint, write_parquet_atomic
@@ -70,7 +71,8 @@ def lr_at(it: int, total: int, optim: DictConfig) -> float:
     warm = int(optim.warmup_iters)
     if it < warm:
         start = float(optim.warmup_factor)
-        lr *= start + (1.0 - start) * it / warm
+        # "constant" is the paper's ResNet-110 warm-up: a small lr, then the full one.
+        lr *= start if optim.get("warmup", "linear") == "constant" else start + (1.0 - start) * it / warm
     passed = sum(1 for m in optim.milestones if it >= round(float(m) * total))
     return lr * float(optim.gamma) ** passed
 
@@ -127,6 +129,10 @@ class Trainer:
         self.iteration = 0
         self.epoch = 0
         self.rows: list[dict[str, Any]] = []  # one metrics row per finished epoch
+        self.layer_rows: list[dict[str, Any]] = []  # per-layer diagnostics, every epoch
+        k = int(t.diagnostics_batch) if t.diagnostics else 0
+        # A fixed batch: the first k training images, never augmented.
+        self.diag_batch = (self.data.x_train[:k], self.data.y_train[:k]) if k else None
 
     # -- persistence -------------------------------------------------------------------
 
@@ -138,6 +144,7 @@ class Trainer:
             "epoch": self.epoch,
             "iteration": self.iteration,
             "rows": list(self.rows),
+            "layer_rows": list(self.layer_rows),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -147,6 +154,7 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.iteration = int(state["iteration"])
         self.rows = list(state["rows"])
+        self.layer_rows = list(state.get("layer_rows", []))
 
     # -- one epoch ---------------------------------------------------------------------
 
@@ -186,6 +194,9 @@ class Trainer:
         train_seconds = time.perf_counter() - start
         if not math.isfinite(train_loss):
             raise Diverged(f"training loss became {train_loss} in epoch {self.epoch + 1}")
+        if self.diag_batch is not None:
+            for r in diagnostics.measure(model, *self.diag_batch, acc.autocast()):
+                self.layer_rows.append({"epoch": self.epoch + 1, **r})
         test_loss, test_error = _evaluate(
             model, d.x_test, d.y_test, int(self.cfg.trainer.eval_batch_size), acc
         )
@@ -218,6 +229,13 @@ def _row_header(cfg: DictConfig, rid: str, acc: accel_mod.Accel) -> dict[str, An
     }
 
 
+def _write_layers(run: RunDir, trainer: Trainer) -> None:
+    if trainer.layer_rows:
+        frame = pd.DataFrame(trainer.layer_rows)
+        frame.insert(0, "run_id", run.id)
+        write_parquet_atomic(run.layers, frame)
+
+
 def train_run(
     cfg: DictConfig,
     out: Path | None = None,
@@ -240,6 +258,7 @@ def train_run(
             # drops a row of an epoch that is trained again and mends a damaged file.
             trainer.load_state(ckpt)
             write_parquet_atomic(run.metrics, pd.DataFrame(trainer.rows))
+            _write_layers(run, trainer)
         run.begin_session(trainer.epoch, trainer.epochs)
         for w in warnings:
             log.warning(w)
@@ -258,6 +277,7 @@ def train_run(
         if run is not None:
             save_checkpoint(run.checkpoint, trainer.state())
             write_parquet_atomic(run.metrics, pd.DataFrame(rows))
+            _write_layers(run, trainer)
             run.set_status("running", epochs_done=trainer.epoch, epochs=trainer.epochs,
                            train_error=row["train_error"], warnings=warnings)
         if on_epoch is not None:
