@@ -80,12 +80,16 @@ def resolve(device: str, precision: str, channels_last: bool | None = None) -> A
     return Accel(dev, prec, bool(channels_last))
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def set_threads(threads: int | None) -> int:
     """Set torch's CPU threads (default: every core this process may use); return the count."""
-    if not threads:
-        try:
-            threads = len(os.sched_getaffinity(0))
-        except AttributeError:
-            threads = os.cpu_count() or 1
-    torch.set_num_threads(int(threads))
-    return int(threads)
+    threads = int(threads or usable_cores())
+    torch.set_num_threads(threads)
+    return threads

@@ -25,7 +25,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from degrade import store
+from degrade import accel, store
 from degrade.config import (
     CONFIG_NAME,
     ConfigError,
@@ -153,8 +153,21 @@ def plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig]]:
     if not configs:
         raise ConfigError("the sweep would run nothing")
     _prepare_data(configs)
-    _check_hydra_overrides(run_overrides, hydra_overrides)
+    launcher = _launcher_config(run_overrides, hydra_overrides)
+    given = {o.lstrip("+~").split("=", 1)[0] for o in run_overrides}
+    if "trainer.threads" not in given:
+        overrides.append(f"trainer.threads={_threads_per_job(launcher, len(configs))}")
     return overrides, configs
+
+
+def _threads_per_job(launcher: DictConfig | None, runs: int) -> int:
+    """Split this machine's cores between the jobs a local parallel launcher runs at once."""
+    cores = accel.usable_cores()
+    if launcher is None or "joblib" not in str(launcher.get("_target_", "")):
+        return cores
+    n_jobs = int(launcher.get("n_jobs") or -1)
+    at_once = min(runs, cores + 1 + n_jobs if n_jobs < 0 else n_jobs)
+    return max(1, cores // max(at_once, 1))
 
 
 def _prepare_data(configs: list[DictConfig]) -> None:
@@ -167,18 +180,19 @@ def _prepare_data(configs: list[DictConfig]) -> None:
             prepare_dataset(cfg.data)
 
 
-def _check_hydra_overrides(run_overrides: list[str], hydra_overrides: list[str]) -> None:
-    """Compose the Hydra part once so an unknown launcher fails before anything runs."""
+def _launcher_config(run_overrides: list[str], hydra_overrides: list[str]) -> DictConfig | None:
+    """The launcher's config; composing it here makes an unknown launcher fail before any run."""
     if not hydra_overrides:
-        return
+        return None
     from hydra import compose
 
     first = expand_overrides(run_overrides)[0]
     try:
         with hydra_context():
-            compose(CONFIG_NAME, overrides=first + hydra_overrides, return_hydra_config=True)
+            cfg = compose(CONFIG_NAME, overrides=first + hydra_overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(one_line(e)) from None
+    return cfg.hydra.launcher
 
 
 def default_name(configs: list[DictConfig]) -> str:

@@ -1,0 +1,36 @@
+"""Sweeps through Hydra's launcher plugins: the same store, the same results."""
+
+import pandas as pd
+import pytest
+
+from tests.conftest import run_subprocess
+
+COLUMNS = ["epoch", "train_loss", "train_error", "test_loss", "test_error"]
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_local_launchers_fill_the_store_like_the_basic_one(launcher, tmp_path):
+    grid = ["sweep", "--depths", "8", "--epochs", "1", "trainer.threads=1"]
+    basic = run_subprocess([*grid, "--out", "basic"], cwd=tmp_path)
+    other = run_subprocess([*grid, "--out", "other", f"hydra/launcher={launcher}"], cwd=tmp_path)
+    assert basic.returncode == 0 and other.returncode == 0, other.stderr
+    assert "2 runs (2 done)" in other.stdout
+    for p in sorted((tmp_path / "basic" / "runs").glob("*/metrics.parquet")):
+        twin = tmp_path / "other" / "runs" / p.parent.name / "metrics.parquet"
+        pd.testing.assert_frame_equal(pd.read_parquet(twin)[COLUMNS], pd.read_parquet(p)[COLUMNS])
+    if launcher == "submitit_local":
+        # The jobs really went through submitit: it keeps a folder per job beside the sweep.
+        (sweep,) = (tmp_path / "other" / "sweeps").iterdir()
+        assert len(list((sweep / ".submitit").iterdir())) >= 2
+
+
+def test_joblib_splits_the_cores_between_parallel_jobs(tmp_path):
+    from degrade.sweep import SweepSpec, plan
+
+    overrides, _ = plan(SweepSpec(depths=[8, 14], out=str(tmp_path),
+                                  overrides=["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]))
+    from degrade.accel import usable_cores
+
+    assert f"trainer.threads={max(1, usable_cores() // 2)}" in overrides
+    overrides, _ = plan(SweepSpec(depths=[8], out=str(tmp_path), overrides=["trainer.threads=3"]))
+    assert not any(o.startswith("trainer.threads=") and o != "trainer.threads=3" for o in overrides)
