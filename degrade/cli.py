@@ -216,9 +216,9 @@ def train(overrides: Overrides = None) -> None:
 @app.command()
 def show(overrides: Overrides = None) -> None:
     """Print the resolved config of one run as YAML."""
-    from degrade.sweep import resolved
+    from degrade.config import compose_run, to_yaml
 
-    print(_guard(lambda: resolved(list(overrides or []))), end="")
+    print(_guard(lambda: to_yaml(compose_run(list(overrides or [])))), end="")
 
 
 @app.command()

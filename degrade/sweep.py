@@ -282,8 +282,3 @@ def train_one(overrides: list[str], reporter: SweepReporter | None = None) -> Ru
         r = run_job(cfg)
     return RunResult(r["run_id"], r["state"], r["epochs"], r["final"], r["error"],
                      store.RunDir(out, r["run_id"]).path)
-
-
-def resolved(overrides: list[str]) -> str:
-    """The resolved config of one run, as YAML."""
-    return OmegaConf.to_yaml(compose_run(overrides), resolve=True)

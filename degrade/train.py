@@ -83,7 +83,10 @@ def _epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Gener
     return gen
 
 
-def _evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, acc) -> tuple:
+def _evaluate(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, acc: accel_mod.Accel
+) -> tuple[float, float]:
+    """Mean loss and error of ``model`` in eval mode on (x, y), in batches of ``batch``."""
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
     wrong = torch.zeros((), device=x.device, dtype=torch.long)
