@@ -1,3 +1,5 @@
+import os
+
 import pandas as pd
 import pytest
 
@@ -20,6 +22,17 @@ def test_parquet_rewrite_is_atomic_when_the_writer_dies(tmp_path, monkeypatch):
     # The old file is whole, and no temporary file is left beside it.
     assert store.read_parquet(path)["epoch"].tolist() == [1]
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.parquet"]
+
+
+def test_written_files_get_the_umask_permissions_not_owner_only(tmp_path):
+    old = os.umask(0o022)
+    try:
+        mode = store._file_mode()
+    finally:
+        os.umask(old)
+    assert mode == 0o644
+    store.write_text_atomic(tmp_path / "t.txt", "x")
+    assert (tmp_path / "t.txt").stat().st_mode & 0o777 == store._FILE_MODE
 
 
 def test_parquet_rewrite_replaces_the_whole_file(tmp_path):
