@@ -47,11 +47,16 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _guard(fn: Callable[[], T]) -> T:
+    from degrade.sweep import LaunchError
+
     try:
         return fn()
     except _user_errors() as e:
         err_console.print(f"error: {e}", markup=False, highlight=False)
         raise typer.Exit(2) from None
+    except LaunchError as e:
+        err_console.print(f"error: {e}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
 
 
 def _int_list(text: str | None, flag: str) -> list[int] | None:

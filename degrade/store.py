@@ -194,9 +194,9 @@ class RunDir:
         status = self.status()
         session = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now(),
                    "from_epoch": from_epoch}
-        job = os.environ.get("SLURM_JOB_ID")
-        if job:
-            session["slurm_job_id"] = job
+        for var in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+            if os.environ.get(var):
+                session[var.lower()] = os.environ[var]
         record = {"state": "running", "updated": _now(), "epochs_done": from_epoch,
                   "epochs": epochs, "sessions": [*status.get("sessions", []), session]}
         write_text_atomic(self.status_file, json.dumps(record, indent=1, default=str) + "\n")

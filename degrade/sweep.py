@@ -38,6 +38,10 @@ from degrade.data import prepare_dataset
 from degrade.train import RunResult, train_run
 
 
+class LaunchError(RuntimeError):
+    """The launcher failed while runs were under way; what finished is in the store."""
+
+
 class SweepReporter(Protocol):
     """Receives the state of a sweep's runs, read from the run store while the sweep runs."""
 
@@ -163,7 +167,10 @@ def plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig]]:
 def _threads_per_job(launcher: DictConfig | None, runs: int) -> int:
     """Split this machine's cores between the jobs a local parallel launcher runs at once."""
     cores = accel.usable_cores()
-    if launcher is None or "joblib" not in str(launcher.get("_target_", "")):
+    target = "" if launcher is None else str(launcher.get("_target_", ""))
+    if "submitit" in target and launcher.get("cpus_per_task"):
+        return int(launcher.cpus_per_task)  # what the scheduler gives each job
+    if "joblib" not in target:
         return cores
     n_jobs = int(launcher.get("n_jobs") or -1)
     at_once = min(runs, cores + 1 + n_jobs if n_jobs < 0 else n_jobs)
@@ -263,6 +270,10 @@ def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepRe
             )
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(one_line(e)) from None
+    except Exception as e:  # noqa: BLE001 - a launcher's failure (a cancelled job, a lost node)
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise LaunchError(f"the launcher stopped ({e.__class__.__name__}: {first}); "
+                          "rerun the same command to resume") from None
     results = []
     for batch in batches:
         for job in batch:

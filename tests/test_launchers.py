@@ -32,5 +32,11 @@ def test_joblib_splits_the_cores_between_parallel_jobs(tmp_path):
     from degrade.accel import usable_cores
 
     assert f"trainer.threads={max(1, usable_cores() // 2)}" in overrides
+    overrides, _ = plan(SweepSpec(depths=[8, 14], out=str(tmp_path),
+                                  overrides=["hydra/launcher=local_parallel"]))
+    assert f"trainer.threads={max(1, usable_cores() // min(4, usable_cores()))}" in overrides
+    overrides, _ = plan(SweepSpec(depths=[8], out=str(tmp_path),
+                                  overrides=["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=3"]))
+    assert "trainer.threads=3" in overrides
     overrides, _ = plan(SweepSpec(depths=[8], out=str(tmp_path), overrides=["trainer.threads=3"]))
     assert not any(o.startswith("trainer.threads=") and o != "trainer.threads=3" for o in overrides)

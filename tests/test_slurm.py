@@ -1,0 +1,131 @@
+"""Sweeps through a real SLURM (scripts/slurm-local.sh start), via sbatch and submitit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import run_subprocess
+from tests.test_reliability import RESULT_COLUMNS, _popen
+
+
+def _slurm_idle() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    r = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    return r.returncode == 0 and "idle" in r.stdout
+
+
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.skipif(not _slurm_idle(), reason="no idle SLURM node: run scripts/slurm-local.sh start"),
+]
+
+SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
+         "hydra.launcher.timeout_min=10"]
+# Long enough that a job is still training when SLURM's kill (KillWait=3 s after SIGTERM) lands.
+LONG = ["sweep", "--depths", "20", "--variants", "plain", "--epochs", "16", "--name", "long"]
+
+
+def _status(out: Path) -> dict:
+    (path,) = out.glob("runs/*/status.json")
+    return json.loads(path.read_text())
+
+
+def _wait_epochs(out: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            status = _status(out)
+            if status.get("epochs_done", 0) >= n and status["sessions"][-1].get("slurm_job_id"):
+                return status
+        except (ValueError, KeyError):
+            pass  # the run folder is being created
+        assert proc.poll() is None, "the sweep ended early"
+        time.sleep(0.2)
+    raise AssertionError(f"no {n} epochs within {timeout} s")
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_jobs():
+    """Cancel whatever a test left queued (a requeued job would run again later)."""
+    yield
+    queued = subprocess.run(["squeue", "-h", "-o", "%A"], capture_output=True, text=True).stdout.split()
+    if queued:
+        subprocess.run(["scancel", *queued], check=False)
+
+
+def _metrics(out: Path) -> pd.DataFrame:
+    (path,) = out.glob("runs/*/metrics.parquet")
+    return pd.read_parquet(path)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> pd.DataFrame:
+    """The long run trained without interruption, on one thread as the SLURM jobs are."""
+    cwd = tmp_path_factory.mktemp("ref")
+    r = run_subprocess([*LONG, "--out", "ref", "trainer.threads=1"], cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    return _metrics(cwd / "ref")
+
+
+def test_a_sweep_goes_through_sbatch_and_records_the_job_ids(tmp_path):
+    r = run_subprocess(["sweep", "--depths", "8", "--epochs", "1", "--name", "s", *SLURM], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "2 runs (2 done)" in r.stdout
+    ids = set()
+    for path in (tmp_path / "outputs" / "runs").glob("*/status.json"):
+        status = json.loads(path.read_text())
+        assert status["state"] == "done"
+        ids.add(status["sessions"][0]["slurm_job_id"])
+    assert len(ids) == 2
+    scripts = list((tmp_path / "outputs" / "sweeps" / "s" / ".submitit").rglob("*_submission.sh"))
+    assert scripts and "#SBATCH" in scripts[0].read_text()
+
+
+def test_a_requeued_job_resumes_without_losing_or_repeating_epochs(tmp_path, reference):
+    proc = _popen([*LONG, "--out", "o", *SLURM], cwd=tmp_path)
+    job = _wait_epochs(tmp_path / "o", 2, proc)["sessions"][-1]["slurm_job_id"]
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    # SLURM holds a requeued job for two minutes once it is pending again; let it start at once.
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True,
+                               text=True).stdout.strip()
+        if state == "PENDING":
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+            break
+        time.sleep(0.2)
+    assert proc.wait(timeout=240) == 0
+    pd.testing.assert_frame_equal(_metrics(tmp_path / "o")[RESULT_COLUMNS], reference[RESULT_COLUMNS])
+    sessions = _status(tmp_path / "o")["sessions"]
+    assert len(sessions) == 2 and sessions[1]["from_epoch"] >= 2
+    assert sessions[0]["slurm_job_id"] == sessions[1]["slurm_job_id"] == job
+
+
+def test_scancel_then_rerun_finishes_the_run(tmp_path, reference):
+    proc = _popen([*LONG, "--out", "o", *SLURM], cwd=tmp_path)
+    job = _wait_epochs(tmp_path / "o", 2, proc)["sessions"][-1]["slurm_job_id"]
+    subprocess.run(["scancel", job], check=True)
+    # Without SLURM accounting submitit cannot see the cancel: stop the waiting sweep as a user would.
+    time.sleep(5)
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    assert _status(tmp_path / "o")["state"] == "running"
+    r = run_subprocess([*LONG, "--out", "o", *SLURM], cwd=tmp_path, timeout=240)
+    assert r.returncode == 0, r.stderr
+    pd.testing.assert_frame_equal(_metrics(tmp_path / "o")[RESULT_COLUMNS], reference[RESULT_COLUMNS])
+    sessions = _status(tmp_path / "o")["sessions"]
+    assert len(sessions) == 2 and sessions[1]["from_epoch"] >= 2
+    assert sessions[0]["slurm_job_id"] != sessions[1]["slurm_job_id"]
