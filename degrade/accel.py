@@ -93,3 +93,19 @@ def set_threads(threads: int | None) -> int:
     threads = int(threads or usable_cores())
     torch.set_num_threads(threads)
     return threads
+
+
+def gpu_count() -> int:
+    """Number of CUDA GPUs visible (0 without CUDA); does not start CUDA."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def gpu_for_job(job_num: int, visible: str | None, count: int) -> str | None:
+    """The one GPU (as a CUDA_VISIBLE_DEVICES value) job ``job_num`` should use, or None.
+
+    None when there is at most one GPU: nothing to split.
+    """
+    ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else [str(i) for i in range(count)]
+    if len(ids) <= 1:
+        return None
+    return ids[job_num % len(ids)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import sys
 import threading
 import time
@@ -225,8 +226,28 @@ def _final_row(run: store.RunDir) -> dict[str, Any]:
     return {} if metrics is None or metrics.empty else metrics.iloc[-1].to_dict()
 
 
+def _one_gpu_per_joblib_worker() -> None:
+    """In a joblib worker on a machine with several GPUs, keep this worker to one of them.
+
+    Set once per worker process, before CUDA starts in it, from the number of its first job:
+    jobs 0..n-1 start on n different workers, so n workers spread over the GPUs.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if "DEGRADE_GPU_PINNED" in os.environ or not HydraConfig.initialized():
+        return
+    hc = HydraConfig.get()
+    if "joblib" not in str(hc.launcher.get("_target_", "")):
+        return
+    os.environ["DEGRADE_GPU_PINNED"] = "1"
+    gpu = accel.gpu_for_job(hc.job.num, os.environ.get("CUDA_VISIBLE_DEVICES"), accel.gpu_count())
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+
+
 def run_job(cfg: DictConfig) -> dict[str, Any]:
     """Hydra's task function: train one run into the store, never raising for the run's sake."""
+    _one_gpu_per_joblib_worker()
     out = Path(cfg.out)
     rid = store.run_id(cfg)
     run = store.RunDir(out, rid)

@@ -40,3 +40,12 @@ def test_joblib_splits_the_cores_between_parallel_jobs(tmp_path):
     assert "trainer.threads=3" in overrides
     overrides, _ = plan(SweepSpec(depths=[8], out=str(tmp_path), overrides=["trainer.threads=3"]))
     assert not any(o.startswith("trainer.threads=") and o != "trainer.threads=3" for o in overrides)
+
+
+def test_joblib_jobs_spread_over_the_visible_gpus():
+    from degrade.accel import gpu_for_job
+
+    assert gpu_for_job(0, None, 1) is None and gpu_for_job(3, None, 0) is None
+    assert [gpu_for_job(n, None, 4) for n in range(5)] == ["0", "1", "2", "3", "0"]
+    assert [gpu_for_job(n, "2,5", 8) for n in range(3)] == ["2", "5", "2"]
+    assert gpu_for_job(7, "3", 8) is None
