@@ -271,6 +271,42 @@ def summary(sweep: SweepOption = None, out: OutOption = "outputs") -> None:
     _guard(lambda: _print_summary(out, sweep))
 
 
+@app.command()
+def bench(
+    depths: Annotated[str, typer.Option(help="ResNet depths to measure.")] = "20,56",
+    steps: Annotated[int | None, typer.Option(help="Timed steps per loop (default 300 on CUDA, 10 on CPU).")]
+    = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto | fp32 | bf16")] = "auto",
+    json_out: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+) -> None:
+    """Training throughput of degrade's step against a typical reference loop, batch 128."""
+    import json
+
+    from degrade import bench as benchmark
+
+    def go() -> list[Any]:
+        ds = _int_list(depths, "--depths") or []
+        bad = [d for d in ds if d < 8 or (d - 2) % 6]
+        if bad or not ds:
+            raise UserError(f"--depths takes ResNet depths 6n+2 (20, 56, ...), got {depths!r}")
+        if steps is not None and steps < 1:
+            raise UserError("--steps must be at least 1")
+        return benchmark.run(tuple(ds), device, precision, steps)
+
+    rows = _guard(go)
+    if json_out:
+        print(json.dumps(benchmark.as_dicts(rows), indent=1))
+        return
+    t = Table(title="training throughput, batch 128 (img/s)")
+    for col in ("model", "device", "precision", "path", "reference", "degrade", "speedup"):
+        t.add_column(col, justify="right" if col in ("reference", "degrade", "speedup") else "left")
+    for r in rows:
+        t.add_row(r.model, r.device, r.precision, r.path, f"{r.reference_img_s:,.0f}",
+                  f"{r.degrade_img_s:,.0f}", f"{r.speedup:.2f}x")
+    out_console.print(t)
+
+
 @app.command("ls")
 def list_runs(
     sweep: Annotated[str | None, typer.Option("--sweep", help="Sweep name (default: every run).")] = None,

@@ -161,9 +161,29 @@ class Trainer:
 
     # -- one epoch ---------------------------------------------------------------------
 
+    def step(
+        self, x: torch.Tensor, y: torch.Tensor, lr: float, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on batch (x, y); returns its loss and error count as device tensors.
+
+        Nothing here waits for the device: the caller reads the sums once per epoch.
+        """
+        model, opt = self.model, self.opt
+        if self.data.augment and self.cfg.data.augment:
+            x = augment_batch(x, gen)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        with self.acc.autocast():
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach(), (logits.detach().argmax(1) != y).sum()
+
     def train_epoch(self) -> dict[str, Any]:
         """Train one epoch and evaluate; return its metrics row."""
-        d, model, opt, acc = self.data, self.model, self.opt, self.acc
+        d, model, acc = self.data, self.model, self.acc
         seed = int(self.cfg.seed)
         start = time.perf_counter()
         gen_cpu = _epoch_generator(seed, self.epoch, torch.device("cpu"))
@@ -173,25 +193,16 @@ class Trainer:
         loss_sum = torch.zeros((), device=acc.device)
         wrong = torch.zeros((), device=acc.device, dtype=torch.long)
         seen = 0
+        lr = lr_at(self.iteration, self.total_iters, self.cfg.optim)
         for i in range(0, len(order), self.batch):
             if self.iteration >= self.total_iters:
                 break
             idx = order[i : i + self.batch]
-            x, y = d.x_train[idx], d.y_train[idx]
-            if d.augment and self.cfg.data.augment:
-                x = augment_batch(x, gen_aug)
             lr = lr_at(self.iteration, self.total_iters, self.cfg.optim)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            with acc.autocast():
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach() * len(y)
-            wrong += (logits.detach().argmax(1) != y).sum()
-            seen += len(y)
+            loss, errors = self.step(d.x_train[idx], d.y_train[idx], lr, gen_aug)
+            loss_sum += loss * len(idx)
+            wrong += errors
+            seen += len(idx)
             self.iteration += 1
         train_loss = loss_sum.item() / max(seen, 1)
         train_seconds = time.perf_counter() - start
