@@ -118,7 +118,7 @@ def _flag_overrides(spec: SweepSpec, grid: DictConfig) -> list[str]:
     A flag not given adds nothing of its own; neither does the grid for a key the user
     overrides directly (``model.variant=plain``).
     """
-    given = {o.lstrip("+~").split("=", 1)[0] for o in spec.overrides}
+    given = {_key(o) for o in spec.overrides}
     ov = []
     for key, flag, default in (("model.depth", spec.depths, grid.get("depths")),
                                ("model.variant", spec.variants, grid.get("variants")),
@@ -135,8 +135,13 @@ def _flag_overrides(spec: SweepSpec, grid: DictConfig) -> list[str]:
     return ov
 
 
+def _key(override: str) -> str:
+    """The config key an override sets (``+a.b=1`` -> ``a.b``)."""
+    return override.lstrip("+~").split("=", 1)[0]
+
+
 def _is_hydra_override(o: str) -> bool:
-    key = o.lstrip("+~").split("=", 1)[0]
+    key = _key(o)
     return key == "hydra" or key.startswith(("hydra.", "hydra/"))
 
 
@@ -159,7 +164,7 @@ def plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig]]:
         raise ConfigError("the sweep would run nothing")
     _prepare_data(configs)
     launcher = _launcher_config(run_overrides, hydra_overrides)
-    given = {o.lstrip("+~").split("=", 1)[0] for o in run_overrides}
+    given = {_key(o) for o in run_overrides}
     if "trainer.threads" not in given:
         overrides.append(f"trainer.threads={_threads_per_job(launcher, len(configs))}")
     return overrides, configs
@@ -286,7 +291,7 @@ def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepRe
             batches = GlobalHydra.instance().hydra.multirun(  # type: ignore[union-attr]
                 config_name=CONFIG_NAME,
                 task_function=run_job,
-                overrides=[o for o in overrides if o.split("=", 1)[0] not in ("out", "name")]
+                overrides=[o for o in overrides if _key(o) not in ("out", "name")]
                 + [f"name={name}", f"out={out}", "hydra.mode=MULTIRUN"],
             )
     except (HydraException, OmegaConfBaseException) as e:
