@@ -144,3 +144,25 @@ def test_sweep_grid_from_config_can_be_emptied_only_loudly(capsys, tmp_path, mon
     code, _, err = run_cli(["sweep", "sweep.variants=[]"], capsys)
     assert code == 2 and "sweep.variants is empty" in err
     assert OmegaConf.select(compose_run([]), "sweep.variants") == ["plain", "residual"]
+
+
+def test_he2016_fig1_preset_runs_end_to_end_on_a_cifar_folder(tmp_path, capsys):
+    import tarfile
+
+    from tests.cifar_archive import write_archive
+
+    archive, _ = write_archive(tmp_path / "src", per_batch=8)
+    root = tmp_path / "data"
+    with tarfile.open(archive) as tar:
+        tar.extractall(root, filter="data")  # an extracted folder is used as it is
+    out = tmp_path / "o"
+    code, stdout, err = run_cli(["sweep", "experiment=he2016_fig1", f"data.root={root}", "trainer.iterations=2",
+                                 "trainer.threads=1", "trainer.eval_batch_size=8", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "2 runs (2 done)" in stdout
+    runs = list(out.glob("runs/cnn-plain-*"))
+    assert sorted(r.name.split("-")[2] for r in runs) == ["20", "56"]
+    for r in runs:
+        m = read_parquet(r / "metrics.parquet")
+        # 40 images are one batch of 128: two iterations are two epochs.
+        assert set(m["dataset"]) == {"cifar10"} and m["iteration"].tolist() == [1, 2]
