@@ -156,8 +156,9 @@ def test_he2016_fig1_preset_runs_end_to_end_on_a_cifar_folder(tmp_path, capsys):
     with tarfile.open(archive) as tar:
         tar.extractall(root, filter="data")  # an extracted folder is used as it is
     out = tmp_path / "o"
-    code, stdout, err = run_cli(["sweep", "experiment=he2016_fig1", f"data.root={root}", "trainer.iterations=2",
-                                 "trainer.threads=1", "trainer.eval_batch_size=8", "--out", str(out)], capsys)
+    args = ["sweep", "experiment=he2016_fig1", f"data.root={root}", "trainer.iterations=2",
+            "trainer.threads=1", "trainer.eval_batch_size=8", "--out", str(out)]
+    code, stdout, err = run_cli(args, capsys)
     assert code == 0, err
     assert "2 runs (2 done)" in stdout
     runs = list(out.glob("runs/cnn-plain-*"))
