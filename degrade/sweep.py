@@ -163,11 +163,27 @@ def plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig]]:
     if not configs:
         raise ConfigError("the sweep would run nothing")
     _prepare_data(configs)
+    if _parallel_on_cpu_by_default(configs, hydra_overrides):
+        # Small same-shape runs use two cores better as two 1-thread processes than as one
+        # 2-thread process (85 s -> 67 s for the default sweep on 2 cores).
+        n_jobs = min(len(configs), accel.usable_cores())
+        hydra_overrides += ["hydra/launcher=local_parallel", f"hydra.launcher.n_jobs={n_jobs}"]
+        overrides += hydra_overrides[-2:]
     launcher = _launcher_config(run_overrides, hydra_overrides)
     given = {_key(o) for o in run_overrides}
     if "trainer.threads" not in given:
         overrides.append(f"trainer.threads={_threads_per_job(launcher, len(configs))}")
     return overrides, configs
+
+
+def _parallel_on_cpu_by_default(configs: list[DictConfig], hydra_overrides: list[str]) -> bool:
+    """No launcher chosen, several runs, several cores, and every run on the CPU."""
+    if any(_key(o) in ("hydra/launcher", "hydra.launcher") or _key(o).startswith("hydra.launcher.")
+           for o in hydra_overrides):
+        return False
+    if len(configs) < 2 or accel.usable_cores() < 2:
+        return False
+    return all(accel.resolve_device(str(c.trainer.device)).type == "cpu" for c in configs)
 
 
 def _threads_per_job(launcher: DictConfig | None, runs: int) -> int:
@@ -231,6 +247,22 @@ def _final_row(run: store.RunDir) -> dict[str, Any]:
     return {} if metrics is None or metrics.empty else metrics.iloc[-1].to_dict()
 
 
+def _exit_with_parent() -> None:
+    """End this worker when the sweep that started it dies (even by SIGKILL).
+
+    Every file a run writes is replaced atomically and its lock is the kernel's, so ending
+    mid-epoch loses only that epoch, which a rerun trains again.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="degrade-parent-watch").start()
+
+
 def _one_gpu_per_joblib_worker() -> None:
     """In a joblib worker on a machine with several GPUs, keep this worker to one of them.
 
@@ -245,6 +277,7 @@ def _one_gpu_per_joblib_worker() -> None:
     if "joblib" not in str(hc.launcher.get("_target_", "")):
         return
     os.environ["DEGRADE_GPU_PINNED"] = "1"
+    _exit_with_parent()
     gpu = accel.gpu_for_job(hc.job.num, os.environ.get("CUDA_VISIBLE_DEVICES"), accel.gpu_count())
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu

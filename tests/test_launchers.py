@@ -49,3 +49,47 @@ def test_joblib_jobs_spread_over_the_visible_gpus():
     assert [gpu_for_job(n, None, 4) for n in range(5)] == ["0", "1", "2", "3", "0"]
     assert [gpu_for_job(n, "2,5", 8) for n in range(3)] == ["2", "5", "2"]
     assert gpu_for_job(7, "3", 8) is None
+
+
+def test_several_cpu_runs_go_to_parallel_processes_by_default(tmp_path):
+    from degrade.accel import usable_cores
+    from degrade.sweep import SweepSpec, plan
+
+    overrides, _ = plan(SweepSpec(depths=[8, 14], out=str(tmp_path)))
+    if usable_cores() >= 2:
+        assert "hydra/launcher=local_parallel" in overrides
+        assert f"hydra.launcher.n_jobs={min(4, usable_cores())}" in overrides
+        assert f"trainer.threads={usable_cores() // min(4, usable_cores())}" in overrides
+    for chosen in (["hydra/launcher=basic"], ["model.variant=plain", "model.depth=8"]):
+        overrides, _ = plan(SweepSpec(out=str(tmp_path), overrides=chosen))
+        assert "hydra/launcher=local_parallel" not in overrides
+
+
+def test_workers_of_a_killed_sweep_stop_training(tmp_path):
+    import json
+    import signal
+    import time
+
+    from tests.test_reliability import _popen
+
+    out = tmp_path / "o"
+    proc = _popen(["sweep", "--depths", "14", "--epochs", "40", "--out", str(out)], tmp_path)
+
+    def epochs() -> int:
+        total = 0
+        for p in out.glob("runs/*/status.json"):
+            try:
+                total += json.loads(p.read_text()).get("epochs_done", 0)
+            except ValueError:
+                pass
+        return total
+
+    deadline = time.time() + 120
+    while epochs() < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(3)  # a worker notices within half a second; an epoch in flight may still finish
+    settled = epochs()
+    time.sleep(4)
+    assert epochs() == settled < 80
