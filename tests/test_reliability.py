@@ -145,3 +145,15 @@ def test_ls_lists_runs_with_their_state(tmp_path, capsys):
     assert code == 0 and stdout.count("done") == 2 and "1/1" in stdout
     code, _, err = run_cli(["ls", "--out", str(tmp_path / "empty")], capsys)
     assert code == 2 and "no runs" in err
+
+
+def test_corrupt_cifar_archive_fails_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "cifar-10-python.tar.gz").write_bytes(b"\x1f\x8b not really an archive")
+    before = set(tmp_path.rglob("*"))
+    code, _, err = run_cli(["sweep", "data=cifar10", f"data.root={root}", "data.download=false"], capsys)
+    assert code == 2 and "does not match the published checksum" in err
+    assert len(err.strip().splitlines()) == 1
+    assert set(tmp_path.rglob("*")) == before
