@@ -232,19 +232,19 @@ def default_name(configs: list[DictConfig]) -> str:
     return f"{first.model.family}-{first.data.name}-{digest}"
 
 
-def _finished(run: store.RunDir, status: dict[str, Any]) -> bool:
-    """Done (or diverged, which would diverge again) with every epoch row readable."""
+def _finished(run: store.RunDir, status: dict[str, Any]) -> dict[str, Any] | None:
+    """The final metrics row of a run that needs no more training, or None.
+
+    Finished means done (or diverged, which would diverge again) with every epoch row readable.
+    """
     if status.get("state") not in ("done", "diverged"):
-        return False
+        return None
     if status.get("state") == "diverged" and not status.get("epochs_done"):
-        return True  # blew up in its first epoch: there are no rows to check
+        return {}  # blew up in its first epoch: there are no rows to check
     metrics = store.read_parquet(run.metrics)
-    return metrics is not None and len(metrics) == int(status.get("epochs_done", -1))
-
-
-def _final_row(run: store.RunDir) -> dict[str, Any]:
-    metrics = store.read_parquet(run.metrics)
-    return {} if metrics is None or metrics.empty else metrics.iloc[-1].to_dict()
+    if metrics is None or len(metrics) != int(status.get("epochs_done", -1)):
+        return None
+    return metrics.iloc[-1].to_dict()
 
 
 def _exit_with_parent() -> None:
@@ -263,20 +263,20 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True, name="degrade-parent-watch").start()
 
 
-def _one_gpu_per_joblib_worker() -> None:
-    """In a joblib worker on a machine with several GPUs, keep this worker to one of them.
+def _settle_joblib_worker() -> None:
+    """Once per joblib worker process: end it with its sweep, and keep it to one GPU.
 
-    Set once per worker process, before CUDA starts in it, from the number of its first job:
+    The GPU is chosen before CUDA starts in the worker, from the number of its first job:
     jobs 0..n-1 start on n different workers, so n workers spread over the GPUs.
     """
     from hydra.core.hydra_config import HydraConfig
 
-    if "DEGRADE_GPU_PINNED" in os.environ or not HydraConfig.initialized():
+    if "DEGRADE_WORKER_SETTLED" in os.environ or not HydraConfig.initialized():
         return
     hc = HydraConfig.get()
     if "joblib" not in str(hc.launcher.get("_target_", "")):
         return
-    os.environ["DEGRADE_GPU_PINNED"] = "1"
+    os.environ["DEGRADE_WORKER_SETTLED"] = "1"
     _exit_with_parent()
     gpu = accel.gpu_for_job(hc.job.num, os.environ.get("CUDA_VISIBLE_DEVICES"), accel.gpu_count())
     if gpu is not None:
@@ -285,16 +285,17 @@ def _one_gpu_per_joblib_worker() -> None:
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:
     """Hydra's task function: train one run into the store, never raising for the run's sake."""
-    _one_gpu_per_joblib_worker()
+    _settle_joblib_worker()
     out = Path(cfg.out)
     rid = store.run_id(cfg)
     run = store.RunDir(out, rid)
     with run.lock():
         # Under the lock: another sweep may have finished this run while we waited.
         status = run.status()
-        if _finished(run, status):
-            result = RunResult(rid, "skipped", int(status.get("epochs_done", 0)),
-                               final=_final_row(run), path=run.path)
+        final = _finished(run, status)
+        if final is not None:
+            result = RunResult(rid, "skipped", int(status.get("epochs_done", 0)), final=final,
+                               path=run.path)
         else:
             try:
                 result = train_run(cfg, out)

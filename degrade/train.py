@@ -124,6 +124,7 @@ class Trainer:
             nesterov=bool(o.nesterov),
         )
         self.batch = int(t.batch_size)
+        self.augment = bool(self.data.augment and cfg.data.augment)
         n = len(self.data.x_train)
         self.steps_per_epoch = math.ceil(n / self.batch)
         iters = t.get("iterations")
@@ -169,7 +170,7 @@ class Trainer:
         Nothing here waits for the device: the caller reads the sums once per epoch.
         """
         model, opt = self.model, self.opt
-        if self.data.augment and self.cfg.data.augment:
+        if self.augment:
             x = augment_batch(x, gen)
         for group in opt.param_groups:
             group["lr"] = lr

@@ -77,13 +77,17 @@ def test_two_sweeps_at_once_train_each_run_once(tmp_path):
         assert frame["epoch"].tolist() == [1, 2]
 
 
-def test_damaged_checkpoint_is_reported_and_the_run_resumes_from_the_one_before(tmp_path, capsys):
-    out = tmp_path / "o"
-    args = ["sweep", "--depths", "8", "--variants", "plain", "--epochs", "3", "trainer.threads=1",
-            "--out", str(out)]
+def _one_finished_run(out: Path, epochs: int, capsys) -> tuple[list[str], Path, pd.DataFrame]:
+    """Sweep a single plain-8 run to the end; return its arguments, folder and metrics."""
+    args = ["sweep", "--depths", "8", "--variants", "plain", "--epochs", str(epochs),
+            "trainer.threads=1", "--out", str(out)]
     assert run_cli(args, capsys)[0] == 0
     (rid, ref), = _metrics(out).items()
-    run = out / "runs" / rid
+    return args, out / "runs" / rid, ref
+
+
+def test_damaged_checkpoint_is_reported_and_the_run_resumes_from_the_one_before(tmp_path, capsys):
+    args, run, ref = _one_finished_run(tmp_path / "o", 3, capsys)
     # What a crash in epoch 3 plus a damaged disk leaves: a bad newest checkpoint, no metrics.
     (run / "checkpoint.pt").write_bytes(b"\0" * 100)
     (run / "metrics.parquet").unlink()
@@ -98,12 +102,8 @@ def test_damaged_checkpoint_is_reported_and_the_run_resumes_from_the_one_before(
 
 
 def test_damaged_metrics_of_a_done_run_are_rebuilt_not_retrained(tmp_path, capsys):
-    out = tmp_path / "o"
-    args = ["sweep", "--depths", "8", "--variants", "plain", "--epochs", "2", "trainer.threads=1",
-            "--out", str(out)]
-    assert run_cli(args, capsys)[0] == 0
-    (rid, ref), = _metrics(out).items()
-    path = out / "runs" / rid / "metrics.parquet"
+    args, run, ref = _one_finished_run(tmp_path / "o", 2, capsys)
+    path = run / "metrics.parquet"
     path.write_bytes(path.read_bytes()[:50])
     assert run_cli(args, capsys)[0] == 0
     pd.testing.assert_frame_equal(pd.read_parquet(path), ref)
