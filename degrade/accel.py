@@ -24,10 +24,10 @@ class Accel:
     precision: str  # "fp32" or "bf16"
     channels_last: bool
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """Autocast for the forward pass, or nothing for fp32."""
+    def autocast(self, cache: bool = True) -> contextlib.AbstractContextManager:
+        """Autocast for the forward pass, or nothing for fp32; ``cache=False`` for CUDA-graph capture."""
         if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+            return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=cache)
         return contextlib.nullcontext()
 
 

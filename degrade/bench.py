@@ -4,11 +4,17 @@ The reference is what a common tutorial loop does: fp32, NCHW, a DataLoader whos
 pads, crops and flips every image in Python, and ``loss.item()`` after every step. Both
 train the same model (the paper's CIFAR ResNet, batch 128) on the same CIFAR-shaped
 synthetic data in this process, on this machine.
+
+The sweep measurement trains several same-shape runs at once, as a sweep would: one
+single-thread process per run on a CPU, one CUDA stream per run in one process on a GPU.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,6 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
+from degrade.accel import usable_cores
 from degrade.config import compose_run
 from degrade.models import ModelSpec, build_model
 from degrade.train import Trainer
@@ -30,9 +37,13 @@ class BenchRow:
     device: str
     precision: str
     path: str
+    channels_last: bool
     reference_img_s: float
     degrade_img_s: float
     speedup: float
+    setup_s: float  # what capturing the CUDA graph cost (0 on other paths)
+    sweep_runs: int | None = None  # with --sweep: runs trained at once ...
+    sweep_img_s: float | None = None  # ... and their images per second together
 
 
 class _PerSampleAugmented(TorchDataset):
@@ -86,42 +97,115 @@ def reference_img_s(depth: int, data: Any, device: torch.device, steps: int, war
     return seen / (time.perf_counter() - start)
 
 
-def degrade_img_s(trainer: Trainer, steps: int, warmup: int) -> float:
-    """Images per second of degrade's own training step (device-resident data, batch augmentation)."""
+def _timed_steps(trainer: Trainer, steps: int, warmup: int,
+                 before: Callable[[], object] | None = None) -> tuple[float, float]:
+    """Train ``warmup`` then ``steps`` steps of batch 128; return the monotonic clock at both ends.
+
+    The warm-up absorbs the CUDA-graph capture (``trainer.stepper.setup_seconds`` says what it
+    cost). ``before`` is called between the two, e.g. to start several workers together.
+    """
     d, device = trainer.data, trainer.acc.device
-    gen = torch.Generator(device=device).manual_seed(0)
+    gen = torch.Generator(device=device).manual_seed(int(trainer.cfg.seed))
     n = len(d.x_train)
     trainer.model.train()
-    total = torch.zeros((), device=device)
+    trainer.stepper.reset_sums()
     start = 0.0
     for i in range(warmup + steps):
         if i == warmup:
             _sync(device)
-            start = time.perf_counter()
+            if before is not None:
+                before()
+            start = time.monotonic()
         idx = torch.randint(0, n, (128,), generator=gen, device=device)
-        loss, _ = trainer.step(d.x_train[idx], d.y_train[idx], 0.1, gen)
-        total += loss
-    total.item()  # one read at the end, as an epoch does
-    return 128 * steps / (time.perf_counter() - start)
+        trainer.step(d.x_train[idx], d.y_train[idx], 0.1, gen)
+    trainer.stepper.sums()  # one read at the end, as an epoch does
+    return start, time.monotonic()
+
+
+def degrade_img_s(trainer: Trainer, steps: int, warmup: int) -> float:
+    """Images per second of degrade's own training step (device-resident data, batch augmentation)."""
+    start, end = _timed_steps(trainer, steps, warmup)
+    return 128 * steps / (end - start)
+
+
+def _one_worker(overrides: list[str], steps: int, warmup: int, barrier: Any) -> tuple[float, float]:
+    trainer = Trainer(compose_run(overrides))
+    return _timed_steps(trainer, steps, warmup, barrier.wait)
+
+
+def _processes_img_s(overrides: list[str], runs: int, steps: int, warmup: int) -> float:
+    """Runs in parallel processes of one thread each, as a CPU sweep trains them."""
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager, ProcessPoolExecutor(runs, mp_context=ctx) as pool:
+        barrier = manager.Barrier(runs)
+        jobs = [pool.submit(_one_worker, [*overrides, f"seed={k}", "trainer.threads=1"], steps, warmup,
+                            barrier) for k in range(runs)]
+        spans = [j.result() for j in jobs]
+    return runs * 128 * steps / (max(e for _, e in spans) - min(s for s, _ in spans))
+
+
+def _streams_img_s(overrides: list[str], runs: int, steps: int, warmup: int) -> float:
+    """Runs in this process, each stepping on its own CUDA stream, so their kernels overlap."""
+    trainers = [Trainer(compose_run([*overrides, f"seed={k}"])) for k in range(runs)]
+    streams = [torch.cuda.Stream() for _ in trainers]
+    gens = []
+    for t, stream in zip(trainers, streams, strict=True):
+        stream.wait_stream(torch.cuda.current_stream())  # the data was made on the default stream
+        gens.append(torch.Generator(device=t.acc.device).manual_seed(int(t.cfg.seed)))
+        t.model.train()
+    start = 0.0
+    for i in range(warmup + steps):
+        if i == warmup:
+            torch.cuda.synchronize()
+            start = time.monotonic()
+        for t, stream, gen in zip(trainers, streams, gens, strict=True):
+            with torch.cuda.stream(stream):
+                idx = torch.randint(0, len(t.data.x_train), (128,), generator=gen, device=t.acc.device)
+                t.step(t.data.x_train[idx], t.data.y_train[idx], 0.1, gen)
+    torch.cuda.synchronize()
+    return runs * 128 * steps / (time.monotonic() - start)
+
+
+def sweep_img_s(overrides: list[str], device: torch.device, runs: int, steps: int, warmup: int) -> float:
+    """Images per second of ``runs`` same-shape runs trained at once: CUDA streams in one process
+    on a GPU, one single-thread process per run elsewhere."""
+    if device.type == "cuda":
+        return _streams_img_s(overrides, runs, steps, warmup)
+    return _processes_img_s(overrides, runs, steps, warmup)
+
+
+def default_sweep_runs(device: torch.device) -> int:
+    """How many runs ``--sweep`` trains at once: one per core on a CPU, eight on a GPU."""
+    return 8 if device.type in ("cuda", "mps") else usable_cores()
 
 
 def run(depths: tuple[int, ...] = (20, 56), device: str = "auto", precision: str = "auto",
-        steps: int | None = None, warmup: int = 3, images: int = 2048) -> list[BenchRow]:
-    """Measure both loops for the CIFAR ResNet of each depth; return one row per depth."""
+        steps: int | None = None, warmup: int = 5, images: int = 2048, path: str = "auto",
+        sweep: bool = False, runs: int | None = None) -> list[BenchRow]:
+    """Measure both loops for the CIFAR ResNet of each depth; return one row per depth.
+
+    With ``sweep``, also measure ``runs`` runs of the same shape trained at once (default:
+    ``default_sweep_runs``).
+    """
     rows = []
     for depth in depths:
-        cfg = compose_run([f"model.depth={depth}", "data=synthetic", f"data.train_size={images}",
-                           "data.test_size=128", f"trainer.device={device}",
-                           f"trainer.precision={precision}", "trainer.diagnostics=false"])
-        trainer = Trainer(cfg)
+        overrides = [f"model.depth={depth}", "data=synthetic", f"data.train_size={images}",
+                     "data.test_size=128", f"trainer.device={device}", f"trainer.precision={precision}",
+                     f"trainer.path={path}", "trainer.diagnostics=false"]
+        trainer = Trainer(compose_run(overrides))
         dev = trainer.acc.device
         n = steps if steps is not None else (300 if dev.type == "cuda" else 10)
         cpu_data = trainer.data.to(torch.device("cpu"))
         ref = reference_img_s(depth, cpu_data, dev, n, warmup)
         ours = degrade_img_s(trainer, n, warmup)
-        path = ("channels_last" if trainer.acc.channels_last else "NCHW") + ", device-resident data"
-        rows.append(BenchRow(f"resnet{depth}", dev.type, trainer.acc.precision, path,
-                             round(ref, 1), round(ours, 1), round(ours / ref, 2)))
+        row = BenchRow(f"resnet{depth}", dev.type, trainer.acc.precision, trainer.stepper.path,
+                       trainer.acc.channels_last, round(ref, 1), round(ours, 1), round(ours / ref, 2),
+                       round(trainer.stepper.setup_seconds, 1))
+        del trainer, cpu_data
+        if sweep:
+            row.sweep_runs = runs or default_sweep_runs(dev)
+            row.sweep_img_s = round(sweep_img_s(overrides, dev, row.sweep_runs, n, warmup), 1)
+        rows.append(row)
     return rows
 
 

@@ -20,7 +20,8 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="See why deeper plain networks train worse, and how residual connections fix it.",
 )
-out_console = Console()
+# Piped output has no width to fit; 120 columns keep the wider tables (bench) on one line each.
+out_console = Console() if sys.stdout.isatty() else Console(width=120)
 err_console = Console(stderr=True, soft_wrap=True)
 
 T = TypeVar("T")
@@ -278,6 +279,12 @@ def bench(
     = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
     precision: Annotated[str, typer.Option(help="auto | fp32 | bf16")] = "auto",
+    path: Annotated[str, typer.Option(help="degrade's step path: auto | exact | eager | compiled | graph")]
+    = "auto",
+    sweep: Annotated[bool, typer.Option("--sweep", help="Also measure several same-shape runs at once.")]
+    = False,
+    runs: Annotated[int | None, typer.Option(help="Runs at once for --sweep (default: cores; 8 on a GPU).")]
+    = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
     """Training throughput of degrade's step against a typical reference loop, batch 128."""
@@ -292,18 +299,22 @@ def bench(
             raise UserError(f"--depths takes ResNet depths 6n+2 (20, 56, ...), got {depths!r}")
         if steps is not None and steps < 1:
             raise UserError("--steps must be at least 1")
-        return benchmark.run(tuple(ds), device, precision, steps)
+        if runs is not None and runs < 1:
+            raise UserError("--runs must be at least 1")
+        return benchmark.run(tuple(ds), device, precision, steps, path=path, sweep=sweep, runs=runs)
 
     rows = _guard(go)
     if json_out:
         print(json.dumps(benchmark.as_dicts(rows), indent=1))
         return
     t = Table(title="training throughput, batch 128 (img/s)")
-    for col in ("model", "device", "precision", "path", "reference", "degrade", "speedup"):
-        t.add_column(col, justify="right" if col in ("reference", "degrade", "speedup") else "left")
+    numbers = ["reference", "degrade", "speedup", "setup s"] + (["sweep runs", "sweep"] if sweep else [])
+    for col in ("model", "device", "precision", "path", *numbers):
+        t.add_column(col, justify="right" if col in numbers else "left")
     for r in rows:
+        extra = [str(r.sweep_runs), f"{r.sweep_img_s:,.0f}"] if sweep else []
         t.add_row(r.model, r.device, r.precision, r.path, f"{r.reference_img_s:,.0f}",
-                  f"{r.degrade_img_s:,.0f}", f"{r.speedup:.2f}x")
+                  f"{r.degrade_img_s:,.0f}", f"{r.speedup:.2f}x", f"{r.setup_s:.1f}", *extra)
     out_console.print(t)
 
 

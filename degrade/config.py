@@ -18,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from degrade import accel
 from degrade.data import DATASETS
 from degrade.models import ModelError, check_spec
+from degrade.step import PathError, resolve_path
 
 CONFIG_NAME = "config"
 _WHOLE = ("seed", "model.depth", "model.width", "trainer.epochs", "trainer.batch_size",
@@ -100,10 +101,10 @@ def validate(cfg: DictConfig) -> None:
                 f"unknown dataset {cfg.data.name!r}; choose one of {', '.join(DATASETS)}"
             )
         accel.resolve_precision(cfg.trainer.precision, accel.resolve_device("cpu"))
-        accel.resolve_device(cfg.trainer.device)
+        resolve_path(str(cfg.trainer.path), accel.resolve_device(cfg.trainer.device))
         if int(cfg.trainer.batch_size) < 1 or int(cfg.trainer.epochs) < 1:
             raise ConfigError("trainer.batch_size and trainer.epochs must be at least 1")
-    except (ModelError, accel.AccelError) as e:
+    except (ModelError, accel.AccelError, PathError) as e:
         raise ConfigError(str(e)) from None
     except (OmegaConfBaseException, TypeError, ValueError) as e:
         if isinstance(e, ConfigError):

@@ -24,6 +24,7 @@ from degrade import accel as accel_mod
 from degrade import diagnostics
 from degrade.data import Dataset, augment_batch, load_dataset
 from degrade.models import ModelSpec, build_model
+from degrade.step import Step, resolve_path
 from degrade.store import RunDir, load_checkpoint, run_id, save_checkpoint, write_parquet_atomic
 
 log = logging.getLogger("degrade")
@@ -123,6 +124,8 @@ class Trainer:
             weight_decay=float(o.weight_decay),
             nesterov=bool(o.nesterov),
         )
+        self.path = resolve_path(str(t.get("path", "auto")), self.acc.device)
+        self.stepper = Step(self.model, self.opt, self.acc, self.path)
         self.batch = int(t.batch_size)
         self.augment = bool(self.data.augment and cfg.data.augment)
         n = len(self.data.x_train)
@@ -155,6 +158,7 @@ class Trainer:
         """Continue from a ``state()`` snapshot."""
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
+        self.stepper.forget_state()  # the optimizer's buffers are new tensors now
         self.epoch = int(state["epoch"])
         self.iteration = int(state["iteration"])
         self.rows = list(state["rows"])
@@ -162,25 +166,15 @@ class Trainer:
 
     # -- one epoch ---------------------------------------------------------------------
 
-    def step(
-        self, x: torch.Tensor, y: torch.Tensor, lr: float, gen: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step on batch (x, y); returns its loss and error count as device tensors.
+    def step(self, x: torch.Tensor, y: torch.Tensor, lr: float, gen: torch.Generator) -> None:
+        """One optimizer step on batch (x, y) at learning rate ``lr``, augmenting it first.
 
-        Nothing here waits for the device: the caller reads the sums once per epoch.
+        Nothing here waits for the device: the step adds to sums that are read once per epoch.
         """
-        model, opt = self.model, self.opt
         if self.augment:
             x = augment_batch(x, gen)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        with self.acc.autocast():
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.detach(), (logits.detach().argmax(1) != y).sum()
+        self.stepper.set_lr(lr)
+        self.stepper(x, y)
 
     def train_epoch(self) -> dict[str, Any]:
         """Train one epoch and evaluate; return its metrics row."""
@@ -191,8 +185,8 @@ class Trainer:
         order = torch.randperm(len(d.x_train), generator=gen_cpu).to(acc.device)
         gen_aug = _epoch_generator(seed, self.epoch, acc.device)
         model.train()
-        loss_sum = torch.zeros((), device=acc.device)
-        wrong = torch.zeros((), device=acc.device, dtype=torch.long)
+        self.stepper.reset_sums()
+        setup_before = self.stepper.setup_seconds
         seen = 0
         lr = lr_at(self.iteration, self.total_iters, self.cfg.optim)
         for i in range(0, len(order), self.batch):
@@ -200,12 +194,11 @@ class Trainer:
                 break
             idx = order[i : i + self.batch]
             lr = lr_at(self.iteration, self.total_iters, self.cfg.optim)
-            loss, errors = self.step(d.x_train[idx], d.y_train[idx], lr, gen_aug)
-            loss_sum += loss * len(idx)
-            wrong += errors
+            self.step(d.x_train[idx], d.y_train[idx], lr, gen_aug)
             seen += len(idx)
             self.iteration += 1
-        train_loss = loss_sum.item() / max(seen, 1)
+        loss_sum, wrong = self.stepper.sums()
+        train_loss = loss_sum / max(seen, 1)
         train_seconds = time.perf_counter() - start
         if not math.isfinite(train_loss):
             raise Diverged(f"training loss became {train_loss} in epoch {self.epoch + 1}")
@@ -221,11 +214,13 @@ class Trainer:
             "iteration": self.iteration,
             "lr": lr,
             "train_loss": train_loss,
-            "train_error": wrong.item() / max(seen, 1),
+            "train_error": wrong / max(seen, 1),
             "test_loss": test_loss,
             "test_error": test_error,
             "epoch_seconds": time.perf_counter() - start,
             "images_per_second": seen / train_seconds if train_seconds > 0 else float("nan"),
+            "path": self.stepper.path,
+            "setup_seconds": self.stepper.setup_seconds - setup_before,
         }
 
 

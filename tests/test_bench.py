@@ -32,3 +32,20 @@ def test_bf16_and_fp32_paths_agree_within_tolerance():
         losses[precision] = [t.train_epoch()["train_loss"] for _ in range(2)]
     for a, b in zip(losses["fp32"], losses["bf16"], strict=True):
         assert abs(a - b) / a < 0.1
+
+
+def test_bench_sweep_measures_runs_trained_at_once(capsys):
+    code, out, err = run_cli(["bench", "--depths", "8", "--steps", "2", "--device", "cpu", "--sweep",
+                              "--runs", "2", "--json"], capsys)
+    assert code == 0, err
+    (row,) = json.loads(out)
+    assert row["sweep_runs"] == 2 and row["sweep_img_s"] > 0
+    assert row["path"] == "exact" and row["setup_s"] == 0.0
+
+
+def test_bench_without_sweep_leaves_its_fields_empty(capsys):
+    code, out, err = run_cli(["bench", "--depths", "8", "--steps", "1", "--device", "cpu", "--path", "eager",
+                              "--json"], capsys)
+    assert code == 0, err
+    (row,) = json.loads(out)
+    assert row["sweep_runs"] is None and row["sweep_img_s"] is None and row["path"] == "eager"

@@ -1,0 +1,125 @@
+"""The training step's paths: the tensor-lr update and eager step that a CUDA graph captures."""
+
+import pytest
+import torch
+
+from degrade.accel import resolve
+from degrade.config import compose_run
+from degrade.models import ModelSpec, build_model
+from degrade.step import Step, sgd_update
+from degrade.store import read_parquet
+from degrade.train import Trainer, train_run
+from tests.conftest import run_cli
+
+SMALL = ["model.depth=8", "trainer.threads=1", "trainer.diagnostics=false"]
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_tensor_lr_update_is_torch_sgd_while_the_lr_changes(nesterov):
+    torch.manual_seed(0)
+    ours = [torch.randn(5, 3), torch.randn(7)]
+    theirs = [p.clone().requires_grad_() for p in ours]
+    opt = torch.optim.SGD(theirs, lr=0.1, momentum=0.9, weight_decay=1e-3, nesterov=nesterov)
+    bufs = [torch.zeros_like(p) for p in ours]
+    lr = torch.zeros(())
+    for k, rate in enumerate([0.1, 0.1, 0.01, 0.5]):
+        grads = [torch.randn_like(p) for p in ours]
+        lr.fill_(rate)  # the same tensor every step: what a captured graph reads
+        sgd_update(ours, grads, bufs, lr, 0.9, 1e-3, nesterov)
+        for p, g in zip(theirs, grads, strict=True):
+            p.grad = g.clone()
+        opt.param_groups[0]["lr"] = rate
+        opt.step()
+        for a, b in zip(ours, theirs, strict=True):
+            torch.testing.assert_close(a, b.detach(), rtol=1e-6, atol=1e-7, msg=f"step {k}")
+
+
+def _tiny_step(path):
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(depth=8, width=4), (1, 8, 8), 10)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9, weight_decay=1e-4)
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    return Step(model, opt, resolve("cpu", "fp32", False), path), model, x, y
+
+
+def test_the_schedule_reaches_inside_the_fast_step_through_its_lr_tensor():
+    step, model, x, y = _tiny_step("eager")
+    lr_tensor = step.lr
+    step.set_lr(0.1)
+    step(x, y)  # builds momentum, moves the weights
+    before = [p.detach().clone() for p in model.parameters()]
+    step.set_lr(0.0)
+    step(x, y)
+    assert step.lr is lr_tensor and float(step.lr) == 0.0
+    after_zero = [p.detach().clone() for p in model.parameters()]
+    # lr 0: the weights stay (BN statistics and momentum still move, as torch's SGD would).
+    assert all(torch.equal(a, b) for a, b in zip(before, after_zero, strict=True))
+    step.set_lr(0.05)
+    step(x, y)
+    moved = [p.detach() - a for p, a in zip(model.parameters(), after_zero, strict=True)]
+    bufs = [step.opt.state[p]["momentum_buffer"] for p in model.parameters()]
+    for m, b in zip(moved, bufs, strict=True):
+        torch.testing.assert_close(m, -0.05 * b, rtol=1e-4, atol=1e-6)  # rounding of p - p0
+
+
+def test_the_fast_path_trains_as_the_exact_path_within_tolerance():
+    rows = {}
+    for path in ("exact", "eager"):
+        t = Trainer(compose_run(SMALL + [f"trainer.path={path}", "trainer.epochs=3"]))
+        assert t.stepper.path == path
+        rows[path] = [t.train_epoch() for _ in range(3)]
+    # Same batches and arithmetic; only the order of float operations in the update differs.
+    assert rows["exact"][0]["train_loss"] == pytest.approx(rows["eager"][0]["train_loss"], rel=1e-6)
+    for a, b in zip(rows["exact"], rows["eager"], strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
+        assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-3)
+        assert a["lr"] == b["lr"]
+
+
+def test_a_fast_run_resumes_bit_for_bit_and_keeps_torch_checkpoint_format():
+    cfg = SMALL + ["trainer.path=eager", "trainer.epochs=2"]
+    whole = Trainer(compose_run(cfg))
+    full = [whole.train_epoch() for _ in range(2)]
+    first = Trainer(compose_run(cfg))
+    first.train_epoch()
+    state = first.state()
+    assert all("momentum_buffer" in s for s in state["optimizer"]["state"].values())
+    resumed = Trainer(compose_run(cfg))
+    resumed.load_state(state)
+    second = resumed.train_epoch()
+    assert second["train_loss"] == full[1]["train_loss"] and second["test_loss"] == full[1]["test_loss"]
+
+
+def test_the_path_is_recorded_and_not_part_of_the_run_identity(tmp_path):
+    a = train_run(compose_run(SMALL + ["trainer.epochs=1", "trainer.path=eager"]), tmp_path)
+    b = compose_run(SMALL + ["trainer.epochs=1", "trainer.path=exact"])
+    from degrade.store import RunDir, run_id
+    assert run_id(b) == a.run_id
+    frame = read_parquet(RunDir(tmp_path, a.run_id).metrics)
+    assert frame["path"].tolist() == ["eager"] and frame["setup_seconds"].tolist() == [0.0]
+
+
+@pytest.mark.parametrize(("value", "words"),
+                         [("graph", "needs a CUDA device"), ("fast", "unknown step path")])
+def test_a_path_this_machine_cannot_run_is_one_line_and_exit_2(capsys, tmp_path, value, words):
+    if value == "graph" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, _, err = run_cli(["train", f"trainer.path={value}", f"out={tmp_path}"], capsys)
+    assert code == 2 and words in err and len(err.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_the_captured_step_trains_as_the_eager_step_on_cuda():
+    rows = {}
+    for path in ("eager", "graph"):
+        t = Trainer(compose_run(["model.depth=8", "trainer.device=cuda", "trainer.precision=fp32",
+                                 "trainer.diagnostics=false", "trainer.epochs=3", f"trainer.path={path}",
+                                 "optim.milestones=[0.5]"]))
+        rows[path] = [t.train_epoch() for _ in range(3)]
+        if path == "graph":
+            assert t.stepper.captured and t.stepper.path == "graph"
+    for a, b in zip(rows["eager"], rows["graph"], strict=True):
+        assert a["lr"] == b["lr"]
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
+    assert rows["graph"][-1]["lr"] < rows["graph"][0]["lr"]  # the schedule stepped inside the graph
