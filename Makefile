@@ -1,11 +1,11 @@
-# Set-up, the default demo, tests and lint. Everything runs in ./.venv.
+# Set-up, the default demo, tests, the throughput benchmark and lint. Everything runs in ./.venv.
 PYTHON ?= python3
 VENV ?= .venv
 # The CPU build of torch; set TORCH=torch for your platform's default build (e.g. CUDA).
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test bench lint clean
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,9 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/degrade bench --sweep
 
 lint: install
 	$(BIN)/ruff check degrade tests
