@@ -10,7 +10,7 @@ in how the work reaches the device:
   graph and replayed, so a step costs one launch instead of hundreds.
 
 Outside ``exact`` the learning rate lives in a device tensor that the step reads, so a schedule
-changes it without recompiling or recapturing anything and without waiting for the device.
+changes it without recapturing anything and without waiting for the device.
 """
 
 from __future__ import annotations
