@@ -80,6 +80,16 @@ def resolve(device: str, precision: str, channels_last: bool | None = None) -> A
     return Accel(dev, prec, bool(channels_last))
 
 
+def apply_numerics(acc: Accel) -> None:
+    """Make ``fp32`` mean fp32: no TF32 in cuDNN convolutions or CUDA matmuls (process-wide).
+
+    PyTorch lets cuDNN use TF32 by default, which rounds convolution inputs to 10 mantissa
+    bits on Ampere and later GPUs; the exact path must not. Other precisions keep the defaults.
+    """
+    torch.backends.cudnn.allow_tf32 = acc.precision != "fp32"
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
 def usable_cores() -> int:
     """CPU cores this process may run on."""
     try:

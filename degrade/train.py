@@ -108,6 +108,7 @@ class Trainer:
         t = cfg.trainer
         accel_mod.set_threads(t.threads)
         self.acc = accel_mod.resolve(t.device, t.precision, t.channels_last)
+        accel_mod.apply_numerics(self.acc)
         fmt = torch.channels_last if self.acc.channels_last else None
         raw = data if data is not None else load_dataset(cfg.data)
         self.data = raw.to(self.acc.device, memory_format=fmt if cfg.model.family == "cnn" else None)

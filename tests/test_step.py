@@ -123,3 +123,15 @@ def test_the_captured_step_trains_as_the_eager_step_on_cuda():
         assert a["lr"] == b["lr"]
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
     assert rows["graph"][-1]["lr"] < rows["graph"][0]["lr"]  # the schedule stepped inside the graph
+
+
+def test_fp32_means_no_tf32_and_auto_is_the_default():
+    cfg = compose_run(SMALL)
+    assert cfg.trainer.precision == "auto"
+    t = Trainer(cfg)
+    native = t.acc.precision == "bf16"
+    assert torch.backends.cudnn.allow_tf32 is native
+    Trainer(compose_run(SMALL + ["trainer.precision=bf16"]))
+    assert torch.backends.cudnn.allow_tf32 is True
+    Trainer(compose_run(SMALL + ["trainer.precision=fp32"]))
+    assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
