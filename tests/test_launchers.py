@@ -8,14 +8,24 @@ from tests.conftest import run_subprocess
 COLUMNS = ["epoch", "train_loss", "train_error", "test_loss", "test_error"]
 
 
+GRID = ["sweep", "--depths", "8", "--epochs", "1", "trainer.threads=1"]
+
+
+@pytest.fixture(scope="module")
+def basic_store(tmp_path_factory):
+    """The sweep through Hydra's basic launcher (one process, one run after another)."""
+    cwd = tmp_path_factory.mktemp("basic")
+    r = run_subprocess([*GRID, "--out", "basic", "hydra/launcher=basic"], cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    return cwd / "basic"
+
+
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
-def test_local_launchers_fill_the_store_like_the_basic_one(launcher, tmp_path):
-    grid = ["sweep", "--depths", "8", "--epochs", "1", "trainer.threads=1"]
-    basic = run_subprocess([*grid, "--out", "basic"], cwd=tmp_path)
-    other = run_subprocess([*grid, "--out", "other", f"hydra/launcher={launcher}"], cwd=tmp_path)
-    assert basic.returncode == 0 and other.returncode == 0, other.stderr
+def test_local_launchers_fill_the_store_like_the_basic_one(launcher, tmp_path, basic_store):
+    other = run_subprocess([*GRID, "--out", "other", f"hydra/launcher={launcher}"], cwd=tmp_path)
+    assert other.returncode == 0, other.stderr
     assert "2 runs (2 done)" in other.stdout
-    for p in sorted((tmp_path / "basic" / "runs").glob("*/metrics.parquet")):
+    for p in sorted((basic_store / "runs").glob("*/metrics.parquet")):
         twin = tmp_path / "other" / "runs" / p.parent.name / "metrics.parquet"
         pd.testing.assert_frame_equal(pd.read_parquet(twin)[COLUMNS], pd.read_parquet(p)[COLUMNS])
     if launcher == "submitit_local":

@@ -31,7 +31,7 @@ pytestmark = [
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
          "hydra.launcher.timeout_min=10"]
 # Long enough that a job is still training when SLURM's kill (KillWait=3 s after SIGTERM) lands.
-LONG = ["sweep", "--depths", "20", "--variants", "plain", "--epochs", "16", "--name", "long"]
+LONG = ["sweep", "--depths", "20", "--variants", "plain", "--epochs", "12", "--name", "long"]
 
 
 def _status(out: Path) -> dict:
