@@ -6,15 +6,17 @@ train the same model (the paper's CIFAR ResNet, batch 128) on the same CIFAR-sha
 synthetic data in this process, on this machine.
 
 The sweep measurement trains several same-shape runs at once, as a sweep would: one
-single-thread process per run on a CPU, one CUDA stream per run in one process on a GPU.
+single-thread process per run on a CPU (the default launcher there), one thread and CUDA
+stream per run in one process on a GPU (`degrade sweep --together`).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,7 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from degrade.accel import usable_cores
+from degrade.accel import own_stream, usable_cores
 from degrade.config import compose_run
 from degrade.models import ModelSpec, build_model
 from degrade.train import Trainer
@@ -133,6 +135,11 @@ def _one_worker(overrides: list[str], steps: int, warmup: int, barrier: Any) -> 
     return _timed_steps(trainer, steps, warmup, barrier.wait)
 
 
+def _img_s_together(spans: list[tuple[float, float]], steps: int) -> float:
+    """Images per second of runs timed side by side: all their images over the whole window."""
+    return len(spans) * 128 * steps / (max(e for _, e in spans) - min(s for s, _ in spans))
+
+
 def _processes_img_s(overrides: list[str], runs: int, steps: int, warmup: int) -> float:
     """Runs in parallel processes of one thread each, as a CPU sweep trains them."""
     ctx = multiprocessing.get_context("spawn")
@@ -140,37 +147,28 @@ def _processes_img_s(overrides: list[str], runs: int, steps: int, warmup: int) -
         barrier = manager.Barrier(runs)
         jobs = [pool.submit(_one_worker, [*overrides, f"seed={k}", "trainer.threads=1"], steps, warmup,
                             barrier) for k in range(runs)]
-        spans = [j.result() for j in jobs]
-    return runs * 128 * steps / (max(e for _, e in spans) - min(s for s, _ in spans))
+        return _img_s_together([j.result() for j in jobs], steps)
 
 
-def _streams_img_s(overrides: list[str], runs: int, steps: int, warmup: int) -> float:
-    """Runs in this process, each stepping on its own CUDA stream, so their kernels overlap."""
-    trainers = [Trainer(compose_run([*overrides, f"seed={k}"])) for k in range(runs)]
-    streams = [torch.cuda.Stream() for _ in trainers]
-    gens = []
-    for t, stream in zip(trainers, streams, strict=True):
-        stream.wait_stream(torch.cuda.current_stream())  # the data was made on the default stream
-        gens.append(torch.Generator(device=t.acc.device).manual_seed(int(t.cfg.seed)))
-        t.model.train()
-    start = 0.0
-    for i in range(warmup + steps):
-        if i == warmup:
-            torch.cuda.synchronize()
-            start = time.monotonic()
-        for t, stream, gen in zip(trainers, streams, gens, strict=True):
-            with torch.cuda.stream(stream):
-                idx = torch.randint(0, len(t.data.x_train), (128,), generator=gen, device=t.acc.device)
-                t.step(t.data.x_train[idx], t.data.y_train[idx], 0.1, gen)
-    torch.cuda.synchronize()
-    return runs * 128 * steps / (time.monotonic() - start)
+def _threads_img_s(overrides: list[str], runs: int, steps: int, warmup: int) -> float:
+    """Runs in threads of this process, each on its own CUDA stream, as `degrade sweep --together`
+    trains them."""
+    configs = [compose_run([*overrides, f"seed={k}"]) for k in range(runs)]  # Hydra: one thread
+    barrier = threading.Barrier(runs)
+
+    def one(cfg: Any) -> tuple[float, float]:
+        with own_stream(str(cfg.trainer.device)):
+            return _timed_steps(Trainer(cfg), steps, warmup, barrier.wait)
+
+    with ThreadPoolExecutor(runs) as pool:
+        return _img_s_together(list(pool.map(one, configs)), steps)
 
 
 def sweep_img_s(overrides: list[str], device: torch.device, runs: int, steps: int, warmup: int) -> float:
-    """Images per second of ``runs`` same-shape runs trained at once: CUDA streams in one process
-    on a GPU, one single-thread process per run elsewhere."""
+    """Images per second of ``runs`` same-shape runs trained at once: threads on CUDA streams in
+    one process on a GPU, one single-thread process per run elsewhere."""
     if device.type == "cuda":
-        return _streams_img_s(overrides, runs, steps, warmup)
+        return _threads_img_s(overrides, runs, steps, warmup)
     return _processes_img_s(overrides, runs, steps, warmup)
 
 

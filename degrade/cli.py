@@ -178,6 +178,9 @@ def sweep(
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | mps")] = None,
     name: Annotated[str | None, typer.Option(help="The sweep's name.")] = None,
     out: Annotated[str | None, typer.Option(help="The run store (default ./outputs).")] = None,
+    together: Annotated[int | None, typer.Option(
+        help="Train up to N runs at once in this process, each on its own CUDA stream (for a GPU).")]
+    = None,
 ) -> None:
     """Train plain and residual twins at each depth; results go to the run store."""
     from degrade.sweep import SweepSpec, run_sweep
@@ -188,6 +191,7 @@ def sweep(
             variants=_str_list(variants) if variants is None or variants.strip() else [],
             seeds=_int_list(seeds, "--seeds"),
             epochs=epochs, device=device, name=name, out=out, overrides=list(overrides or []),
+            together=together,
         )
         with _reporter() as rep:
             result = run_sweep(spec, rep)

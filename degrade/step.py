@@ -191,7 +191,9 @@ class Step:
         self.opt.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
+            # thread_local: other runs of this process (`degrade sweep --together`) keep
+            # launching work on their own streams while this one captures.
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 self._tensor_lr_step(*static)
         except RuntimeError as e:
             # Capture records without running, so this step has not happened yet: take it eagerly

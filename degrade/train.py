@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,9 @@ from degrade.step import Step, resolve_path
 from degrade.store import RunDir, load_checkpoint, run_id, save_checkpoint, write_parquet_atomic
 
 log = logging.getLogger("degrade")
+# Seeding torch's global generator and drawing the initial weights must not interleave with
+# another run's when several runs share a process (`degrade sweep --together`).
+_BUILD_LOCK = threading.Lock()
 EpochCallback = Callable[[dict[str, Any]], None]
 
 
@@ -112,8 +116,9 @@ class Trainer:
         fmt = torch.channels_last if self.acc.channels_last else None
         raw = data if data is not None else load_dataset(cfg.data)
         self.data = raw.to(self.acc.device, memory_format=fmt if cfg.model.family == "cnn" else None)
-        torch.manual_seed(int(cfg.seed))
-        self.model = build_model(model_spec(cfg), self.data.in_shape, self.data.num_classes)
+        with _BUILD_LOCK:
+            torch.manual_seed(int(cfg.seed))
+            self.model = build_model(model_spec(cfg), self.data.in_shape, self.data.num_classes)
         self.model.to(self.acc.device)
         if fmt is not None and cfg.model.family == "cnn":
             self.model.to(memory_format=fmt)

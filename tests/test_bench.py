@@ -49,3 +49,11 @@ def test_bench_without_sweep_leaves_its_fields_empty(capsys):
     assert code == 0, err
     (row,) = json.loads(out)
     assert row["sweep_runs"] is None and row["sweep_img_s"] is None and row["path"] == "eager"
+
+
+def test_runs_in_threads_are_timed_together():
+    from degrade.bench import _threads_img_s
+
+    overrides = ["model.depth=8", "data=synthetic", "data.train_size=256", "data.test_size=128",
+                 "trainer.device=cpu", "trainer.diagnostics=false"]
+    assert _threads_img_s(overrides, runs=2, steps=1, warmup=1) > 0

@@ -1,5 +1,7 @@
 """Sweeps through Hydra's launcher plugins: the same store, the same results."""
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -32,6 +34,27 @@ def test_local_launchers_fill_the_store_like_the_basic_one(launcher, tmp_path, b
         # The jobs really went through submitit: it keeps a folder per job beside the sweep.
         (sweep,) = (tmp_path / "other" / "sweeps").iterdir()
         assert len(list((sweep / ".submitit").iterdir())) >= 2
+
+
+def test_together_trains_the_runs_in_the_sweep_process_like_the_basic_launcher(tmp_path, basic_store):
+    r = run_subprocess([*GRID, "--out", "together", "--together", "2"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "2 runs (2 done)" in r.stdout
+    for p in sorted((basic_store / "runs").glob("*/metrics.parquet")):
+        twin = tmp_path / "together" / "runs" / p.parent.name / "metrics.parquet"
+        pd.testing.assert_frame_equal(pd.read_parquet(twin)[COLUMNS], pd.read_parquet(p)[COLUMNS])
+    pids = {json.loads(p.read_text())["sessions"][0]["pid"]
+            for p in (tmp_path / "together" / "runs").glob("*/status.json")}
+    assert len(pids) == 1  # both runs trained in the one sweep process
+
+
+@pytest.mark.parametrize(("extra", "words"), [(["--together", "0"], "at least 1"),
+                                              (["--together", "2", "hydra/launcher=joblib"], "launcher")])
+def test_together_refuses_what_it_cannot_do(capsys, tmp_path, extra, words):
+    from tests.conftest import run_cli
+
+    code, _, err = run_cli(["sweep", "--depths", "8", "--out", str(tmp_path / "o"), *extra], capsys)
+    assert code == 2 and words in err and not (tmp_path / "o").exists()
 
 
 def test_joblib_splits_the_cores_between_parallel_jobs(tmp_path):
