@@ -16,6 +16,7 @@ changes it without recapturing anything and without waiting for the device.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -27,6 +28,7 @@ from degrade.accel import Accel
 log = logging.getLogger("degrade")
 
 PATHS = ("auto", "exact", "eager", "graph")
+_CAPTURE_LOCK = threading.Lock()
 
 
 class PathError(ValueError):
@@ -191,9 +193,11 @@ class Step:
         self.opt.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         try:
-            # thread_local: other runs of this process (`degrade sweep --together`) keep
-            # launching work on their own streams while this one captures.
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            # Runs sharing this process (`degrade sweep --together`) capture one at a time, each
+            # on a stream of its own (torch's default capture stream is shared), and thread_local
+            # lets the others keep launching work on their own streams meanwhile.
+            with _CAPTURE_LOCK, torch.cuda.graph(graph, stream=torch.cuda.Stream(),
+                                                 capture_error_mode="thread_local"):
                 self._tensor_lr_step(*static)
         except RuntimeError as e:
             # Capture records without running, so this step has not happened yet: take it eagerly

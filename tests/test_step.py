@@ -135,3 +135,16 @@ def test_fp32_means_no_tf32_and_auto_is_the_default():
     assert torch.backends.cudnn.allow_tf32 is True
     Trainer(compose_run(SMALL + ["trainer.precision=fp32"]))
     assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_runs_captured_together_on_streams_train_as_one_after_another(tmp_path):
+    from degrade.sweep import SweepSpec, run_sweep
+
+    grid = dict(depths=[8], seeds=[0, 1], epochs=2, device="cuda", overrides=["trainer.precision=fp32"])
+    apart = run_sweep(SweepSpec(**grid, out=str(tmp_path / "apart")))
+    together = run_sweep(SweepSpec(**grid, out=str(tmp_path / "together"), together=4))
+    a = {r.run_id: r.final for r in apart.runs}
+    for r in together.runs:
+        assert r.state == "done" and r.final["path"] == "graph"
+        assert r.final["train_loss"] == pytest.approx(a[r.run_id]["train_loss"], rel=1e-3)
