@@ -96,7 +96,7 @@ def own_stream(device: str) -> Iterator[None]:
     """Run the body on a CUDA stream of its own when ``device`` resolves to CUDA.
 
     Runs that share a process (`degrade sweep --together`) then overlap on the GPU instead of
-    queueing behind each other on the default stream; alone, a run loses nothing by it.
+    queueing behind each other on the default stream.
     """
     if resolve_device(device).type != "cuda":
         yield

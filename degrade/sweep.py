@@ -294,7 +294,7 @@ def _settle_joblib_worker() -> None:
 def run_job(cfg: DictConfig, in_worker: bool = True) -> dict[str, Any]:
     """Hydra's task function: train one run into the store, never raising for the run's sake.
 
-    ``in_worker=False`` when the caller trains runs in its own process (``_run_together``).
+    ``in_worker=False`` when the caller trains several runs in its own process (``_run_together``).
     """
     if in_worker:
         _settle_joblib_worker()
@@ -310,7 +310,9 @@ def run_job(cfg: DictConfig, in_worker: bool = True) -> dict[str, Any]:
                                path=run.path)
         else:
             try:
-                with accel.own_stream(str(cfg.trainer.device)):
+                # Alone in its process a run keeps the default stream; beside others, its own.
+                shared = contextlib.nullcontext() if in_worker else accel.own_stream(str(cfg.trainer.device))
+                with shared:
                     result = train_run(cfg, out)
             except Exception as e:  # noqa: BLE001 - one failed run must not end the sweep
                 msg = f"{e.__class__.__name__}: {e}"
