@@ -283,7 +283,7 @@ def bench(
     = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
     precision: Annotated[str, typer.Option(help="auto | fp32 | bf16")] = "auto",
-    path: Annotated[str, typer.Option(help="degrade's step path: auto | exact | eager | compiled | graph")]
+    path: Annotated[str, typer.Option(help="degrade's step path: auto | exact | eager | graph")]
     = "auto",
     sweep: Annotated[bool, typer.Option("--sweep", help="Also measure several same-shape runs at once.")]
     = False,

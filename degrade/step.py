@@ -100,11 +100,15 @@ class Step:
         self._static: tuple[torch.Tensor, torch.Tensor] | None = None
         self._eager_steps = 0
         self.setup_seconds = 0.0  # time spent capturing the CUDA graph
-        self.captured = False
+
+    @property
+    def captured(self) -> bool:
+        """Whether the step now replays a CUDA graph."""
+        return self._graph is not None
 
     # -- the arithmetic, shared by every path ---------------------------------------------
 
-    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> None:
         # The autocast cache must be off for CUDA-graph capture; at one forward per step it saves nothing.
         with self.acc.autocast(cache=False):
             logits = self.model(x)
@@ -113,9 +117,9 @@ class Step:
         with torch.no_grad():
             self.loss_sum.add_(loss.detach() * y.shape[0])
             self.wrong.add_((logits.detach().argmax(1) != y).sum())
-        return loss
 
     def _tensor_lr_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Forward, backward and the tensor-lr update, onto gradients the backward creates."""
         self._forward_backward(x, y)
         if self._bufs is None:
             self._bufs = momentum_buffers(self.opt) if self._hyper[0] else []
@@ -146,7 +150,6 @@ class Step:
         """Drop anything bound to the optimizer's tensors (after its state was loaded anew)."""
         self._bufs = None
         self._graph = self._static = None
-        self.captured = False
         self._eager_steps = 0
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -160,8 +163,11 @@ class Step:
         elif self.path == "graph":
             self._graph_step(x, y)
         else:
-            self.opt.zero_grad(set_to_none=True)
-            self._tensor_lr_step(x, y)
+            self._eager_step(x, y)
+
+    def _eager_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        self._tensor_lr_step(x, y)
 
     # -- CUDA graph --------------------------------------------------------------------------
 
@@ -180,8 +186,7 @@ class Step:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                self.opt.zero_grad(set_to_none=True)
-                self._tensor_lr_step(x, y)
+                self._eager_step(x, y)
             torch.cuda.current_stream().wait_stream(side)
             self._eager_steps += 1
             return
@@ -205,11 +210,9 @@ class Step:
             log.warning("CUDA graph capture failed (%s); this run continues eagerly", e)
             torch.cuda.synchronize()
             self.path = "eager"
-            self.opt.zero_grad(set_to_none=True)
-            self._tensor_lr_step(x, y)
+            self._eager_step(x, y)
             self.setup_seconds += time.perf_counter() - start
             return
         self._graph, self._static = graph, static
-        self.captured = True
         graph.replay()  # the step the capture stood for
         self.setup_seconds += time.perf_counter() - start

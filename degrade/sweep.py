@@ -180,7 +180,7 @@ def plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig]]:
     launcher = _launcher_config(run_overrides, hydra_overrides)
     given = {_key(o) for o in run_overrides}
     if "trainer.threads" not in given:
-        overrides.append(f"trainer.threads={_threads_per_job(launcher, len(configs))}")
+        overrides.append(f"trainer.threads={_threads_per_job(launcher, len(configs), spec.together)}")
     return overrides, configs
 
 
@@ -194,14 +194,17 @@ def _parallel_on_cpu_by_default(configs: list[DictConfig], hydra_overrides: list
     return all(accel.resolve_device(str(c.trainer.device)).type == "cpu" for c in configs)
 
 
-def _threads_per_job(launcher: DictConfig | None, runs: int) -> int:
-    """Split this machine's cores between the jobs a local parallel launcher runs at once."""
+def _threads_per_job(launcher: DictConfig | None, runs: int, together: int | None = None) -> int:
+    """Split this machine's cores between the jobs a local parallel launcher (or ``--together``)
+    runs at once."""
     cores = accel.usable_cores()
+    if together:
+        return max(1, cores // min(together, runs))
     target = "" if launcher is None else str(launcher.get("_target_", ""))
     if "submitit" in target and launcher.get("cpus_per_task"):
         return int(launcher.cpus_per_task)  # what the scheduler gives each job
-    if "joblib" not in target or launcher.get("backend") == "threading":
-        return cores  # threads of one process share its torch threads
+    if "joblib" not in target:
+        return cores
     n_jobs = int(launcher.get("n_jobs") or -1)
     at_once = min(runs, cores + 1 + n_jobs if n_jobs < 0 else n_jobs)
     return max(1, cores // max(at_once, 1))
@@ -375,7 +378,7 @@ def _run_together(configs: list[DictConfig], out: Path, name: str, at_once: int)
         cfg = copy.deepcopy(cfg)
         cfg.out, cfg.name = str(out), name
         if cfg.trainer.threads is None:  # torch's CPU threads are shared by the whole process
-            cfg.trainer.threads = max(1, accel.usable_cores() // at_once)
+            cfg.trainer.threads = _threads_per_job(None, len(configs), at_once)
         jobs.append(cfg)
     with ThreadPoolExecutor(at_once, thread_name_prefix="degrade-run") as pool:
         returns = list(pool.map(lambda c: run_job(c, in_worker=False), jobs))

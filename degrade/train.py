@@ -130,8 +130,7 @@ class Trainer:
             weight_decay=float(o.weight_decay),
             nesterov=bool(o.nesterov),
         )
-        self.path = resolve_path(str(t.get("path", "auto")), self.acc.device)
-        self.stepper = Step(self.model, self.opt, self.acc, self.path)
+        self.stepper = Step(self.model, self.opt, self.acc, resolve_path(str(t.path), self.acc.device))
         self.batch = int(t.batch_size)
         self.augment = bool(self.data.augment and cfg.data.augment)
         n = len(self.data.x_train)
