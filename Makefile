@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint clean gpu-wheels gpu-check gpu-rehearsal
 
 install: $(VENV)/.installed
 
@@ -25,8 +25,20 @@ test: install
 bench: install
 	$(BIN)/degrade bench --sweep
 
+# Where there is a network: the wheels a CUDA machine without one needs for gpu-check (.whl/).
+gpu-wheels: install
+	scripts/gpu-wheels.sh $(BIN)/python
+
+# On a CUDA machine (no network needed, no venv: $(PYTHON) must have torch with CUDA).
+gpu-check:
+	PYTHON=$(PYTHON) scripts/gpu-check.sh
+
+# The same steps at toy sizes on the CPU (the suite runs this too).
+gpu-rehearsal: install
+	$(BIN)/python scripts/gpu_check.py --cpu
+
 lint: install
 	$(BIN)/ruff check degrade tests
 
 clean:
-	rm -rf $(VENV) outputs
+	rm -rf $(VENV) outputs .gpu-site

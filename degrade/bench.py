@@ -5,6 +5,10 @@ pads, crops and flips every image in Python, and ``loss.item()`` after every ste
 train the same model (the paper's CIFAR ResNet, batch 128) on the same CIFAR-shaped
 synthetic data in this process, on this machine.
 
+Each side is timed in several repeats that alternate (reference, degrade, reference, ...),
+so a noisy moment of the machine falls on one repeat of one side, not on a whole side; the
+rows give the median and the range of the repeats, and the speedup of each pair.
+
 The sweep measurement trains several same-shape runs at once, as a sweep would: one
 single-thread process per run on a CPU (the default launcher there), one thread and CUDA
 stream per run in one process on a GPU (`degrade sweep --together`).
@@ -13,11 +17,12 @@ stream per run in one process on a GPU (`degrade sweep --together`).
 from __future__ import annotations
 
 import multiprocessing
+import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -30,22 +35,42 @@ from degrade.config import compose_run
 from degrade.models import ModelSpec, build_model
 from degrade.train import Trainer
 
+BATCH = 128
+Span = tuple[float, float]  # monotonic clock at the start and the end of a timed window
+
+
+@dataclass
+class Spread:
+    """Repeated measurements of one quantity: their median, range and values."""
+
+    median: float
+    min: float
+    max: float
+    repeats: list[float]
+
+    @classmethod
+    def of(cls, values: list[float], digits: int = 1) -> Spread:
+        """The spread of ``values`` (at least one), rounded to ``digits``."""
+        return cls(round(statistics.median(values), digits), round(min(values), digits),
+                   round(max(values), digits), [round(v, digits) for v in values])
+
 
 @dataclass
 class BenchRow:
-    """One model's throughput by both loops."""
+    """One model's throughput by both loops, over alternating repeats."""
 
     model: str
     device: str
     precision: str
     path: str
     channels_last: bool
-    reference_img_s: float
-    degrade_img_s: float
-    speedup: float
+    steps: int  # timed steps per repeat
+    reference_img_s: Spread
+    degrade_img_s: Spread
+    speedup: Spread  # degrade / reference of each repeat pair
     setup_s: float  # what capturing the CUDA graph cost (0 on other paths)
     sweep_runs: int | None = None  # with --sweep: runs trained at once ...
-    sweep_img_s: float | None = None  # ... and their images per second together
+    sweep_img_s: Spread | None = field(default=None)  # ... and their images per second together
 
 
 class _PerSampleAugmented(TorchDataset):
@@ -71,105 +96,125 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def reference_img_s(depth: int, data: Any, device: torch.device, steps: int, warmup: int) -> float:
-    """Images per second of the reference loop."""
-    torch.manual_seed(0)
-    model = build_model(ModelSpec(depth=depth), (3, 32, 32), 10).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    loader = DataLoader(_PerSampleAugmented(data.x_train, data.y_train), batch_size=128,
-                        shuffle=True, drop_last=True)
-    model.train()
-    done, seen, start = 0, 0, 0.0
-    while done < warmup + steps:
-        for x, y in loader:
-            if done == warmup:
-                _sync(device)
-                start, seen = time.perf_counter(), 0
-            x, y = x.to(device), y.to(device)
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
+class ReferenceLoop:
+    """The typical loop, kept alive between timed repeats so each repeat continues training."""
+
+    def __init__(self, depth: int, data: Any, device: torch.device, warmup: int) -> None:
+        torch.manual_seed(0)
+        self.device = device
+        self.model = build_model(ModelSpec(depth=depth), (3, 32, 32), 10).to(device)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+        self.loader = DataLoader(_PerSampleAugmented(data.x_train, data.y_train), batch_size=BATCH,
+                                 shuffle=True, drop_last=True)
+        self.batches = self._forever()
+        self.model.train()
+        self._steps(warmup)
+
+    def _forever(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            yield from self.loader
+
+    def _steps(self, n: int) -> None:
+        for _ in range(n):
+            x, y = next(self.batches)
+            x, y = x.to(self.device), y.to(self.device)
+            loss = F.cross_entropy(self.model(x), y)
+            self.opt.zero_grad()
             loss.backward()
-            opt.step()
+            self.opt.step()
             loss.item()  # what the typical loop logs every step
-            done += 1
-            seen += len(y)
-            if done == warmup + steps:
-                break
-    _sync(device)
-    return seen / (time.perf_counter() - start)
+
+    def img_s(self, steps: int) -> float:
+        """Images per second over ``steps`` more steps."""
+        _sync(self.device)
+        start = time.perf_counter()
+        self._steps(steps)
+        _sync(self.device)
+        return BATCH * steps / (time.perf_counter() - start)
 
 
-def _timed_steps(trainer: Trainer, steps: int, warmup: int,
-                 before: Callable[[], object] | None = None) -> tuple[float, float]:
-    """Train ``warmup`` then ``steps`` steps of batch 128; return the monotonic clock at both ends.
+def _timed_windows(trainer: Trainer, steps: int, warmup: int, repeats: int = 1,
+                   before: Callable[[], object] | None = None) -> list[Span]:
+    """Train ``warmup`` steps, then ``repeats`` timed windows of ``steps`` steps of batch 128.
 
     The warm-up absorbs the CUDA-graph capture (``trainer.stepper.setup_seconds`` says what it
-    cost). ``before`` is called between the two, e.g. to start several workers together.
+    cost). ``before`` is called before each window, e.g. to start several workers together.
     """
     d, device = trainer.data, trainer.acc.device
     gen = torch.Generator(device=device).manual_seed(int(trainer.cfg.seed))
     n = len(d.x_train)
     trainer.model.train()
     trainer.stepper.reset_sums()
-    start = 0.0
-    for i in range(warmup + steps):
-        if i == warmup:
-            _sync(device)
-            if before is not None:
-                before()
-            start = time.monotonic()
-        idx = torch.randint(0, n, (128,), generator=gen, device=device)
-        trainer.step(d.x_train[idx], d.y_train[idx], 0.1, gen)
-    trainer.stepper.sums()  # one read at the end, as an epoch does
-    return start, time.monotonic()
+
+    def train(k: int) -> None:
+        for _ in range(k):
+            idx = torch.randint(0, n, (BATCH,), generator=gen, device=device)
+            trainer.step(d.x_train[idx], d.y_train[idx], 0.1, gen)
+
+    train(warmup)
+    spans = []
+    for _ in range(repeats):
+        _sync(device)
+        if before is not None:
+            before()
+        start = time.monotonic()
+        train(steps)
+        trainer.stepper.sums()  # one read at the end, as an epoch does
+        spans.append((start, time.monotonic()))
+    return spans
 
 
-def degrade_img_s(trainer: Trainer, steps: int, warmup: int) -> float:
-    """Images per second of degrade's own training step (device-resident data, batch augmentation)."""
-    start, end = _timed_steps(trainer, steps, warmup)
-    return 128 * steps / (end - start)
+def degrade_img_s(trainer: Trainer, steps: int) -> float:
+    """Images per second of degrade's own step over ``steps`` more steps (warm-up done before)."""
+    ((start, end),) = _timed_windows(trainer, steps, warmup=0)
+    return BATCH * steps / (end - start)
 
 
-def _one_worker(overrides: list[str], steps: int, warmup: int, barrier: Any) -> tuple[float, float]:
+def _one_worker(overrides: list[str], steps: int, warmup: int, repeats: int, barrier: Any) -> list[Span]:
     trainer = Trainer(compose_run(overrides))
-    return _timed_steps(trainer, steps, warmup, barrier.wait)
+    return _timed_windows(trainer, steps, warmup, repeats, barrier.wait)
 
 
-def _img_s_together(spans: list[tuple[float, float]], steps: int) -> float:
-    """Images per second of runs timed side by side: all their images over the whole window."""
-    return len(spans) * 128 * steps / (max(e for _, e in spans) - min(s for s, _ in spans))
+def _img_s_together(spans: list[list[Span]], steps: int) -> list[float]:
+    """Images per second of runs timed side by side, per repeat: all their images over the window
+    from the first start to the last end."""
+    rates = []
+    for window in zip(*spans, strict=True):
+        rates.append(len(window) * BATCH * steps / (max(e for _, e in window) - min(s for s, _ in window)))
+    return rates
 
 
-def _processes_img_s(overrides: list[str], runs: int, steps: int, warmup: int) -> float:
+def _processes_img_s(overrides: list[str], runs: int, steps: int, warmup: int, repeats: int) -> list[float]:
     """Runs in parallel processes of one thread each, as a CPU sweep trains them."""
     ctx = multiprocessing.get_context("spawn")
     with ctx.Manager() as manager, ProcessPoolExecutor(runs, mp_context=ctx) as pool:
         barrier = manager.Barrier(runs)
         jobs = [pool.submit(_one_worker, [*overrides, f"seed={k}", "trainer.threads=1"], steps, warmup,
-                            barrier) for k in range(runs)]
+                            repeats, barrier) for k in range(runs)]
         return _img_s_together([j.result() for j in jobs], steps)
 
 
-def _threads_img_s(overrides: list[str], runs: int, steps: int, warmup: int) -> float:
+def _threads_img_s(overrides: list[str], runs: int, steps: int, warmup: int, repeats: int = 1) -> list[float]:
     """Runs in threads of this process, each on its own CUDA stream, as `degrade sweep --together`
     trains them."""
     configs = [compose_run([*overrides, f"seed={k}"]) for k in range(runs)]  # Hydra: one thread
     barrier = threading.Barrier(runs)
 
-    def one(cfg: Any) -> tuple[float, float]:
+    def one(cfg: Any) -> list[Span]:
         with own_stream(str(cfg.trainer.device)):
-            return _timed_steps(Trainer(cfg), steps, warmup, barrier.wait)
+            return _timed_windows(Trainer(cfg), steps, warmup, repeats, barrier.wait)
 
     with ThreadPoolExecutor(runs) as pool:
         return _img_s_together(list(pool.map(one, configs)), steps)
 
 
-def sweep_img_s(overrides: list[str], device: torch.device, runs: int, steps: int, warmup: int) -> float:
-    """Images per second of ``runs`` same-shape runs trained at once: threads on CUDA streams in
-    one process on a GPU, one single-thread process per run elsewhere."""
+def sweep_img_s(overrides: list[str], device: torch.device, runs: int, steps: int, warmup: int,
+                repeats: int = 1) -> list[float]:
+    """Images per second of ``runs`` same-shape runs trained at once, one value per repeat: threads
+    on CUDA streams in one process on a GPU, one single-thread process per run elsewhere."""
     if device.type == "cuda":
-        return _threads_img_s(overrides, runs, steps, warmup)
-    return _processes_img_s(overrides, runs, steps, warmup)
+        return _threads_img_s(overrides, runs, steps, warmup, repeats)
+    return _processes_img_s(overrides, runs, steps, warmup, repeats)
 
 
 def default_sweep_runs(device: torch.device) -> int:
@@ -179,11 +224,12 @@ def default_sweep_runs(device: torch.device) -> int:
 
 def run(depths: tuple[int, ...] = (20, 56), device: str = "auto", precision: str = "auto",
         steps: int | None = None, warmup: int = 5, images: int = 2048, path: str = "auto",
-        sweep: bool = False, runs: int | None = None) -> list[BenchRow]:
-    """Measure both loops for the CIFAR ResNet of each depth; return one row per depth.
+        sweep: bool = False, runs: int | None = None, repeats: int = 3) -> list[BenchRow]:
+    """Measure both loops for the CIFAR ResNet of each depth, ``repeats`` alternating times each;
+    return one row per depth.
 
     With ``sweep``, also measure ``runs`` runs of the same shape trained at once (default:
-    ``default_sweep_runs``).
+    ``default_sweep_runs``), in ``repeats`` windows.
     """
     rows = []
     for depth in depths:
@@ -193,20 +239,35 @@ def run(depths: tuple[int, ...] = (20, 56), device: str = "auto", precision: str
         trainer = Trainer(compose_run(overrides))
         dev = trainer.acc.device
         n = steps if steps is not None else (300 if dev.type == "cuda" else 10)
-        cpu_data = trainer.data.to(torch.device("cpu"))
-        ref = reference_img_s(depth, cpu_data, dev, n, warmup)
-        ours = degrade_img_s(trainer, n, warmup)
+        reference = ReferenceLoop(depth, trainer.data.to(torch.device("cpu")), dev, warmup)
+        _timed_windows(trainer, 0, warmup, repeats=0)
+        ref, ours = [], []
+        for _ in range(repeats):
+            ref.append(reference.img_s(n))
+            ours.append(degrade_img_s(trainer, n))
         row = BenchRow(f"resnet{depth}", dev.type, trainer.acc.precision, trainer.stepper.path,
-                       trainer.acc.channels_last, round(ref, 1), round(ours, 1), round(ours / ref, 2),
+                       trainer.acc.channels_last, n, Spread.of(ref), Spread.of(ours),
+                       Spread.of([o / r for o, r in zip(ours, ref, strict=True)], 2),
                        round(trainer.stepper.setup_seconds, 1))
-        del trainer, cpu_data
+        del trainer, reference
         if sweep:
             row.sweep_runs = runs or default_sweep_runs(dev)
-            row.sweep_img_s = round(sweep_img_s(overrides, dev, row.sweep_runs, n, warmup), 1)
+            row.sweep_img_s = Spread.of(sweep_img_s(overrides, dev, row.sweep_runs, n, warmup, repeats))
         rows.append(row)
     return rows
 
 
 def as_dicts(rows: list[BenchRow]) -> list[dict[str, Any]]:
-    """Rows as plain dicts (for JSON)."""
-    return [asdict(r) for r in rows]
+    """Rows as flat dicts (for JSON): each spread as ``<name>_median``, ``_min``, ``_max``, ``_repeats``."""
+    flat = []
+    for r in rows:
+        d: dict[str, Any] = {}
+        for key, value in asdict(r).items():
+            if isinstance(value, dict):
+                d.update({f"{key}_{part}": v for part, v in value.items()})
+            elif key == "sweep_img_s":  # no sweep measured: the same fields, empty
+                d.update({f"{key}_{part}": None for part in ("median", "min", "max", "repeats")})
+            else:
+                d[key] = value
+        flat.append(d)
+    return flat

@@ -289,6 +289,7 @@ def bench(
     = False,
     runs: Annotated[int | None, typer.Option(help="Runs at once for --sweep (default: cores; 8 on a GPU).")]
     = None,
+    repeats: Annotated[int, typer.Option(help="Timed repeats of each side, alternating.")] = 3,
     json_out: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
     """Training throughput of degrade's step against a typical reference loop, batch 128."""
@@ -301,24 +302,30 @@ def bench(
         bad = [d for d in ds if d < 8 or (d - 2) % 6]
         if bad or not ds:
             raise UserError(f"--depths takes ResNet depths 6n+2 (20, 56, ...), got {depths!r}")
-        if steps is not None and steps < 1:
-            raise UserError("--steps must be at least 1")
-        if runs is not None and runs < 1:
-            raise UserError("--runs must be at least 1")
-        return benchmark.run(tuple(ds), device, precision, steps, path=path, sweep=sweep, runs=runs)
+        for flag, value in (("--steps", steps), ("--runs", runs), ("--repeats", repeats)):
+            if value is not None and value < 1:
+                raise UserError(f"{flag} must be at least 1")
+        return benchmark.run(tuple(ds), device, precision, steps, path=path, sweep=sweep, runs=runs,
+                             repeats=repeats)
 
     rows = _guard(go)
     if json_out:
         print(json.dumps(benchmark.as_dicts(rows), indent=1))
         return
-    t = Table(title="training throughput, batch 128 (img/s)")
+
+    def spread(s: Any, fmt: str, unit: str = "") -> str:
+        head = f"{s.median:{fmt}}{unit}"
+        return f"{head} ({s.min:{fmt}}-{s.max:{fmt}})" if len(s.repeats) > 1 else head
+
+    t = Table(title=f"training throughput, batch 128, img/s: median (min-max) of {repeats} alternating "
+                    "repeats")
     numbers = ["reference", "degrade", "speedup", "setup s"] + (["sweep runs", "sweep"] if sweep else [])
     for col in ("model", "device", "precision", "path", *numbers):
         t.add_column(col, justify="right" if col in numbers else "left")
     for r in rows:
-        extra = [str(r.sweep_runs), f"{r.sweep_img_s:,.0f}"] if sweep else []
-        t.add_row(r.model, r.device, r.precision, r.path, f"{r.reference_img_s:,.0f}",
-                  f"{r.degrade_img_s:,.0f}", f"{r.speedup:.2f}x", f"{r.setup_s:.1f}", *extra)
+        extra = [str(r.sweep_runs), spread(r.sweep_img_s, ",.0f")] if sweep else []
+        t.add_row(r.model, r.device, r.precision, r.path, spread(r.reference_img_s, ",.0f"),
+                  spread(r.degrade_img_s, ",.0f"), spread(r.speedup, ".2f", "x"), f"{r.setup_s:.1f}", *extra)
     out_console.print(t)
 
 

@@ -226,6 +226,7 @@ class Trainer:
             "images_per_second": seen / train_seconds if train_seconds > 0 else float("nan"),
             "path": self.stepper.path,
             "setup_seconds": self.stepper.setup_seconds - setup_before,
+            "ended": time.time(),
         }
 
 

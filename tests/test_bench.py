@@ -7,14 +7,37 @@ from degrade.train import Trainer
 from tests.conftest import run_cli
 
 
-def test_bench_json_has_the_documented_fields(capsys):
-    code, out, err = run_cli(["bench", "--depths", "8", "--steps", "1", "--device", "cpu", "--json"], capsys)
+def test_bench_json_gives_median_and_range_of_alternating_repeats(capsys):
+    code, out, err = run_cli(["bench", "--depths", "8", "--steps", "1", "--device", "cpu", "--json",
+                              "--precision", "fp32"], capsys)
     assert code == 0, err
     (row,) = json.loads(out)
-    assert {"model", "reference_img_s", "degrade_img_s", "speedup", "device", "precision", "path"} <= set(row)
-    assert row["model"] == "resnet8" and row["device"] == "cpu"
-    assert row["reference_img_s"] > 0 and row["degrade_img_s"] > 0
-    assert abs(row["speedup"] - row["degrade_img_s"] / row["reference_img_s"]) < 0.01
+    assert row["model"] == "resnet8" and row["device"] == "cpu" and row["precision"] == "fp32"
+    for name in ("reference_img_s", "degrade_img_s", "speedup"):
+        values = row[f"{name}_repeats"]
+        assert len(values) == 3  # the default: three repeats of each side
+        assert row[f"{name}_min"] == min(values) and row[f"{name}_max"] == max(values)
+        assert row[f"{name}_median"] == sorted(values)[1]
+    assert row["reference_img_s_min"] > 0 and row["degrade_img_s_min"] > 0
+    # The speedup of each pair, not a ratio of medians: one slow repeat cannot hide in it.
+    pairs = zip(row["degrade_img_s_repeats"], row["reference_img_s_repeats"], strict=True)
+    for s, (ours, ref) in zip(row["speedup_repeats"], pairs, strict=True):
+        assert abs(s - ours / ref) < 0.01 * s + 0.01
+
+
+def test_a_far_off_repeat_shows_in_the_range_not_in_the_median():
+    from degrade.bench import Spread
+
+    s = Spread.of([1000.0, 20.0, 1010.0, 990.0])
+    assert s.min == 20.0 and s.max == 1010.0 and 990.0 <= s.median <= 1000.0
+
+
+def test_bench_table_shows_the_range(capsys):
+    code, out, err = run_cli(["bench", "--depths", "8", "--steps", "1", "--device", "cpu", "--repeats", "2"],
+                             capsys)
+    assert code == 0, err
+    assert "median (min-max) of 2 alternating repeats" in " ".join(out.split())
+    assert "resnet8" in out and "x (" in out  # the speedup with its range
 
 
 def test_bench_refuses_a_depth_it_cannot_build(capsys):
@@ -39,7 +62,7 @@ def test_bench_sweep_measures_runs_trained_at_once(capsys):
                               "--runs", "2", "--json"], capsys)
     assert code == 0, err
     (row,) = json.loads(out)
-    assert row["sweep_runs"] == 2 and row["sweep_img_s"] > 0
+    assert row["sweep_runs"] == 2 and row["sweep_img_s_min"] > 0 and len(row["sweep_img_s_repeats"]) == 3
     assert row["path"] == "exact" and row["setup_s"] == 0.0
 
 
@@ -48,7 +71,7 @@ def test_bench_without_sweep_leaves_its_fields_empty(capsys):
                               "--json"], capsys)
     assert code == 0, err
     (row,) = json.loads(out)
-    assert row["sweep_runs"] is None and row["sweep_img_s"] is None and row["path"] == "eager"
+    assert row["sweep_runs"] is None and row["sweep_img_s_median"] is None and row["path"] == "eager"
 
 
 def test_runs_in_threads_are_timed_together():
@@ -56,4 +79,5 @@ def test_runs_in_threads_are_timed_together():
 
     overrides = ["model.depth=8", "data=synthetic", "data.train_size=256", "data.test_size=128",
                  "trainer.device=cpu", "trainer.diagnostics=false"]
-    assert _threads_img_s(overrides, runs=2, steps=1, warmup=1) > 0
+    rates = _threads_img_s(overrides, runs=2, steps=1, warmup=1, repeats=2)
+    assert len(rates) == 2 and min(rates) > 0

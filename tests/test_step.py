@@ -109,22 +109,6 @@ def test_a_path_this_machine_cannot_run_is_one_line_and_exit_2(capsys, tmp_path,
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
-def test_the_captured_step_trains_as_the_eager_step_on_cuda():
-    rows = {}
-    for path in ("eager", "graph"):
-        t = Trainer(compose_run(["model.depth=8", "trainer.device=cuda", "trainer.precision=fp32",
-                                 "trainer.diagnostics=false", "trainer.epochs=3", f"trainer.path={path}",
-                                 "optim.milestones=[0.5]"]))
-        rows[path] = [t.train_epoch() for _ in range(3)]
-        if path == "graph":
-            assert t.stepper.captured and t.stepper.path == "graph"
-    for a, b in zip(rows["eager"], rows["graph"], strict=True):
-        assert a["lr"] == b["lr"]
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
-    assert rows["graph"][-1]["lr"] < rows["graph"][0]["lr"]  # the schedule stepped inside the graph
-
-
 def test_fp32_means_no_tf32_and_auto_is_the_default():
     cfg = compose_run(SMALL)
     assert cfg.trainer.precision == "auto"
@@ -135,16 +119,3 @@ def test_fp32_means_no_tf32_and_auto_is_the_default():
     assert torch.backends.cudnn.allow_tf32 is True
     Trainer(compose_run(SMALL + ["trainer.precision=fp32"]))
     assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
-def test_runs_captured_together_on_streams_train_as_one_after_another(tmp_path):
-    from degrade.sweep import SweepSpec, run_sweep
-
-    grid = dict(depths=[8], seeds=[0, 1], epochs=2, device="cuda", overrides=["trainer.precision=fp32"])
-    apart = run_sweep(SweepSpec(**grid, out=str(tmp_path / "apart")))
-    together = run_sweep(SweepSpec(**grid, out=str(tmp_path / "together"), together=4))
-    a = {r.run_id: r.final for r in apart.runs}
-    for r in together.runs:
-        assert r.state == "done" and r.final["path"] == "graph"
-        assert r.final["train_loss"] == pytest.approx(a[r.run_id]["train_loss"], rel=1e-3)
