@@ -155,14 +155,12 @@ class Check:
             raise StepFailed(f"`degrade {' '.join(args[:3])} ...` exited {code}: {last}")
         return text, seconds
 
-    def step(self, name: str, title: str, fn: Callable[[StepResult], None], needs_cuda: bool = False,
+    def step(self, name: str, title: str, fn: Callable[[StepResult], None],
              min_left: float = 0.0) -> StepResult:
         """Run one step, timed; print its pass/fail/skip line."""
         r = StepResult(name, title)
         start = time.monotonic()
-        if needs_cuda and self.sizes.device != "cuda":
-            r.status, r.detail = "skip", "needs CUDA (this is the CPU rehearsal)"
-        elif self.left() < min_left:
+        if self.left() < min_left:
             r.status, r.detail = "skip", f"out of the check's time budget ({self.budget:.0f} s)"
         else:
             try:
@@ -427,7 +425,8 @@ def paper_slice(check: Check, r: StepResult) -> None:
 def targets(results: dict[str, StepResult]) -> list[dict[str, Any]]:
     """The GPU targets against what the steps measured (only meaningful on CUDA)."""
     out = []
-    rows = {row["model"]: row for row in results["bench"].data.get("rows", [])}
+    empty = StepResult("", "")
+    rows = {row["model"]: row for row in results.get("bench", empty).data.get("rows", [])}
     r56 = rows.get("resnet56")
     if r56:
         out.append({"what": "ResNet-56, one run on the graph path, img/s", "target": TARGET_GRAPH_RESNET56,
@@ -435,7 +434,7 @@ def targets(results: dict[str, StepResult]) -> list[dict[str, Any]]:
         if r56.get("sweep_img_s_median"):
             out.append({"what": f"ResNet-56, {r56['sweep_runs']} runs together, img/s",
                         "target": TARGET_TOGETHER_RESNET56, "measured": r56["sweep_img_s_median"]})
-    proj = results["paper"].data.get("projected_minutes")
+    proj = results.get("paper", empty).data.get("projected_minutes")
     if proj is not None:
         out.append({"what": "full paper preset (fp32), projected minutes", "target": TARGET_PAPER_MINUTES,
                     "measured": proj, "lower_is_better": True})
@@ -481,34 +480,42 @@ def main(argv: list[str] | None = None) -> int:
     check = Check(sizes, out, store, args.budget or (460.0 if sizes.device == "cuda" else 600.0))
     env = environment(sizes.device)
     print(f"degrade GPU check ({'CPU rehearsal' if args.cpu else 'CUDA'}): {json.dumps(env)}", flush=True)
-    steps: list[tuple[str, str, Callable[[Check, StepResult], None], bool, float]] = [
-        ("cuda_tests", "1. CUDA tests (pytest -m cuda)", cuda_tests, False, 0),
-        ("default_sweep", f"2. default sweep on {sizes.device}", default_sweep, False, 30),
-        ("graph_vs_eager", "3. graph vs eager, CIFAR-shaped, milestones crossed", graph_vs_eager, False, 30),
-        ("together", f"4. --together {sizes.together_runs} vs one at a time", together_vs_apart, False, 40),
-        ("bench", "5. degrade bench --sweep", bench, False, 40),
-        ("paper", "6. paper preset slice and projection", paper_slice, False, 40),
+    steps: list[tuple[str, str, Callable[[Check, StepResult], None], float]] = [
+        ("cuda_tests", "1. CUDA tests (pytest -m cuda)", cuda_tests, 0),
+        ("default_sweep", f"2. default sweep on {sizes.device}", default_sweep, 30),
+        ("graph_vs_eager", "3. graph vs eager, CIFAR-shaped, milestones crossed", graph_vs_eager, 30),
+        ("together", f"4. --together {sizes.together_runs} vs one at a time", together_vs_apart, 40),
+        ("bench", "5. degrade bench --sweep", bench, 40),
+        ("paper", "6. paper preset slice and projection", paper_slice, 40),
     ]
     try:
-        for name, title, fn, needs_cuda, min_left in steps:
-            check.step(name, title, lambda r, fn=fn: fn(check, r), needs_cuda, min_left)
+        for name, title, fn, min_left in steps:
+            check.step(name, title, lambda r, fn=fn: fn(check, r), min_left)
+            report = write_report(check, env)  # after every step: a check cut short still leaves its results
     finally:
         check.log.close()
         if not args.keep:
             shutil.rmtree(store, ignore_errors=True)
-    by_name = {r.name: r for r in check.results}
-    goals = targets(by_name)  # on the CPU only to rehearse the arithmetic: the targets are a GPU's
-    for t in goals if sizes.device == "cuda" else []:
+    for t in report["targets"] if sizes.device == "cuda" else []:
         print(f"[{'MET' if t['met'] else 'MISS'}] target {t['what']}: {t['measured']:,.1f} "
               f"(target {t['target']:,.0f})", flush=True)
-    failed = [r.name for r in check.results if r.status == "fail"]
-    report = {"environment": env, "seconds": round(time.monotonic() - check.started, 1),
-              "passed": not failed, "failed": failed, "steps": [asdict(r) for r in check.results],
-              "targets": goals}
-    (out / "gpu-check.json").write_text(json.dumps(report, indent=1, default=str))
+    failed = report["failed"]
     print(f"{'PASSED' if not failed else 'FAILED: ' + ', '.join(failed)} in {report['seconds']:.0f} s; "
           f"details in {out / 'gpu-check.json'}", flush=True)
     return 0 if not failed else 1
+
+
+def write_report(check: Check, env: dict[str, Any]) -> dict[str, Any]:
+    """Write gpu-check.json with the steps so far; return what it holds."""
+    failed = [r.name for r in check.results if r.status == "fail"]
+    report = {"environment": env, "seconds": round(time.monotonic() - check.started, 1),
+              "passed": not failed, "failed": failed, "steps": [asdict(r) for r in check.results],
+              # On the CPU only to rehearse the arithmetic: the targets are a GPU's.
+              "targets": targets({r.name: r for r in check.results})}
+    tmp = check.out / "gpu-check.json.tmp"
+    tmp.write_text(json.dumps(report, indent=1, default=str))
+    tmp.replace(check.out / "gpu-check.json")
+    return report
 
 
 if __name__ == "__main__":
