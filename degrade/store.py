@@ -336,7 +336,26 @@ def list_runs(out: str | Path, name: str | None = None) -> pd.DataFrame:
                      "epochs_done": status.get("epochs_done", 0), "epochs": status.get("epochs"),
                      "train_error": status.get("train_error"), "test_error": status.get("test_error"),
                      "error": status.get("error"), "updated": status.get("updated")})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    order = [c for c in ("family", "variant", "depth", "seed", "run_id") if c in frame]
+    frame = frame.sort_values(order, na_position="last").reset_index(drop=True)
+    for c in ("depth", "seed", "epochs"):  # whole numbers, None where unknown (not NaN floats)
+        if c in frame:
+            frame[c] = pd.Series([None if pd.isna(v) else int(v) for v in frame[c]], dtype=object)
+    return frame
+
+
+def load_configs(out: str | Path, run_ids: list[str]) -> dict[str, DictConfig]:
+    """The resolved config of each run that has a readable one (the others are left out)."""
+    configs = {}
+    for rid in run_ids:
+        try:
+            configs[rid] = OmegaConf.load(RunDir(Path(out), rid).config)
+        except Exception:  # noqa: BLE001 - a missing or damaged config: the run has no settings to show
+            continue
+    return configs
 
 
 def load_layers(out: str | Path, metrics: pd.DataFrame) -> pd.DataFrame:
