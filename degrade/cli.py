@@ -298,6 +298,17 @@ def summary(sweep: SweepOption = None, out: OutOption = "outputs") -> None:
     _guard(lambda: _print_summary(out, sweep))
 
 
+@app.command("report")
+def report_page(sweep: SweepOption = None, out: OutOption = "outputs") -> None:
+    """Write the sweep's report.html, one file to share.
+
+    Verdict, table, figures, settings, environment and every run's state; opens offline.
+    """
+    from degrade import htmlreport
+
+    print(_guard(lambda: htmlreport.write(out, sweep)))
+
+
 @app.command()
 def bench(
     depths: Annotated[str, typer.Option(help="ResNet depths to measure.")] = "20,56",

@@ -7,8 +7,11 @@ runs trained differently are never averaged together. The grid puts a setting on
 
 from __future__ import annotations
 
+import io
 import itertools
+import re
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -347,3 +350,28 @@ def atomic_write_figure(fig: plt.Figure, path: Path, fmt: str) -> None:
     """Write one figure file atomically (bbox tight, so colour bars and titles fit)."""
     store.atomic_write(path, lambda p: fig.savefig(p, format=fmt, dpi=150, bbox_inches="tight"))
 
+
+# SVG that lives inside an HTML page: ids made unique per figure, nothing that names a URL.
+_SVG_RC: dict[str, Any] = {"svg.fonttype": "path", "svg.hashsalt": "degrade"}
+_NO_METADATA = {"Creator": None, "Date": None, "Format": None, "Type": None}
+
+
+def inline_svg(fig: plt.Figure, prefix: str) -> str:
+    """``fig`` as an ``<svg>`` element to paste into an HTML page, then closed.
+
+    Text is drawn as paths (no font to fetch); the XML prolog, DOCTYPE and namespace
+    declarations go (an HTML parser puts ``<svg>`` in its namespace itself), and every id and
+    reference gets ``prefix``, so several figures on one page cannot take each other's
+    clip paths or glyphs.
+    """
+    buf = io.StringIO()
+    with plt.rc_context(_SVG_RC):
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata=_NO_METADATA)
+    plt.close(fig)
+    text = buf.getvalue()
+    text = text[text.index("<svg"):]
+    text = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", text)
+    text = re.sub(r'\bid="([^"]+)"', rf'id="{prefix}\1"', text)
+    text = re.sub(r'(href)="#([^"]+)"', rf'\1="#{prefix}\2"', text)
+    text = re.sub(r"url\(#([^)]+)\)", rf"url(#{prefix}\1)", text)
+    return text.strip()

@@ -190,11 +190,14 @@ class RunDir:
         record = {"state": state, "updated": _now(), **extra, "sessions": sessions}
         write_text_atomic(self.status_file, json.dumps(record, indent=1, default=str) + "\n")
 
-    def begin_session(self, from_epoch: int, epochs: int) -> None:
-        """Mark the run as running in this process, resuming after ``from_epoch``."""
+    def begin_session(self, from_epoch: int, epochs: int, **details: Any) -> None:
+        """Mark the run as running in this process, resuming after ``from_epoch``.
+
+        ``details`` (the software and hardware it trains with) are kept with the session.
+        """
         status = self.status()
         session = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now(),
-                   "from_epoch": from_epoch}
+                   "from_epoch": from_epoch, **details}
         for var in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
             if os.environ.get(var):
                 session[var.lower()] = os.environ[var]

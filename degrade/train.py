@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from degrade import accel as accel_mod
-from degrade import diagnostics
+from degrade import diagnostics, environment
 from degrade.data import Dataset, augment_batch, load_dataset
 from degrade.models import ModelSpec, build_model
 from degrade.step import Step, resolve_path
@@ -274,7 +274,7 @@ def train_run(
             trainer.load_state(ckpt)
             write_parquet_atomic(run.metrics, pd.DataFrame(trainer.rows))
             _write_layers(run, trainer)
-        run.begin_session(trainer.epoch, trainer.epochs)
+        run.begin_session(trainer.epoch, trainer.epochs, environment=environment.of_run(trainer.acc))
         for w in warnings:
             log.warning(w)
     rows = trainer.rows
