@@ -167,7 +167,7 @@ def _print_summary(out: str, name: str | None) -> None:
     for r in table.to_dict("records"):
         paper_cells = [r["paper_test_error"], r["test_error_mean"] - r["paper_test_error"]]
         extra = [cell(v) for v in paper_cells] if paper else []
-        t.add_row(*(str(r[k]) for k in data.keys), r["variant"], str(r["depth"]), str(r["seeds"]),
+        t.add_row(*(report.show(r[k]) for k in data.keys), r["variant"], str(r["depth"]), str(r["seeds"]),
                   str(int(r["epochs"]) if r["epochs"] == r["epochs"] else "-"),
                   cell(r["train_error_mean"], r["train_error_std"]),
                   cell(r["test_error_mean"], r["test_error_std"]), *extra, str(r["diverged"]))

@@ -76,7 +76,7 @@ def _summary(sweep: report.Sweep, table: pd.DataFrame) -> str:
     header += ["diverged"]
     rows = []
     for r in table.to_dict("records"):
-        row = [*(r[k] for k in sweep.keys), r["variant"], r["depth"], r["seeds"],
+        row = [*(report.show(r[k]) for k in sweep.keys), r["variant"], r["depth"], r["seeds"],
                int(r["epochs"]) if r["epochs"] == r["epochs"] else "-",
                _pct(r["train_error_mean"], r["train_error_std"] if multi else None),
                _pct(r["test_error_mean"], r["test_error_std"] if multi else None)]
@@ -134,9 +134,9 @@ def _runs(sweep: report.Sweep, listing: pd.DataFrame) -> str:
         has_file = store.RunDir(sweep.out, rid).metrics.is_file()
         readable = "readable" if rid in plotted else ("unreadable" if has_file else "none yet")
         epochs = f"{r['epochs_done']}/{r['epochs']}" if r.get("epochs") else str(r["epochs_done"])
-        rows.append([rid, r["state"], *(settings.get(rid, {}).get(k, "?") for k in sweep.keys), epochs,
-                     readable, "yes" if rid in plotted else "no", _pct(r["train_error"]),
-                     _pct(r["test_error"]), r.get("error") or ""])
+        values = [report.show(settings[rid].get(k)) if rid in settings else "?" for k in sweep.keys]
+        rows.append([rid, r["state"], *values, epochs, readable, "yes" if rid in plotted else "no",
+                     _pct(r["train_error"]), _pct(r["test_error"]), r.get("error") or ""])
         bad.append(r["state"] != "done" or rid not in plotted)
         if rid not in plotted:
             missing.append(f"{rid} ({r['state']}, metrics {readable})")
@@ -163,7 +163,7 @@ def _what_was_run(sweep: report.Sweep, listing: pd.DataFrame) -> str:
     flat = [report.flatten(OmegaConf.to_container(sweep.configs[rid], resolve=True)) for rid in ids]
     differing = report.differing_keys(flat) if flat else {}
     out += "<p>What differs between runs:</p>"
-    out += _table(["key", "values"], [[k, ", ".join(map(str, v))] for k, v in differing.items()],
+    out += _table(["key", "values"], [[k, ", ".join(map(report.show, v))] for k, v in differing.items()],
                   text_columns=2) if differing else "<p>(nothing)</p>"
     if ids:
         out += f"<p>The resolved config of one run, <code>{_e(ids[0])}</code>:</p>"

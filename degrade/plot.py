@@ -50,7 +50,7 @@ def _settings(frame: pd.DataFrame, keys: list[str]) -> list[tuple[str, pd.DataFr
     if not keys:
         return [("", frame)]
     groups = frame.groupby(keys, dropna=False, sort=True)
-    return [(", ".join(f"{k}={v}" for k, v in zip(keys, values, strict=True)), part)
+    return [(", ".join(f"{k}={report.show(v)}" for k, v in zip(keys, values, strict=True)), part)
             for values, part in groups]
 
 
@@ -205,8 +205,8 @@ def grid(metrics: pd.DataFrame, x: str, y: str, keys: list[str] | None = None, t
                 dark = v == v and sum(cmap(norm(v))[:3]) < 1.5
                 ax.text(j, i, text[i][j], ha="center", va="center", fontsize=9,
                         color="white" if dark else "black")
-            ax.set_xticks(range(len(xs)), [str(v) for v in xs])
-            ax.set_yticks(range(len(ys)), [str(v) for v in ys])
+            ax.set_xticks(range(len(xs)), [report.show(v) for v in xs])
+            ax.set_yticks(range(len(ys)), [report.show(v) for v in ys])
             ax.set_xlabel(AXIS_LABELS.get(x, x))
             ax.set_ylabel(AXIS_LABELS.get(y, y))
             ax.set_title(_panel_title(variant, setting), fontsize=10)

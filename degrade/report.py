@@ -62,11 +62,21 @@ def varied_keys(configs: list[dict[str, Any]]) -> list[str]:
 
 def differing_keys(configs: list[dict[str, Any]]) -> dict[str, list[Any]]:
     """Every flat config key whose value is not the same in all runs, with its values."""
+    keys = set().union(*configs)
     values: dict[str, dict[str, Any]] = defaultdict(dict)
     for cfg in configs:
-        for k in set().union(*configs):
+        for k in keys:
             values[k][repr(cfg.get(k))] = cfg.get(k)
     return {k: sorted_values(list(vs.values())) for k, vs in sorted(values.items()) if len(vs) > 1}
+
+
+def show(value: Any) -> str:
+    """A config value as its override would write it: true, null, [0.5, 0.75], 0.1."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(show(v) for v in value) + "]"
+    return str(value)
 
 
 def sorted_values(values: list[Any]) -> list[Any]:
@@ -263,6 +273,6 @@ def verdicts(table: pd.DataFrame, by: list[str] | tuple[str, ...] = ()) -> list[
     lines = []
     for values, part in table.groupby(list(by), dropna=False, sort=True):
         values = values if isinstance(values, tuple) else (values,)
-        setting = ", ".join(f"{k}={v}" for k, v in zip(by, values, strict=True))
+        setting = ", ".join(f"{k}={show(v)}" for k, v in zip(by, values, strict=True))
         lines.append(f"{setting}: {verdict(part)}")
     return lines
