@@ -18,6 +18,7 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/degrade sweep --depths 8,20,56
 	$(BIN)/degrade plot
+	$(BIN)/degrade report
 
 test: install
 	$(BIN)/python -m pytest -q
