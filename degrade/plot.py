@@ -144,7 +144,8 @@ def depth(metrics: pd.DataFrame, title: str = "", keys: list[str] | None = None)
         ax.set_ylim(bottom=0)
         ax.set_xticks(sorted(part_all["depth"].unique()))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # every run diverged: nothing to name
+            ax.legend(fontsize=8)
         if setting:
             ax.set_title(setting, fontsize=10)
     axes[0][0].set_ylabel("final error (%)")
