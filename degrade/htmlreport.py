@@ -204,7 +204,7 @@ def _environment(sweep: report.Sweep, listing: pd.DataFrame) -> str:
             ["bf16 CPU features", ", ".join(here["cpu_features"]) or "none"],
             ["GPUs", ", ".join(here["gpus"]) or "none"], ["torch threads", here["threads"]]]
     out += "<p>The machine that wrote this report (not necessarily the one that trained):</p>"
-    return out + _table(["", ""], rows, text_columns=2)
+    return out + _table(["", "this machine"], rows, text_columns=2)
 
 
 # --------------------------------------------------------------------------- the page
