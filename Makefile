@@ -12,12 +12,13 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,tensorboard]"
 	touch $@
 
 demo: install
 	$(BIN)/degrade sweep --depths 8,20,56
 	$(BIN)/degrade plot
+	$(BIN)/degrade report
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -42,9 +42,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from degrade.accel import AccelError
     from degrade.config import ConfigError
     from degrade.data import DataError
+    from degrade.plot import PlotError
     from degrade.store import StoreError
 
-    return (UserError, ConfigError, DataError, StoreError, AccelError)
+    return (UserError, ConfigError, DataError, StoreError, AccelError, PlotError)
 
 
 def _guard(fn: Callable[[], T]) -> T:
@@ -146,26 +147,36 @@ def _reporter() -> RichReporter | QuietReporter:
 
 
 def _print_summary(out: str, name: str | None) -> None:
-    from degrade import report, store
+    from degrade import report
 
-    name, metrics = store.sweep_metrics(out, name)
-    table = report.summarize(metrics)
+    data = report.load(out, name)
+    table = report.summarize(data.metrics, data.keys)
     multi = bool((table["seeds"] > 1).any())
-    t = Table(title=f"sweep {name}: final errors (%)")
-    for col in ("variant", "depth", "seeds", "epochs", "train error", "test error", "diverged"):
-        t.add_column(col, justify="left" if col == "variant" else "right")
+    paper = bool(table["paper_test_error"].notna().any())
+    t = Table(title=f"sweep {data.name}: final errors (%), {report.describe(data.metrics)}")
+    columns = [*data.keys, "variant", "depth", "seeds", "epochs", "train error", "test error"]
+    columns += ["paper test error", "test - paper"] if paper else []
+    for col in (*columns, "diverged"):
+        t.add_column(col, justify="left" if col == "variant" or col in data.keys else "right")
 
-    def cell(mean: float, std: float) -> str:
-        if mean != mean:  # NaN: every seed diverged
+    def cell(mean: float, std: float = float("nan")) -> str:
+        if mean != mean:  # NaN: every seed diverged, or nothing to compare
             return "-"
         return f"{100 * mean:.2f} ± {100 * std:.2f}" if multi and std == std else f"{100 * mean:.2f}"
 
-    for r in table.itertuples():
-        t.add_row(r.variant, str(r.depth), str(r.seeds), str(int(r.epochs) if r.epochs == r.epochs else "-"),
-                  cell(r.train_error_mean, r.train_error_std),
-                  cell(r.test_error_mean, r.test_error_std), str(r.diverged))
+    for r in table.to_dict("records"):
+        paper_cells = [r["paper_test_error"], r["test_error_mean"] - r["paper_test_error"]]
+        extra = [cell(v) for v in paper_cells] if paper else []
+        t.add_row(*(report.show(r[k]) for k in data.keys), r["variant"], str(r["depth"]), str(r["seeds"]),
+                  str(int(r["epochs"]) if r["epochs"] == r["epochs"] else "-"),
+                  cell(r["train_error_mean"], r["train_error_std"]),
+                  cell(r["test_error_mean"], r["test_error_std"]), *extra, str(r["diverged"]))
     out_console.print(t)
-    out_console.print(report.verdict(table), highlight=False)
+    if paper:
+        pub = report.published()
+        out_console.print(f"paper: {pub['metric']}, {pub['source']}", highlight=False)
+    for line in report.verdicts(table, data.keys):
+        out_console.print(line, highlight=False)
 
 
 @app.command()
@@ -182,7 +193,10 @@ def sweep(
         help="Train up to N runs at once in this process, each on its own CUDA stream (for a GPU).")]
     = None,
 ) -> None:
-    """Train plain and residual twins at each depth; results go to the run store."""
+    """Train plain and residual twins at each depth.
+
+    Every run goes to the run store; finished runs are skipped and unfinished ones resumed.
+    """
     from degrade.sweep import SweepSpec, run_sweep
 
     def go() -> None:
@@ -208,7 +222,10 @@ def sweep(
 
 @app.command()
 def train(overrides: Overrides = None) -> None:
-    """Train one run (e.g. model.depth=20 model.variant=plain) into the run store."""
+    """Train one run into the run store.
+
+    For example: degrade train model.depth=20 model.variant=plain
+    """
     from degrade.sweep import train_one
 
     def go() -> None:
@@ -235,14 +252,24 @@ def show(overrides: Overrides = None) -> None:
 def plot(
     sweep: SweepOption = None,
     out: OutOption = "outputs",
-    kind: Annotated[str, typer.Option("--kind", help="curves | depth | gradients | responses")] = "curves",
+    kind: Annotated[str, typer.Option("--kind", help="curves | depth | grid | gradients | responses")]
+    = "curves",
     epochs: Annotated[str | None, typer.Option("--epochs", help="Epochs for gradients/responses, e.g. 1,15.")]
+    = None,
+    x: Annotated[str | None, typer.Option("--x", help="The grid's columns: depth (default) or a swept key.")]
+    = None,
+    y: Annotated[str | None, typer.Option(
+        "--y", help="The grid's rows: a key the sweep varied, e.g. optim.lr (default: the only one).")]
     = None,
     format: Annotated[str, typer.Option("--format", help="Comma list of png, svg, pdf.")] = "png",
 ) -> None:
-    """Draw a figure of a sweep: the training curves (the paper's Fig. 6 look) by default."""
+    """Draw a figure of a sweep (curves, depth, grid, per layer).
+
+    By default the training curves, the paper's Fig. 6 look; --kind grid maps the final training
+    error over depth and a setting the sweep varied (--y optim.lr).
+    """
     from degrade import plot as plots
-    from degrade import store
+    from degrade import report, store
 
     def go() -> list[Path]:
         formats = _str_list(format) or ["png"]
@@ -251,20 +278,12 @@ def plot(
             raise UserError(f"unknown format {bad[0]!r}; choose from {', '.join(plots.FORMATS)}")
         if kind not in plots.KINDS:
             raise UserError(f"unknown kind {kind!r}; choose from {', '.join(plots.KINDS)}")
+        if kind != "grid" and (x is not None or y is not None):
+            raise UserError("--x and --y belong to --kind grid")
         chosen = _int_list(epochs, "--epochs")
-        name, metrics = store.sweep_metrics(out, sweep)
-        title = f"sweep {name}"
-        if kind == "curves":
-            fig = plots.curves(metrics, title=title)
-        elif kind == "depth":
-            fig = plots.depth(metrics, title=f"{title}: final error against depth")
-        else:
-            layers = store.load_layers(out, metrics)
-            if layers.empty:
-                raise UserError(f"sweep {name!r} has no per-layer diagnostics (trainer.diagnostics=false?)")
-            draw = plots.gradients if kind == "gradients" else plots.responses
-            fig = draw(layers, chosen, title=f"{title}: {kind}")
-        return plots.save(fig, store.sweep_dir(Path(out), name), kind, formats)
+        data = report.load(out, sweep)
+        fig = plots.draw(kind, data, chosen, x=x or "depth", y=y)
+        return plots.save(fig, store.sweep_dir(Path(out), data.name), kind, formats)
 
     for path in _guard(go):
         print(path)
@@ -272,8 +291,22 @@ def plot(
 
 @app.command()
 def summary(sweep: SweepOption = None, out: OutOption = "outputs") -> None:
-    """A table of final errors per variant and depth, and a one-line verdict."""
+    """Final errors per setting, variant and depth, and a verdict.
+
+    Mean ± std over seeds, in %; for the he2016 presets, the paper's Table 6 beside ours.
+    """
     _guard(lambda: _print_summary(out, sweep))
+
+
+@app.command("report")
+def report_page(sweep: SweepOption = None, out: OutOption = "outputs") -> None:
+    """Write the sweep's report.html, one file to share.
+
+    Verdict, table, figures, settings, environment and every run's state; opens offline.
+    """
+    from degrade import htmlreport
+
+    print(_guard(lambda: htmlreport.write(out, sweep)))
 
 
 @app.command()
@@ -292,7 +325,10 @@ def bench(
     repeats: Annotated[int, typer.Option(help="Timed repeats of each side, alternating.")] = 3,
     json_out: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
-    """Training throughput of degrade's step against a typical reference loop, batch 128."""
+    """Throughput of degrade's step against a reference loop.
+
+    ResNets at batch 128 on CIFAR-shaped data, side by side with a typical training loop.
+    """
     import json
 
     from degrade import bench as benchmark
@@ -334,7 +370,10 @@ def list_runs(
     sweep: Annotated[str | None, typer.Option("--sweep", help="Sweep name (default: every run).")] = None,
     out: OutOption = "outputs",
 ) -> None:
-    """List runs with their state, depth, variant, seed, epochs done and final errors."""
+    """List runs with their state, epochs done and final errors.
+
+    Sorted by family, variant, depth and seed.
+    """
     from degrade import store
 
     def go() -> Any:
@@ -351,11 +390,14 @@ def list_runs(
     def pct(v: Any) -> str:
         return "-" if v is None or v != v else f"{100 * v:.2f}"
 
+    def known(v: Any) -> str:
+        return "?" if v is None or v != v else str(v)
+
     for r in runs.to_dict("records"):
         state = r["state"] + (f" ({r['error']})" if r["state"] == "failed" and r.get("error") else "")
         epochs = f"{r['epochs_done']}/{r['epochs']}" if r.get("epochs") else str(r["epochs_done"])
-        t.add_row(r["run_id"], state, str(r.get("variant", "?")), str(r.get("depth", "?")),
-                  str(r.get("seed", "?")), epochs, pct(r["train_error"]), pct(r["test_error"]))
+        t.add_row(r["run_id"], state, *(known(r.get(k)) for k in ("variant", "depth", "seed")),
+                  epochs, pct(r["train_error"]), pct(r["test_error"]))
     out_console.print(t)
 
 

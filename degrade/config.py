@@ -15,7 +15,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from degrade import accel
+from degrade import accel, tblog
 from degrade.data import DATASETS
 from degrade.models import ModelError, check_spec
 from degrade.step import PathError, resolve_path
@@ -104,6 +104,10 @@ def validate(cfg: DictConfig) -> None:
         resolve_path(str(cfg.trainer.path), accel.resolve_device(cfg.trainer.device))
         if int(cfg.trainer.batch_size) < 1 or int(cfg.trainer.epochs) < 1:
             raise ConfigError("trainer.batch_size and trainer.epochs must be at least 1")
+        if not isinstance(cfg.trainer.get("tensorboard", False), bool):
+            raise ConfigError(f"trainer.tensorboard must be true or false, got {cfg.trainer.tensorboard!r}")
+        if tblog.wanted(cfg) and not tblog.available():
+            raise ConfigError(tblog.MISSING)
     except (ModelError, accel.AccelError, PathError) as e:
         raise ConfigError(str(e)) from None
     except (OmegaConfBaseException, TypeError, ValueError) as e:

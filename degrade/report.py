@@ -1,13 +1,25 @@
-"""Final errors per variant and depth, and the verdict on degradation."""
+"""Final errors per variant and depth (and per setting a sweep varied), the verdict on
+degradation, and the published numbers beside ours."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from collections import defaultdict
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import yaml
+from omegaconf import DictConfig
+
+from degrade import store
 
 # A difference in final training error smaller than this (2 percentage points) is no difference.
 MARGIN = 0.02
+# What places a run on the degradation curve itself: never a "setting the sweep varied".
+_CURVE_KEYS = ("seed", "model.depth", "model.variant")
 
 
 def final_rows(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -18,19 +30,160 @@ def final_rows(metrics: pd.DataFrame) -> pd.DataFrame:
     return last.sort_values(["variant", "depth", "seed"]).reset_index(drop=True)
 
 
-def summarize(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds of the final train/test error, per variant and depth.
+# --------------------------------------------------------------------------- what a sweep varied
 
-    Columns: variant, depth, seeds, train_error_mean/std, test_error_mean/std, epochs,
-    diverged (runs whose loss blew up; their errors are left out of the means).
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"optim.lr": 0.1, ...}``; lists become tuples so values compare."""
+    if isinstance(tree, dict):
+        flat: dict[str, Any] = {}
+        for k, v in tree.items():
+            flat.update(flatten(v, f"{prefix}{k}."))
+        return flat
+    return {prefix[:-1]: tuple(tree) if isinstance(tree, list) else tree}
+
+
+def varied_keys(configs: list[dict[str, Any]]) -> list[str]:
+    """The flat config keys that differ between runs of the same variant, depth and seed.
+
+    Comparing within those groups leaves out values that follow from the depth alone (the
+    paper's ResNet-110 warm-up) while catching every setting a sweep crossed with the depths.
+    """
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for cfg in configs:
+        groups[tuple(cfg.get(k) for k in _CURVE_KEYS)].append(cfg)
+    keys: set[str] = set()
+    for members in groups.values():
+        for k in set().union(*members):
+            if len({repr(m.get(k)) for m in members}) > 1:
+                keys.add(k)
+    return sorted(keys - set(_CURVE_KEYS))
+
+
+def differing_keys(configs: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Every flat config key whose value is not the same in all runs, with its values."""
+    keys = set().union(*configs)
+    values: dict[str, dict[str, Any]] = defaultdict(dict)
+    for cfg in configs:
+        for k in keys:
+            values[k][repr(cfg.get(k))] = cfg.get(k)
+    return {k: sorted_values(list(vs.values())) for k, vs in sorted(values.items()) if len(vs) > 1}
+
+
+def show(value: Any) -> str:
+    """A config value as its override would write it: true, null, [0.5, 0.75], 0.1."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(show(v) for v in value) + "]"
+    return str(value)
+
+
+def sorted_values(values: list[Any]) -> list[Any]:
+    """Numbers in numeric order, anything else by its text."""
+    try:
+        return sorted(values)
+    except TypeError:
+        return sorted(values, key=str)
+
+
+def _setting_column(values: list[Any]) -> list[Any]:
+    """A setting's values as one sortable column: as they are when of one type, else as text."""
+    def kind(v: Any) -> type:
+        return float if isinstance(v, (int, float)) and not isinstance(v, bool) else type(v)
+
+    return values if len({kind(v) for v in values}) == 1 else [str(v) for v in values]
+
+
+@dataclass
+class Sweep:
+    """One sweep as the reports read it."""
+
+    name: str
+    out: Path
+    record: dict[str, Any]  # sweep.json: run ids, overrides, command
+    metrics: pd.DataFrame  # per-epoch rows with a ``state`` column and one column per varied key
+    keys: list[str]  # the settings the sweep varied besides depth, variant and seed
+    configs: dict[str, DictConfig] = field(default_factory=dict)  # run id -> resolved config
+
+
+def load(out: str | Path, name: str | None = None) -> Sweep:
+    """The named (default: latest) sweep's metrics, configs and the settings it varied.
+
+    StoreError when there is no such sweep or nothing of it has finished an epoch.
+    """
+    root = Path(out).expanduser()
+    name, metrics = store.sweep_metrics(root, name)
+    record = store.read_sweep(root, name)
+    configs = store.load_configs(root, list(metrics["run_id"].unique()))
+    flat = {rid: flatten(store.identity_config(cfg)) for rid, cfg in configs.items()}
+    keys = varied_keys(list(flat.values()))
+    for key in keys:
+        metrics[key] = _setting_column([flat.get(rid, {}).get(key) for rid in metrics["run_id"]])
+    return Sweep(name, root, record, metrics, keys, configs)
+
+
+def describe(metrics: pd.DataFrame) -> str:
+    """What a sweep trained, in a few words: data, epochs, seeds, precision."""
+    def join(column: str) -> str:
+        if column not in metrics:
+            return "?"
+        return "/".join(sorted({str(v) for v in metrics[column].dropna()})) or "?"
+
+    last = final_rows(metrics)
+    epochs = sorted({int(e) for e in last["epoch"]})
+    span = str(epochs[-1]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
+    seeds = metrics["seed"].nunique()
+    return (f"{join('dataset')}, {span} epoch{'s' if epochs[-1] != 1 else ''}, "
+            f"{seeds} seed{'s' if seeds != 1 else ''}, {join('precision')}")
+
+
+# --------------------------------------------------------------------------- published numbers
+
+
+@functools.cache
+def published() -> dict[str, Any]:
+    """The published results shipped with the package (``published.yaml``), with their source."""
+    text = resources.files("degrade").joinpath("published.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def published_errors(metrics: pd.DataFrame) -> dict[int, float]:
+    """The published test error (a fraction) at each depth whose runs all train what the
+    publication trained; empty for anything else (digits, plain nets, other shortcuts)."""
+    pub = published()
+    if metrics.empty:
+        return {}
+    match = pd.Series(True, index=metrics.index)
+    for column, value in pub["applies_to"].items():
+        if column not in metrics:
+            return {}
+        match &= metrics[column].astype(str) == str(value)
+    # Per variant and depth: another variant at the same depth (plain-20) does not matter.
+    whole = match.groupby([metrics["variant"], metrics["depth"]]).all()
+    table = {int(d): float(e) / 100 for d, e in pub["test_error"].items()}
+    return {int(d): table[int(d)] for (_, d), ok in whole.items() if ok and int(d) in table}
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def summarize(metrics: pd.DataFrame, by: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
+    """Mean and std over seeds of the final train/test error, per setting, variant and depth.
+
+    ``by``: the settings the sweep varied (config keys that are columns of ``metrics``).
+    Columns: *by, variant, depth, seeds, train_error_mean/std, test_error_mean/std, epochs,
+    diverged (runs whose loss blew up; their errors are left out of the means), and
+    paper_test_error (the published test error where it applies, else NaN).
     """
     last = final_rows(metrics)
     if last.empty:
         return pd.DataFrame()
+    groups = [*by, "variant", "depth"]
     state = last["state"] if "state" in last else pd.Series("done", index=last.index)
     last = last.assign(diverged=(state == "diverged").astype(int))
     ok = last[last["diverged"] == 0]
-    agg = ok.groupby(["variant", "depth"]).agg(
+    agg = ok.groupby(groups, dropna=False).agg(
         seeds=("seed", "nunique"),
         train_error_mean=("train_error", "mean"),
         train_error_std=("train_error", "std"),
@@ -38,11 +191,19 @@ def summarize(metrics: pd.DataFrame) -> pd.DataFrame:
         test_error_std=("test_error", "std"),
         epochs=("epoch", "max"),
     )
-    div = last.groupby(["variant", "depth"])["diverged"].sum()
+    div = last.groupby(groups, dropna=False)["diverged"].sum()
     table = agg.join(div, how="outer").reset_index()
     table["diverged"] = table["diverged"].fillna(0).astype(int)
     table["seeds"] = table["seeds"].fillna(0).astype(int)
-    return table.sort_values(["variant", "depth"]).reset_index(drop=True)
+    paper = published_errors(last)
+    table["paper_test_error"] = [
+        paper.get(int(d), float("nan")) if v == "residual" else float("nan")
+        for v, d in zip(table["variant"], table["depth"], strict=True)
+    ]
+    return table.sort_values(groups).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- the verdict
 
 
 @dataclass
@@ -58,7 +219,7 @@ class Comparison:
 
 
 def _compare(rows: pd.DataFrame, variant: str) -> Comparison | None:
-    rows = rows[(rows["variant"] == variant) & rows["train_error_mean"].notna()]
+    rows = rows[(rows["variant"] == variant) & rows["train_error_mean"].notna()].sort_values("depth")
     if len(rows) < 2:
         return None
     a, b = rows.iloc[0], rows.iloc[-1]
@@ -77,15 +238,18 @@ def _compare(rows: pd.DataFrame, variant: str) -> Comparison | None:
 
 
 def verdict(table: pd.DataFrame) -> str:
-    """One line: does deeper plain train worse, and does residual avoid it?"""
+    """One line: does deeper plain train worse, and does residual avoid it?
+
+    ``table`` holds one setting (see ``verdicts`` for a sweep that varied more than depth).
+    """
     if table.empty:
         return "No finished epochs to judge."
     plain, res = _compare(table, "plain"), _compare(table, "residual")
 
     def said(c: Comparison) -> str:
         return (f"{c.variant}-{c.deep} {'trains worse than' if c.outcome == 'worse' else 'vs'} "
-                f"{c.variant}-{c.shallow} (train error {c.deep_error:.3f} vs {c.shallow_error:.3f}"
-                f"{', seeds overlap' if c.outcome == 'inconclusive' else ''})")
+                f"{c.variant}-{c.shallow} (train error {100 * c.deep_error:.2f} % vs "
+                f"{100 * c.shallow_error:.2f} %{', seeds overlap' if c.outcome == 'inconclusive' else ''})")
 
     if plain is None and res is None:
         return "Need at least two depths of one variant to judge degradation."
@@ -100,3 +264,15 @@ def verdict(table: pd.DataFrame) -> str:
     if plain.outcome == "worse":
         return f"Both degrade: {said(plain)}; {said(res)}."
     return f"No degradation at these settings: {said(plain)}; {said(res)}."
+
+
+def verdicts(table: pd.DataFrame, by: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """One verdict per combination of the settings ``by`` (just one line when ``by`` is empty)."""
+    if not by or table.empty:
+        return [verdict(table)]
+    lines = []
+    for values, part in table.groupby(list(by), dropna=False, sort=True):
+        values = values if isinstance(values, tuple) else (values,)
+        setting = ", ".join(f"{k}={show(v)}" for k, v in zip(by, values, strict=True))
+        lines.append(f"{setting}: {verdict(part)}")
+    return lines

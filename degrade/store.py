@@ -31,7 +31,8 @@ from omegaconf import DictConfig, OmegaConf
 STATES = ("running", "done", "diverged", "failed")
 # Config keys that say where or how a run is computed, not what it computes.
 # How a run computes, not what: the device, its threads and the step path (all within rounding).
-_NOT_IDENTITY = ("out", "name", "sweep", "trainer.device", "trainer.threads", "trainer.path")
+_NOT_IDENTITY = ("out", "name", "sweep", "trainer.device", "trainer.threads", "trainer.path",
+                 "trainer.tensorboard")
 
 
 class StoreError(ValueError):
@@ -190,11 +191,14 @@ class RunDir:
         record = {"state": state, "updated": _now(), **extra, "sessions": sessions}
         write_text_atomic(self.status_file, json.dumps(record, indent=1, default=str) + "\n")
 
-    def begin_session(self, from_epoch: int, epochs: int) -> None:
-        """Mark the run as running in this process, resuming after ``from_epoch``."""
+    def begin_session(self, from_epoch: int, epochs: int, **details: Any) -> None:
+        """Mark the run as running in this process, resuming after ``from_epoch``.
+
+        ``details`` (the software and hardware it trains with) are kept with the session.
+        """
         status = self.status()
         session = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now(),
-                   "from_epoch": from_epoch}
+                   "from_epoch": from_epoch, **details}
         for var in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
             if os.environ.get(var):
                 session[var.lower()] = os.environ[var]
@@ -336,7 +340,26 @@ def list_runs(out: str | Path, name: str | None = None) -> pd.DataFrame:
                      "epochs_done": status.get("epochs_done", 0), "epochs": status.get("epochs"),
                      "train_error": status.get("train_error"), "test_error": status.get("test_error"),
                      "error": status.get("error"), "updated": status.get("updated")})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    order = [c for c in ("family", "variant", "depth", "seed", "run_id") if c in frame]
+    frame = frame.sort_values(order, na_position="last").reset_index(drop=True)
+    for c in ("depth", "seed", "epochs"):  # whole numbers, None where unknown (not NaN floats)
+        if c in frame:
+            frame[c] = pd.Series([None if pd.isna(v) else int(v) for v in frame[c]], dtype=object)
+    return frame
+
+
+def load_configs(out: str | Path, run_ids: list[str]) -> dict[str, DictConfig]:
+    """The resolved config of each run that has a readable one (the others are left out)."""
+    configs = {}
+    for rid in run_ids:
+        try:
+            configs[rid] = OmegaConf.load(RunDir(Path(out), rid).config)
+        except Exception:  # noqa: BLE001 - a missing or damaged config: the run has no settings to show
+            continue
+    return configs
 
 
 def load_layers(out: str | Path, metrics: pd.DataFrame) -> pd.DataFrame:

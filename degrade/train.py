@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from degrade import accel as accel_mod
-from degrade import diagnostics
+from degrade import diagnostics, environment, tblog
 from degrade.data import Dataset, augment_batch, load_dataset
 from degrade.models import ModelSpec, build_model
 from degrade.step import Step, resolve_path
@@ -275,29 +275,32 @@ def train_run(
             trainer.load_state(ckpt)
             write_parquet_atomic(run.metrics, pd.DataFrame(trainer.rows))
             _write_layers(run, trainer)
-        run.begin_session(trainer.epoch, trainer.epochs)
+        run.begin_session(trainer.epoch, trainer.epochs, environment=environment.of_run(trainer.acc))
         for w in warnings:
             log.warning(w)
     rows = trainer.rows
     header = _row_header(cfg, rid, trainer.acc)
     where = run.path if run else None
-    while trainer.epoch < trainer.epochs:
-        try:
-            row = {**header, **trainer.train_epoch()}
-        except Diverged as e:
+    with tblog.epoch_log(cfg, where, trainer.epoch) as live:
+        while trainer.epoch < trainer.epochs:
+            try:
+                row = {**header, **trainer.train_epoch()}
+            except Diverged as e:
+                if run is not None:
+                    run.set_status("diverged", error=str(e), epochs_done=trainer.epoch,
+                                   epochs=trainer.epochs, warnings=warnings)
+                return RunResult(rid, "diverged", trainer.epoch, rows[-1] if rows else {}, str(e), where)
+            rows.append(row)
             if run is not None:
-                run.set_status("diverged", error=str(e), epochs_done=trainer.epoch,
-                               epochs=trainer.epochs, warnings=warnings)
-            return RunResult(rid, "diverged", trainer.epoch, rows[-1] if rows else {}, str(e), where)
-        rows.append(row)
-        if run is not None:
-            save_checkpoint(run.checkpoint, trainer.state())
-            write_parquet_atomic(run.metrics, pd.DataFrame(rows))
-            _write_layers(run, trainer)
-            run.set_status("running", epochs_done=trainer.epoch, epochs=trainer.epochs,
-                           train_error=row["train_error"], warnings=warnings)
-        if on_epoch is not None:
-            on_epoch({**row, "epochs": trainer.epochs})
+                save_checkpoint(run.checkpoint, trainer.state())
+                write_parquet_atomic(run.metrics, pd.DataFrame(rows))
+                _write_layers(run, trainer)
+                run.set_status("running", epochs_done=trainer.epoch, epochs=trainer.epochs,
+                               train_error=row["train_error"], warnings=warnings)
+            if live is not None:
+                live.write(row, trainer.layer_rows)
+            if on_epoch is not None:
+                on_epoch({**row, "epochs": trainer.epochs})
     final = rows[-1] if rows else {}
     if run is not None:
         run.set_status("done", epochs_done=trainer.epoch, epochs=trainer.epochs,

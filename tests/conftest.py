@@ -14,11 +14,28 @@ from degrade.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 # Small enough that a run takes about a second on a laptop CPU.
 TINY = ["trainer.epochs=1", "trainer.threads=1"]
+# The depth x learning-rate sweep the sharing tests read: 8 runs of one epoch.
+DEPTH_LR = "depth-lr"
+DEPTH_LR_RATES = ("0.05", "0.1")
 
 
 @pytest.fixture(autouse=True)
 def _single_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def depth_lr_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The store of a finished sweep over depths 8, 14 and optim.lr 0.05, 0.1, trained in this process.
+
+    Shared by every test that reads such a sweep; tests that change a store copy it first.
+    """
+    out = tmp_path_factory.mktemp("depth-lr") / "outputs"
+    code = main(["sweep", "--depths", "8,14", "--epochs", "1", "--name", DEPTH_LR, "--out", str(out),
+                 "trainer.threads=1", "trainer.precision=fp32", "hydra/launcher=basic",
+                 f"optim.lr={','.join(DEPTH_LR_RATES)}"])
+    assert code == 0
+    return out
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -37,6 +37,15 @@ def test_sweep_plot_summary_end_to_end(tmp_path):
     assert "plain" in r.stdout and "residual" in r.stdout
     assert any(r.stdout.count(w) for w in ("Degradation", "No degradation", "Both", "Inconclusive"))
 
+    # The report of the default sweep: no setting varied, so no grid, and the grid says why.
+    r = run_subprocess(["report"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "outputs" / "sweeps" / "e2e" / "report.html").read_text()
+    assert r.stdout.strip() == "outputs/sweeps/e2e/report.html"
+    assert page.count("<svg") == 4 and 'id="figure-grid' not in page and "://" not in page
+    r = run_subprocess(["plot", "--kind", "grid"], cwd=tmp_path)
+    assert r.returncode == 2 and "varied nothing but depth" in r.stderr
+
     # A rerun finds every run done and trains nothing.
     r = run_subprocess(["sweep", "--depths", "8,14", "--epochs", "2", "--name", "e2e",
                         "trainer.threads=1"], cwd=tmp_path)
@@ -57,8 +66,16 @@ def test_train_and_show_work_from_any_folder(tmp_path, capsys):
 def test_python_dash_m_and_help(tmp_path):
     r = run_subprocess(["--help"], cwd=tmp_path)
     assert r.returncode == 0
-    for cmd in ("sweep", "train", "show", "plot", "summary"):
-        assert cmd in r.stdout
+    listed = r.stdout.split("Commands:")[1].strip().splitlines()
+    summaries = dict(line.strip().split(None, 1) for line in listed)
+    assert set(summaries) == {"sweep", "train", "show", "plot", "summary", "report", "bench", "ls"}
+    from degrade.cli import app
+
+    for command in app.registered_commands:
+        name = command.name or command.callback.__name__
+        first = command.callback.__doc__.strip().splitlines()[0]
+        # The docstring's whole first sentence: not cut at an abbreviation's dot or with "...".
+        assert summaries[name] == first, (name, summaries[name])
 
 
 BAD = [
@@ -78,6 +95,8 @@ BAD = [
     (["show", "model.variant=highway"], "unknown variant"),
     (["plot"], "no sweeps"),
     (["summary"], "no sweeps"),
+    (["report"], "no sweeps"),
+    (["plot", "--kind", "grid", "--y", "optim.lr"], "no sweeps"),
     (["plot", "--sweep", "nope"], "no sweep named 'nope'"),
     (["plot", "--format", "gif"], "unknown format 'gif'"),
 ]

@@ -14,6 +14,8 @@ def test_verdict_reproduced_when_plain_degrades_and_residual_does_not():
                  ("residual", 56, 0, 0.02)])
     v = report.verdict(report.summarize(m))
     assert v.startswith("Degradation reproduced") and "plain-56" in v
+    # The same unit as the table: percent.
+    assert "(train error 60.00 % vs 1.00 %)" in v and "0.600" not in v
 
 
 def test_verdict_with_overlapping_seed_bands_is_inconclusive():
