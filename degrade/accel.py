@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -91,18 +90,18 @@ def apply_numerics(acc: Accel) -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
 
 
-@contextlib.contextmanager
-def own_stream(device: str) -> Iterator[None]:
-    """Run the body on a CUDA stream of its own when ``device`` resolves to CUDA.
+def new_stream(device: str) -> torch.cuda.Stream | None:
+    """A CUDA stream of its own when ``device`` resolves to CUDA, else None.
 
-    Runs that share a process (`degrade sweep --together`) then overlap on the GPU instead of
-    queueing behind each other on the default stream.
+    Runs trained together (`degrade sweep --together`) each issue their work on one, so their
+    kernels overlap on the GPU instead of queueing behind each other on the default stream.
     """
-    if resolve_device(device).type != "cuda":
-        yield
-        return
-    with torch.cuda.stream(torch.cuda.Stream()):
-        yield
+    return torch.cuda.Stream() if resolve_device(device).type == "cuda" else None
+
+
+def on_stream(stream: torch.cuda.Stream | None) -> contextlib.AbstractContextManager:
+    """Make ``stream`` current for the body (nothing for None)."""
+    return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
 
 
 def usable_cores() -> int:

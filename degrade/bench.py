@@ -10,18 +10,17 @@ so a noisy moment of the machine falls on one repeat of one side, not on a whole
 rows give the median and the range of the repeats, and the speedup of each pair.
 
 The sweep measurement trains several same-shape runs at once, as a sweep would: one
-single-thread process per run on a CPU (the default launcher there), one thread and CUDA
-stream per run in one process on a GPU (`degrade sweep --together`).
+single-thread process per run on a CPU (the default launcher there), interleaved step by step
+in one process, each on its own CUDA stream, on a GPU (`degrade sweep --together`).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import statistics
-import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from degrade.accel import own_stream, usable_cores
+from degrade.accel import new_stream, on_stream, usable_cores
 from degrade.config import compose_run
 from degrade.models import ModelSpec, build_model
 from degrade.train import Trainer
@@ -133,46 +132,54 @@ class ReferenceLoop:
         return BATCH * steps / (time.perf_counter() - start)
 
 
-def _timed_windows(trainer: Trainer, steps: int, warmup: int, repeats: int = 1,
+def _timed_windows(trainers: list[Trainer], steps: int, warmup: int, repeats: int = 1,
                    before: Callable[[], object] | None = None) -> list[Span]:
     """Train ``warmup`` steps, then ``repeats`` timed windows of ``steps`` steps of batch 128.
 
-    The warm-up absorbs the CUDA-graph capture (``trainer.stepper.setup_seconds`` says what it
-    cost). ``before`` is called before each window, e.g. to start several workers together.
+    Several trainers are interleaved step by step from this thread, each on a CUDA stream of
+    its own where there is one, as `degrade sweep --together` trains them. The warm-up absorbs
+    the CUDA-graph capture (``stepper.setup_seconds`` says what it cost). ``before`` is called
+    before each window, e.g. to start several processes together.
     """
-    d, device = trainer.data, trainer.acc.device
-    gen = torch.Generator(device=device).manual_seed(int(trainer.cfg.seed))
-    n = len(d.x_train)
-    trainer.model.train()
-    trainer.stepper.reset_sums()
+    feeds = []
+    for t in trainers:
+        gen = torch.Generator(device=t.acc.device).manual_seed(int(t.cfg.seed))
+        feeds.append((t, gen, new_stream(str(t.acc.device))))
+        t.model.train()
+        t.stepper.reset_sums()
 
     def train(k: int) -> None:
         for _ in range(k):
-            idx = torch.randint(0, n, (BATCH,), generator=gen, device=device)
-            trainer.step(d.x_train[idx], d.y_train[idx], 0.1, gen)
+            for t, gen, stream in feeds:
+                with on_stream(stream):
+                    idx = torch.randint(0, len(t.data.x_train), (BATCH,), generator=gen, device=t.acc.device)
+                    t.step(t.data.x_train[idx], t.data.y_train[idx], 0.1, gen)
 
     train(warmup)
     spans = []
     for _ in range(repeats):
-        _sync(device)
+        for t in trainers:
+            _sync(t.acc.device)
         if before is not None:
             before()
         start = time.monotonic()
         train(steps)
-        trainer.stepper.sums()  # one read at the end, as an epoch does
+        for t, _, stream in feeds:
+            with on_stream(stream):
+                t.stepper.sums()  # one read at the end, as an epoch does
         spans.append((start, time.monotonic()))
     return spans
 
 
 def degrade_img_s(trainer: Trainer, steps: int) -> float:
     """Images per second of degrade's own step over ``steps`` more steps (warm-up done before)."""
-    ((start, end),) = _timed_windows(trainer, steps, warmup=0)
+    ((start, end),) = _timed_windows([trainer], steps, warmup=0)
     return BATCH * steps / (end - start)
 
 
 def _one_worker(overrides: list[str], steps: int, warmup: int, repeats: int, barrier: Any) -> list[Span]:
     trainer = Trainer(compose_run(overrides))
-    return _timed_windows(trainer, steps, warmup, repeats, barrier.wait)
+    return _timed_windows([trainer], steps, warmup, repeats, barrier.wait)
 
 
 def _img_s_together(spans: list[list[Span]], steps: int) -> list[float]:
@@ -194,26 +201,21 @@ def _processes_img_s(overrides: list[str], runs: int, steps: int, warmup: int, r
         return _img_s_together([j.result() for j in jobs], steps)
 
 
-def _threads_img_s(overrides: list[str], runs: int, steps: int, warmup: int, repeats: int = 1) -> list[float]:
-    """Runs in threads of this process, each on its own CUDA stream, as `degrade sweep --together`
-    trains them."""
-    configs = [compose_run([*overrides, f"seed={k}"]) for k in range(runs)]  # Hydra: one thread
-    barrier = threading.Barrier(runs)
-
-    def one(cfg: Any) -> list[Span]:
-        with own_stream(str(cfg.trainer.device)):
-            return _timed_windows(Trainer(cfg), steps, warmup, repeats, barrier.wait)
-
-    with ThreadPoolExecutor(runs) as pool:
-        return _img_s_together(list(pool.map(one, configs)), steps)
+def _interleaved_img_s(overrides: list[str], runs: int, steps: int, warmup: int,
+                       repeats: int = 1) -> list[float]:
+    """Runs interleaved step by step in this process, each on its own CUDA stream, as
+    `degrade sweep --together` trains them."""
+    trainers = [Trainer(compose_run([*overrides, f"seed={k}"])) for k in range(runs)]
+    spans = _timed_windows(trainers, steps, warmup, repeats)
+    return [runs * BATCH * steps / (end - start) for start, end in spans]
 
 
 def sweep_img_s(overrides: list[str], device: torch.device, runs: int, steps: int, warmup: int,
                 repeats: int = 1) -> list[float]:
-    """Images per second of ``runs`` same-shape runs trained at once, one value per repeat: threads
-    on CUDA streams in one process on a GPU, one single-thread process per run elsewhere."""
+    """Images per second of ``runs`` same-shape runs trained at once, one value per repeat: runs
+    interleaved on CUDA streams in one process on a GPU, one single-thread process per run elsewhere."""
     if device.type == "cuda":
-        return _threads_img_s(overrides, runs, steps, warmup, repeats)
+        return _interleaved_img_s(overrides, runs, steps, warmup, repeats)
     return _processes_img_s(overrides, runs, steps, warmup, repeats)
 
 
@@ -240,7 +242,7 @@ def run(depths: tuple[int, ...] = (20, 56), device: str = "auto", precision: str
         dev = trainer.acc.device
         n = steps if steps is not None else (300 if dev.type == "cuda" else 10)
         reference = ReferenceLoop(depth, trainer.data.to(torch.device("cpu")), dev, warmup)
-        _timed_windows(trainer, 0, warmup, repeats=0)
+        _timed_windows([trainer], 0, warmup, repeats=0)
         ref, ours = [], []
         for _ in range(repeats):
             ref.append(reference.img_s(n))

@@ -16,7 +16,6 @@ changes it without recapturing anything and without waiting for the device.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
@@ -28,7 +27,6 @@ from degrade.accel import Accel
 log = logging.getLogger("degrade")
 
 PATHS = ("auto", "exact", "eager", "graph")
-_CAPTURE_LOCK = threading.Lock()
 
 
 class PathError(ValueError):
@@ -198,11 +196,10 @@ class Step:
         self.opt.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         try:
-            # Runs sharing this process (`degrade sweep --together`) capture one at a time, each
-            # on a stream of its own (torch's default capture stream is shared), and thread_local
-            # lets the others keep launching work on their own streams meanwhile.
-            with _CAPTURE_LOCK, torch.cuda.graph(graph, stream=torch.cuda.Stream(),
-                                                 capture_error_mode="thread_local"):
+            # thread_local: other threads of the process (the progress display, a data loader)
+            # must not invalidate the capture. Runs trained together are interleaved from one
+            # thread, so no other run issues work while this step is recorded.
+            with torch.cuda.graph(graph, stream=torch.cuda.Stream(), capture_error_mode="thread_local"):
                 self._tensor_lr_step(*static)
         except RuntimeError as e:
             # Capture records without running, so this step has not happened yet: take it eagerly

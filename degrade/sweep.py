@@ -17,8 +17,8 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,7 +38,7 @@ from degrade.config import (
     one_line,
 )
 from degrade.data import prepare_dataset
-from degrade.train import RunResult, train_run
+from degrade.train import RunResult, Steps, drain, run_steps
 
 
 class LaunchError(RuntimeError):
@@ -180,7 +180,7 @@ def plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig]]:
     launcher = _launcher_config(run_overrides, hydra_overrides)
     given = {_key(o) for o in run_overrides}
     if "trainer.threads" not in given:
-        overrides.append(f"trainer.threads={_threads_per_job(launcher, len(configs), spec.together)}")
+        overrides.append(f"trainer.threads={_threads_per_job(launcher, len(configs))}")
     return overrides, configs
 
 
@@ -194,12 +194,10 @@ def _parallel_on_cpu_by_default(configs: list[DictConfig], hydra_overrides: list
     return all(accel.resolve_device(str(c.trainer.device)).type == "cpu" for c in configs)
 
 
-def _threads_per_job(launcher: DictConfig | None, runs: int, together: int | None = None) -> int:
-    """Split this machine's cores between the jobs a local parallel launcher (or ``--together``)
-    runs at once."""
+def _threads_per_job(launcher: DictConfig | None, runs: int) -> int:
+    """Split this machine's cores between the jobs a local parallel launcher runs at once (every
+    core for a job that runs alone, or for runs trained together: one computes at a time)."""
     cores = accel.usable_cores()
-    if together:
-        return max(1, cores // min(together, runs))
     target = "" if launcher is None else str(launcher.get("_target_", ""))
     if "submitit" in target and launcher.get("cpus_per_task"):
         return int(launcher.cpus_per_task)  # what the scheduler gives each job
@@ -294,12 +292,18 @@ def _settle_joblib_worker() -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
 
 
-def run_job(cfg: DictConfig, in_worker: bool = True) -> dict[str, Any]:
-    """Hydra's task function: train one run into the store, never raising for the run's sake.
+def run_job(cfg: DictConfig) -> dict[str, Any]:
+    """Hydra's task function: train one run into the store, never raising for the run's sake."""
+    return drain(job_steps(cfg))
 
-    ``in_worker=False`` when the caller trains several runs in its own process (``_run_together``).
+
+def job_steps(cfg: DictConfig, settle: bool = True) -> Steps[dict[str, Any]]:
+    """``run_job`` one optimizer step at a time, holding the run's lock throughout.
+
+    ``settle=False`` when the caller interleaves several runs in its own process
+    (``_run_together``) rather than being a launcher's worker.
     """
-    if in_worker:
+    if settle:
         _settle_joblib_worker()
     out = Path(cfg.out)
     rid = store.run_id(cfg)
@@ -313,10 +317,7 @@ def run_job(cfg: DictConfig, in_worker: bool = True) -> dict[str, Any]:
                                path=run.path)
         else:
             try:
-                # Alone in its process a run keeps the default stream; beside others, its own.
-                shared = contextlib.nullcontext() if in_worker else accel.own_stream(str(cfg.trainer.device))
-                with shared:
-                    result = train_run(cfg, out)
+                result = yield from run_steps(cfg, out)
             except Exception as e:  # noqa: BLE001 - one failed run must not end the sweep
                 msg = f"{e.__class__.__name__}: {e}"
                 run.set_status("failed", error=msg, traceback=traceback.format_exc())
@@ -366,24 +367,37 @@ def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepRe
 
 
 def _run_together(configs: list[DictConfig], out: Path, name: str, at_once: int) -> list[RunResult]:
-    """Train the runs in threads of this process, ``at_once`` at a time.
+    """Train the runs in this process, ``at_once`` at a time, interleaved step by step.
 
-    Each run goes to ``run_job`` as under a launcher, and there onto its own CUDA stream, so
-    on a GPU the kernels of small runs overlap instead of queueing. Hydra's own job runner
+    One thread issues every run's work, each run on a CUDA stream of its own: the GPU overlaps
+    the runs' kernels while the host never issues two runs' work at once, which is what lets
+    each run capture its step as a CUDA graph while the others train. Each run goes through
+    ``job_steps`` as under a launcher (lock, skip what is done, resume). Hydra's own job runner
     keeps per-job state in process-wide singletons, so the validated configs are used directly.
     """
-    at_once = min(at_once, len(configs))
-    jobs = []
-    for cfg in configs:
+    pending = deque()
+    for k, cfg in enumerate(configs):
         cfg = copy.deepcopy(cfg)
         cfg.out, cfg.name = str(out), name
-        if cfg.trainer.threads is None:  # torch's CPU threads are shared by the whole process
-            cfg.trainer.threads = _threads_per_job(None, len(configs), at_once)
-        jobs.append(cfg)
-    with ThreadPoolExecutor(at_once, thread_name_prefix="degrade-run") as pool:
-        returns = list(pool.map(lambda c: run_job(c, in_worker=False), jobs))
+        if cfg.trainer.threads is None:  # one run computes at a time: each may use every core
+            cfg.trainer.threads = accel.usable_cores()
+        pending.append((k, cfg))
+    active: list[tuple[int, Steps[dict[str, Any]], Any]] = []
+    returns: dict[int, dict[str, Any]] = {}
+    while pending or active:
+        while pending and len(active) < at_once:
+            k, cfg = pending.popleft()
+            active.append((k, job_steps(cfg, settle=False), accel.new_stream(str(cfg.trainer.device))))
+        for slot in list(active):
+            k, steps, stream = slot
+            with accel.on_stream(stream):
+                try:
+                    next(steps)
+                except StopIteration as stop:
+                    returns[k] = stop.value
+                    active.remove(slot)
     return [RunResult(r["run_id"], r["state"], r["epochs"], r["final"], r["error"],
-                      store.RunDir(out, r["run_id"]).path) for r in returns]
+                      store.RunDir(out, r["run_id"]).path) for _, r in sorted(returns.items())]
 
 
 def train_one(overrides: list[str], reporter: SweepReporter | None = None) -> RunResult:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import torch
@@ -29,10 +28,19 @@ from degrade.step import Step, resolve_path
 from degrade.store import RunDir, load_checkpoint, run_id, save_checkpoint, write_parquet_atomic
 
 log = logging.getLogger("degrade")
-# Seeding torch's global generator and drawing the initial weights must not interleave with
-# another run's when several runs share a process (`degrade sweep --together`).
-_BUILD_LOCK = threading.Lock()
 EpochCallback = Callable[[dict[str, Any]], None]
+T = TypeVar("T")
+# Training one step at a time: yields after every optimizer step, returns what the whole does.
+Steps = Generator[None, None, T]
+
+
+def drain(steps: Steps[T]) -> T:
+    """Run ``steps`` to the end and return its value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
 
 
 @dataclass
@@ -116,9 +124,8 @@ class Trainer:
         fmt = torch.channels_last if self.acc.channels_last else None
         raw = data if data is not None else load_dataset(cfg.data)
         self.data = raw.to(self.acc.device, memory_format=fmt if cfg.model.family == "cnn" else None)
-        with _BUILD_LOCK:
-            torch.manual_seed(int(cfg.seed))
-            self.model = build_model(model_spec(cfg), self.data.in_shape, self.data.num_classes)
+        torch.manual_seed(int(cfg.seed))
+        self.model = build_model(model_spec(cfg), self.data.in_shape, self.data.num_classes)
         self.model.to(self.acc.device)
         if fmt is not None and cfg.model.family == "cnn":
             self.model.to(memory_format=fmt)
@@ -183,6 +190,10 @@ class Trainer:
 
     def train_epoch(self) -> dict[str, Any]:
         """Train one epoch and evaluate; return its metrics row."""
+        return drain(self.epoch_steps())
+
+    def epoch_steps(self) -> Steps[dict[str, Any]]:
+        """``train_epoch`` one optimizer step at a time (runs trained together interleave so)."""
         d, model, acc = self.data, self.model, self.acc
         seed = int(self.cfg.seed)
         start = time.perf_counter()
@@ -202,6 +213,7 @@ class Trainer:
             self.step(d.x_train[idx], d.y_train[idx], lr, gen_aug)
             seen += len(idx)
             self.iteration += 1
+            yield
         loss_sum, wrong = self.stepper.sums()
         train_loss = loss_sum / max(seen, 1)
         train_seconds = time.perf_counter() - start
@@ -262,6 +274,16 @@ def train_run(
 
     A loss that stops being finite ends the run with state ``diverged`` rather than raising.
     """
+    return drain(run_steps(cfg, out, on_epoch, data))
+
+
+def run_steps(
+    cfg: DictConfig,
+    out: Path | None = None,
+    on_epoch: EpochCallback | None = None,
+    data: Dataset | None = None,
+) -> Steps[RunResult]:
+    """``train_run`` one optimizer step at a time: the run is set up at the first ``next``."""
     rid = run_id(cfg)
     run = RunDir(out, rid) if out is not None else None
     trainer = Trainer(cfg, data)
@@ -284,7 +306,7 @@ def train_run(
     with tblog.epoch_log(cfg, where, trainer.epoch) as live:
         while trainer.epoch < trainer.epochs:
             try:
-                row = {**header, **trainer.train_epoch()}
+                row = {**header, **(yield from trainer.epoch_steps())}
             except Diverged as e:
                 if run is not None:
                     run.set_status("diverged", error=str(e), epochs_done=trainer.epoch,

@@ -50,6 +50,7 @@ ERROR_ATOL = 0.02  # per-epoch training error, absolute (fraction)
 # The full paper preset: plain and residual 20/32/44/56, and residual 110; 64k iterations each.
 PAPER_RUNS = [(d, v) for d in (20, 32, 44, 56) for v in ("plain", "residual")] + [(110, "residual")]
 PAPER_ITERATIONS = 64_000
+STEP_NAMES = ("cuda_tests", "default_sweep", "graph_vs_eager", "together", "bench", "paper")
 
 
 @dataclass
@@ -467,7 +468,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds the whole check may take; steps that no longer fit are skipped "
                          "(default 460 on CUDA, 600 on the CPU)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch run store")
+    ap.add_argument("--only", help="comma list of steps to run (e.g. together,paper to rerun what failed): "
+                                   + ", ".join(STEP_NAMES))
     args = ap.parse_args(argv)
+    only = [n.strip() for n in (args.only or ",".join(STEP_NAMES)).split(",") if n.strip()]
+    if set(only) - set(STEP_NAMES):
+        ap.error(f"unknown step(s) {', '.join(sorted(set(only) - set(STEP_NAMES)))}")
     import torch
 
     if not args.cpu and not torch.cuda.is_available():
@@ -488,8 +494,9 @@ def main(argv: list[str] | None = None) -> int:
         ("bench", "5. degrade bench --sweep", bench, 40),
         ("paper", "6. paper preset slice and projection", paper_slice, 40),
     ]
+    report = write_report(check, env)
     try:
-        for name, title, fn, min_left in steps:
+        for name, title, fn, min_left in (s for s in steps if s[0] in only):
             check.step(name, title, lambda r, fn=fn: fn(check, r), min_left)
             report = write_report(check, env)  # after every step: a check cut short still leaves its results
     finally:

@@ -74,10 +74,10 @@ def test_bench_without_sweep_leaves_its_fields_empty(capsys):
     assert row["sweep_runs"] is None and row["sweep_img_s_median"] is None and row["path"] == "eager"
 
 
-def test_runs_in_threads_are_timed_together():
-    from degrade.bench import _threads_img_s
+def test_runs_interleaved_in_one_process_are_timed_together():
+    from degrade.bench import _interleaved_img_s
 
     overrides = ["model.depth=8", "data=synthetic", "data.train_size=256", "data.test_size=128",
                  "trainer.device=cpu", "trainer.diagnostics=false"]
-    rates = _threads_img_s(overrides, runs=2, steps=1, warmup=1, repeats=2)
+    rates = _interleaved_img_s(overrides, runs=2, steps=1, warmup=1, repeats=2)
     assert len(rates) == 2 and min(rates) > 0

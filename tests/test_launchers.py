@@ -46,6 +46,9 @@ def test_together_trains_the_runs_in_the_sweep_process_like_the_basic_launcher(t
     pids = {json.loads(p.read_text())["sessions"][0]["pid"]
             for p in (tmp_path / "together" / "runs").glob("*/status.json")}
     assert len(pids) == 1  # both runs trained in the one sweep process
+    # ... interleaved step by step: each run's epoch began before the other's ended.
+    a, b = (pd.read_parquet(p).iloc[0] for p in (tmp_path / "together" / "runs").glob("*/metrics.parquet"))
+    assert a["ended"] - a["epoch_seconds"] < b["ended"] and b["ended"] - b["epoch_seconds"] < a["ended"]
 
 
 @pytest.mark.parametrize(("extra", "words"), [(["--together", "0"], "at least 1"),
