@@ -7,6 +7,9 @@ from degrade.store import RunDir, read_parquet
 from degrade.train import Trainer, lr_at, train_run
 
 SMALL = ["model.depth=8", "trainer.threads=1"]
+# Both numeric paths run on every CPU: bf16 is only slow where the CPU lacks bf16 units, so the
+# tests that run it use a narrow net.
+PRECISIONS = pytest.mark.parametrize("precision", ["fp32", "bf16"])
 
 
 def test_lr_schedule_warms_up_then_steps_at_fractions_of_training():
@@ -31,29 +34,33 @@ def test_a_run_learns_and_reports_every_column():
     assert f["iteration"] == 3 * 12  # ceil(1437 / 128) steps per epoch
 
 
-def test_runs_are_deterministic_on_cpu():
-    a = train_run(compose_run(SMALL + ["trainer.epochs=2"])).final
-    b = train_run(compose_run(SMALL + ["trainer.epochs=2"])).final
+@PRECISIONS
+def test_runs_are_deterministic_on_cpu(precision):
+    cfg = SMALL + ["trainer.epochs=2", "model.width=4", f"trainer.precision={precision}"]
+    a = train_run(compose_run(cfg)).final
+    b = train_run(compose_run(cfg)).final
+    assert a["precision"] == precision
     assert a["train_loss"] == b["train_loss"] and a["test_loss"] == b["test_loss"]
-    c = train_run(compose_run(SMALL + ["trainer.epochs=2", "seed=1"])).final
+    c = train_run(compose_run(cfg + ["seed=1"])).final
     assert c["train_loss"] != a["train_loss"]
 
 
-def test_resuming_from_a_checkpoint_gives_the_same_metrics_bit_for_bit(tmp_path):
-    full = train_run(compose_run(SMALL + ["trainer.epochs=3"]), tmp_path / "a")
-    first = compose_run(SMALL + ["trainer.epochs=3"])
+@PRECISIONS
+def test_resuming_from_a_checkpoint_gives_the_same_metrics_bit_for_bit(tmp_path, precision):
+    cfg = SMALL + ["trainer.epochs=3", "model.width=4", f"trainer.precision={precision}"]
+    full = train_run(compose_run(cfg), tmp_path / "a")
     # Stop after one epoch as a crash would, then let train_run resume from the checkpoint.
-    t = Trainer(first)
+    t = Trainer(compose_run(cfg))
     row = t.train_epoch()
     run = RunDir(tmp_path / "b", full.run_id)
     from degrade.store import save_checkpoint
     t.rows.append(row)
     save_checkpoint(run.checkpoint, t.state())
-    resumed = train_run(compose_run(SMALL + ["trainer.epochs=3"]), tmp_path / "b")
+    resumed = train_run(compose_run(cfg), tmp_path / "b")
     a = read_parquet(RunDir(tmp_path / "a", full.run_id).metrics)
     b = read_parquet(run.metrics)
     cols = ["epoch", "iteration", "lr", "train_loss", "train_error", "test_loss", "test_error"]
-    assert b["epoch"].tolist() == [1, 2, 3]
+    assert b["epoch"].tolist() == [1, 2, 3] and set(b["precision"]) == {precision}
     assert a[cols].equals(b[cols])
     assert resumed.state == "done"
 
