@@ -1,19 +1,30 @@
 # Set-up, the default demo, tests, the throughput benchmark and lint. Everything runs in ./.venv.
 PYTHON ?= python3
 VENV ?= .venv
+# The Ray extra pins older cloudpickle and joblib: its test gets a venv of its own.
+RAY_VENV ?= .venv-ray
 # The CPU build of torch; set TORCH=torch for your platform's default build (e.g. CUDA).
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
+comma := ,
 
-.PHONY: install demo test bench lint clean gpu-wheels gpu-check gpu-rehearsal
+.PHONY: install demo test test-ray bench lint clean gpu-wheels gpu-check gpu-rehearsal
+
+# A venv at $(1) with torch and the project (editable) with the extras $(2).
+define make-venv
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install -q "$(TORCH)"
+	$(1)/bin/python -m pip install -q -e ".[$(2)]"
+	touch $(1)/.installed
+endef
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev,tensorboard]"
-	touch $@
+	$(call make-venv,$(VENV),dev$(comma)tensorboard)
+
+$(RAY_VENV)/.installed: pyproject.toml
+	$(call make-venv,$(RAY_VENV),dev$(comma)ray)
 
 demo: install
 	$(BIN)/degrade sweep --depths 8,20,56
@@ -22,6 +33,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The Ray launcher's test (a local Ray in a loopback-only network namespace; needs root).
+test-ray: $(RAY_VENV)/.installed
+	$(RAY_VENV)/bin/python -m pytest -q -m ray -rA tests/test_ray.py
 
 bench: install
 	$(BIN)/degrade bench --sweep
@@ -42,4 +57,4 @@ lint: install
 	$(BIN)/ruff check degrade tests
 
 clean:
-	rm -rf $(VENV) outputs .gpu-site
+	rm -rf $(VENV) $(RAY_VENV) outputs .gpu-site
