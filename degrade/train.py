@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from degrade import accel as accel_mod
-from degrade import diagnostics, environment, tblog
+from degrade import diagnostics, environment, hold, tblog
 from degrade.data import Dataset, augment_batch, load_dataset
 from degrade.models import ModelSpec, build_model
 from degrade.step import Step, resolve_path
@@ -149,6 +149,7 @@ class Trainer:
         self.epoch = 0
         self.rows: list[dict[str, Any]] = []  # one metrics row per finished epoch
         self.layer_rows: list[dict[str, Any]] = []  # per-layer diagnostics, every epoch
+        self.hold = hold.from_env()  # a test's pause point; None in normal use
         k = int(t.diagnostics_batch) if t.diagnostics else 0
         # A fixed batch: the first k training images, never augmented.
         self.diag_batch = (self.data.x_train[:k], self.data.y_train[:k]) if k else None
@@ -213,6 +214,8 @@ class Trainer:
             self.step(d.x_train[idx], d.y_train[idx], lr, gen_aug)
             seen += len(idx)
             self.iteration += 1
+            if self.hold is not None:
+                self.hold(self.iteration)
             yield
         loss_sum, wrong = self.stepper.sums()
         train_loss = loss_sum / max(seen, 1)

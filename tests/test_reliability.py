@@ -26,8 +26,8 @@ def _status(out: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in out.glob("runs/*/status.json")}
 
 
-def _popen(args: list[str], cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def _popen(args: list[str], cwd: Path, **env: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
     return subprocess.Popen([sys.executable, "-m", "degrade", *args], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -30,8 +30,12 @@ pytestmark = [
 
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
          "hydra.launcher.timeout_min=10"]
-# Long enough that a job is still training when SLURM's kill (KillWait=3 s after SIGTERM) lands.
-LONG = ["sweep", "--depths", "20", "--variants", "plain", "--epochs", "12", "--name", "long"]
+LONG = ["sweep", "--depths", "20", "--variants", "plain", "--epochs", "6", "--name", "long"]
+# Why these tests cannot race the run: the job holds itself (degrade.hold) after step 30, in its
+# third epoch of 12 steps, with two epochs checkpointed, until the test removes the gate file.
+# The requeue or the cancel lands while it waits, however fast or slow the CPU, so the first
+# session always ends after exactly two epochs and the run is never done before it.
+HOLD_AT = 30
 
 
 def _status(out: Path) -> dict:
@@ -39,18 +43,28 @@ def _status(out: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _wait_epochs(out: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> dict:
+def _start_held(tmp_path: Path) -> tuple[subprocess.Popen, Path, str, int]:
+    """The long sweep through SLURM, its job held mid-epoch 3: (sweep, gate, job id, job's pid)."""
+    gate = tmp_path / "gate"
+    gate.touch()
+    proc = _popen([*LONG, "--out", "o", *SLURM], cwd=tmp_path, DEGRADE_HOLD_RUN=f"{HOLD_AT}:{gate}")
+    held = gate.with_name("gate.held")
+    deadline = time.time() + 180
+    while not held.exists():
+        assert proc.poll() is None, "the sweep ended before its job reached the hold"
+        assert time.time() < deadline, "the job did not reach the hold within 180 s"
+        time.sleep(0.1)
+    status = _status(tmp_path / "o")
+    assert status["epochs_done"] == 2 and status["state"] == "running"
+    return proc, gate, status["sessions"][-1]["slurm_job_id"], int(held.read_text())
+
+
+def _wait_gone(pid: int, timeout: float = 60) -> None:
+    """Until process ``pid`` has ended (SLURM kills a job KillWait seconds after SIGTERM)."""
     deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            status = _status(out)
-            if status.get("epochs_done", 0) >= n and status["sessions"][-1].get("slurm_job_id"):
-                return status
-        except (ValueError, KeyError):
-            pass  # the run folder is being created
-        assert proc.poll() is None, "the sweep ended early"
-        time.sleep(0.2)
-    raise AssertionError(f"no {n} epochs within {timeout} s")
+    while Path(f"/proc/{pid}").exists():
+        assert time.time() < deadline, f"process {pid} still alive after {timeout} s"
+        time.sleep(0.1)
 
 
 @pytest.fixture(autouse=True)
@@ -91,9 +105,10 @@ def test_a_sweep_goes_through_sbatch_and_records_the_job_ids(tmp_path):
 
 
 def test_a_requeued_job_resumes_without_losing_or_repeating_epochs(tmp_path, reference):
-    proc = _popen([*LONG, "--out", "o", *SLURM], cwd=tmp_path)
-    job = _wait_epochs(tmp_path / "o", 2, proc)["sessions"][-1]["slurm_job_id"]
+    proc, gate, job, pid = _start_held(tmp_path)
     subprocess.run(["scontrol", "requeue", job], check=True)
+    _wait_gone(pid)
+    gate.unlink()  # the requeued session trains through
     # SLURM holds a requeued job for two minutes once it is pending again; let it start at once.
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -106,16 +121,15 @@ def test_a_requeued_job_resumes_without_losing_or_repeating_epochs(tmp_path, ref
     assert proc.wait(timeout=240) == 0
     pd.testing.assert_frame_equal(_metrics(tmp_path / "o")[RESULT_COLUMNS], reference[RESULT_COLUMNS])
     sessions = _status(tmp_path / "o")["sessions"]
-    assert len(sessions) == 2 and sessions[1]["from_epoch"] >= 2
+    assert [s["from_epoch"] for s in sessions] == [0, 2]
     assert sessions[0]["slurm_job_id"] == sessions[1]["slurm_job_id"] == job
 
 
 def test_scancel_then_rerun_finishes_the_run(tmp_path, reference):
-    proc = _popen([*LONG, "--out", "o", *SLURM], cwd=tmp_path)
-    job = _wait_epochs(tmp_path / "o", 2, proc)["sessions"][-1]["slurm_job_id"]
+    proc, gate, job, pid = _start_held(tmp_path)
     subprocess.run(["scancel", job], check=True)
+    _wait_gone(pid)
     # Without SLURM accounting submitit cannot see the cancel: stop the waiting sweep as a user would.
-    time.sleep(5)
     proc.send_signal(signal.SIGINT)
     try:
         proc.wait(timeout=30)
@@ -123,9 +137,10 @@ def test_scancel_then_rerun_finishes_the_run(tmp_path, reference):
         proc.kill()
         proc.wait()
     assert _status(tmp_path / "o")["state"] == "running"
+    gate.unlink()
     r = run_subprocess([*LONG, "--out", "o", *SLURM], cwd=tmp_path, timeout=240)
     assert r.returncode == 0, r.stderr
     pd.testing.assert_frame_equal(_metrics(tmp_path / "o")[RESULT_COLUMNS], reference[RESULT_COLUMNS])
     sessions = _status(tmp_path / "o")["sessions"]
-    assert len(sessions) == 2 and sessions[1]["from_epoch"] >= 2
+    assert [s["from_epoch"] for s in sessions] == [0, 2]
     assert sessions[0]["slurm_job_id"] != sessions[1]["slurm_job_id"]

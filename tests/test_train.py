@@ -83,3 +83,25 @@ def test_mlp_and_synthetic_data_train():
                                "data.test_size=32", "trainer.epochs=1", "trainer.threads=1"]))
     assert r.state == "done" and 0 <= r.final["train_error"] <= 1
     assert torch.get_num_threads() == 1
+
+
+def test_a_run_holds_at_the_step_a_test_asks_for_until_the_gate_is_removed(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    gate = tmp_path / "gate"
+    gate.touch()
+    monkeypatch.setenv("DEGRADE_HOLD_RUN", f"5:{gate}")
+    trainer = Trainer(compose_run(SMALL + ["trainer.epochs=1", "model.width=4"]))
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (trainer.train_epoch(), done.set()), daemon=True)
+    worker.start()
+    held = tmp_path / "gate.held"
+    deadline = time.time() + 60
+    while not held.exists():
+        assert time.time() < deadline, "the run never reached its hold"
+        time.sleep(0.01)
+    assert trainer.iteration == 5 and not done.is_set()
+    assert int(held.read_text()) > 0  # the held process's pid, for a test that kills it
+    gate.unlink()
+    assert done.wait(60) and trainer.iteration == 12
