@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-class AccelError(ValueError):
-    """A device or precision that this machine cannot give."""
+# The names and the machine facts need no torch; they live in compute (re-exported here).
+from degrade.compute import (  # noqa: F401
+    DEVICES,
+    PRECISIONS,
+    AccelError,
+    usable_cores,
+)
 
 
 @dataclass(frozen=True)
@@ -103,14 +103,6 @@ def own_stream(device: str) -> Iterator[None]:
         return
     with torch.cuda.stream(torch.cuda.Stream()):
         yield
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def set_threads(threads: int | None) -> int:

@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from degrade.accel import Accel
+from degrade.compute import PATHS
 
 log = logging.getLogger("degrade")
 
-PATHS = ("auto", "exact", "eager", "graph")
 _CAPTURE_LOCK = threading.Lock()
 
 

@@ -80,6 +80,21 @@ BAD = [
     (["summary"], "no sweeps"),
     (["plot", "--sweep", "nope"], "no sweep named 'nope'"),
     (["plot", "--format", "gif"], "unknown format 'gif'"),
+    # Values of the right type that cannot train are refused like --epochs 0.
+    (["sweep", "--depths", "8", "optim.lr=nan"], "optim.lr must be a finite number above 0, got nan"),
+    (["sweep", "--depths", "8", "optim.lr=inf"], "optim.lr must be a finite number above 0, got inf"),
+    (["sweep", "--depths", "8", "optim.lr=-0.1"], "optim.lr must be a finite number above 0"),
+    (["sweep", "--depths", "8", "optim.momentum=1"], "optim.momentum must be in [0, 1), got 1"),
+    (["sweep", "--depths", "8", "optim.momentum=-0.5"], "optim.momentum must be in [0, 1)"),
+    (["sweep", "--depths", "8", "optim.weight_decay=-1e-4"], "optim.weight_decay must be a finite number"),
+    (["sweep", "--epochs", "0"], "trainer.epochs must be 1 or more, got 0"),
+    (["sweep", "--seeds", "0,-1"], "seed must be 0 or more, got -1"),
+    (["train", "seed=-3"], "seed must be 0 or more, got -3"),
+    # Unknown keys, however they are spelled.
+    (["sweep", "+foo=1"], "unknown config key 'foo'"),
+    (["sweep", "++foo=1"], "unknown config key 'foo'"),
+    (["sweep", "+trainer.speed=2"], "unknown config key 'trainer.speed'"),
+    (["sweep", "~optim.lr"], "config keys cannot be removed"),
 ]
 
 

@@ -157,3 +157,22 @@ def test_corrupt_cifar_archive_fails_before_anything_is_written(tmp_path, capsys
     assert code == 2 and "does not match the published checksum" in err
     assert len(err.strip().splitlines()) == 1
     assert set(tmp_path.rglob("*")) == before
+
+
+def test_a_corrupt_extracted_cifar_batch_fails_before_anything_runs(tmp_path, capsys, monkeypatch):
+    import tarfile
+
+    from tests.cifar_archive import write_archive
+
+    monkeypatch.chdir(tmp_path)
+    archive, _ = write_archive(tmp_path / "src")
+    root = tmp_path / "data"
+    with tarfile.open(archive) as tar:
+        tar.extractall(root, filter="data")
+    batch = root / "cifar-10-batches-py" / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:200])
+    code, _, err = run_cli(["sweep", "--depths", "8", "data=cifar10", f"data.root={root}",
+                            "data.download=false", "trainer.epochs=1"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"cannot read CIFAR batch {batch}" in err
+    assert not (tmp_path / "outputs").exists()
