@@ -126,3 +126,47 @@ def test_workers_of_a_killed_sweep_stop_training(tmp_path):
     settled = epochs()
     time.sleep(4)
     assert epochs() == settled < 80
+
+
+def _results(out) -> dict[str, pd.DataFrame]:
+    return {p.parent.name: pd.read_parquet(p)[COLUMNS] for p in sorted(out.glob("runs/*/metrics.parquet"))}
+
+
+def test_a_finished_sweep_reruns_without_launching_or_importing_torch(tmp_path):
+    import subprocess
+    import sys
+
+    args = [*GRID, "--out", "o", "--name", "done"]
+    assert run_subprocess(args, cwd=tmp_path).returncode == 0
+    multirun = tmp_path / "o" / "sweeps" / "done" / "multirun.yaml"
+    stamp = multirun.stat().st_mtime_ns
+    probe = ("import sys; from degrade.cli import main; rc = main(sys.argv[1:]); "
+             "print('torch imported:', 'torch' in sys.modules); sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", probe, *args], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "2 runs (2 skipped)" in r.stdout and "torch imported: False" in r.stdout
+    assert multirun.stat().st_mtime_ns == stamp  # Hydra's multirun did not even start
+    assert sorted(json.loads((multirun.parent / "sweep.json").read_text())["runs"]) == sorted(
+        p.name for p in (tmp_path / "o" / "runs").iterdir())
+
+
+def test_only_the_runs_not_finished_are_launched(tmp_path, monkeypatch, capsys):
+    import degrade.sweep
+    from tests.conftest import run_cli
+
+    args = [*GRID, "--out", str(tmp_path / "o"), "--name", "part", "hydra/launcher=basic"]
+    assert run_cli(args, capsys)[0] == 0
+    first = sorted((tmp_path / "o" / "runs").iterdir())
+    # One run's status says it never finished: only that run is launched again.
+    status = first[0] / "status.json"
+    status.write_text(json.dumps({**json.loads(status.read_text()), "state": "running"}))
+    launched = []
+    real = degrade.sweep.run_job
+    monkeypatch.setattr(degrade.sweep, "run_job", lambda cfg: launched.append(cfg.model.variant) or real(cfg))
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert launched == [first[0].name.split("-")[1]]
+    assert "2 runs (1 done, 1 skipped)" in out or "2 runs (1 skipped, 1 done)" in out
+    record = json.loads((tmp_path / "o" / "sweeps" / "part" / "sweep.json").read_text())
+    assert sorted(record["runs"]) == [p.name for p in first]
