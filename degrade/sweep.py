@@ -336,13 +336,15 @@ def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepRe
 
 
 def _register_plugins() -> None:
-    """degrade's sweeper, registered by hand: Hydra's scan for plugins does not see packages
-    installed in editable mode."""
+    """degrade's sweeper and launcher, registered by hand: Hydra's scan for plugins does not see
+    packages installed in editable mode."""
     from hydra.core.plugins import Plugins
 
+    from hydra_plugins.degrade_plugins.local_parallel import LocalParallelLauncher
     from hydra_plugins.degrade_plugins.remaining_sweeper import RemainingSweeper
 
-    Plugins.instance().register(RemainingSweeper)
+    for plugin in (RemainingSweeper, LocalParallelLauncher):
+        Plugins.instance().register(plugin)
 
 
 def _multirun(overrides: list[str], out: Path, name: str) -> list[RunResult]:

@@ -22,7 +22,7 @@ def basic_store(tmp_path_factory):
     return cwd / "basic"
 
 
-@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+@pytest.mark.parametrize("launcher", ["local_parallel", "joblib", "submitit_local"])
 def test_local_launchers_fill_the_store_like_the_basic_one(launcher, tmp_path, basic_store):
     other = run_subprocess([*GRID, "--out", "other", f"hydra/launcher={launcher}"], cwd=tmp_path)
     assert other.returncode == 0, other.stderr
@@ -130,6 +130,49 @@ def test_workers_of_a_killed_sweep_stop_training(tmp_path):
 
 def _results(out) -> dict[str, pd.DataFrame]:
     return {p.parent.name: pd.read_parquet(p)[COLUMNS] for p in sorted(out.glob("runs/*/metrics.parquet"))}
+
+
+def test_sigkill_between_worker_start_and_first_job_leaves_no_process_and_reruns_identically(tmp_path):
+    """The sweep is killed while its workers are held, on purpose, before their first job."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from degrade.pool import HOLD_ENV
+    from tests.conftest import session_processes
+
+    grid = [*GRID[:-1], "--epochs", "2", "trainer.threads=1", "trainer.precision=fp32",
+            "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2"]
+    ref = run_subprocess([*grid, "--out", "ref"], cwd=tmp_path)
+    assert ref.returncode == 0, ref.stderr
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", HOLD_ENV: str(hold)}
+    sweep = subprocess.Popen([sys.executable, "-m", "degrade", *grid, "--out", "killed"], cwd=tmp_path,
+                             env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(list(hold.glob("*.ready"))) < 2 and sweep.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    workers = [int(p.stem) for p in hold.glob("*.ready")]
+    assert len(workers) == 2 and sweep.poll() is None, "the workers never reached their first job"
+    assert set(workers) <= set(session_processes(sweep.pid))
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    deadline = time.time() + 5
+    while session_processes(sweep.pid) and time.time() < deadline:
+        time.sleep(0.05)
+    assert session_processes(sweep.pid) == []
+    assert list((tmp_path / "killed").glob("runs/*/*.parquet")) == []  # no job had begun
+
+    rerun = run_subprocess([*grid, "--out", "killed"], cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    got, want = _results(tmp_path / "killed"), _results(tmp_path / "ref")
+    assert got.keys() == want.keys() and len(want) == 2
+    for rid in want:
+        pd.testing.assert_frame_equal(got[rid], want[rid])
 
 
 def test_a_finished_sweep_reruns_without_launching_or_importing_torch(tmp_path):
