@@ -46,13 +46,18 @@ class LocalParallelLauncher(Launcher):
         with pool.Pool(at_once, env=_worker_env(self.config, at_once, cores)) as workers:
             sweep_configs, tasks = self._compose(job_overrides, initial_job_idx)
             outcomes = workers.map(self.task_function, [(t,) for t in tasks])
+        failed = [o.error for o in outcomes if o.error is not None]
+        if failed:
+            # As joblib's launcher does: the sweep sees the job's own error (a full disk, a
+            # worker killed), raised here once every other job has had its turn.
+            raise failed[0]
         returns = []
         for overrides, sweep_config, task, outcome in zip(job_overrides, sweep_configs, tasks, outcomes,
                                                           strict=True):
             ret = JobReturn(overrides=list(overrides), cfg=task, hydra_cfg=sweep_config,
-                            working_dir=os.getcwd(), task_name=sweep_config.hydra.job.name)
-            ret.status = JobStatus.FAILED if outcome.error is not None else JobStatus.COMPLETED
-            ret.return_value = outcome.error if outcome.error is not None else outcome.value
+                            working_dir=os.getcwd(), task_name=sweep_config.hydra.job.name,
+                            status=JobStatus.COMPLETED)
+            ret.return_value = outcome.value
             returns.append(ret)
         return returns
 
