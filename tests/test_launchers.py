@@ -150,9 +150,9 @@ def test_sigkill_between_worker_start_and_first_job_leaves_no_process_and_reruns
     hold = tmp_path / "hold"
     hold.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", HOLD_ENV: str(hold)}
+    stderr = (tmp_path / "stderr").open("w")
     sweep = subprocess.Popen([sys.executable, "-m", "degrade", *grid, "--out", "killed"], cwd=tmp_path,
-                             env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+                             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr)
     deadline = time.time() + 120
     while len(list(hold.glob("*.ready"))) < 2 and sweep.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -165,6 +165,12 @@ def test_sigkill_between_worker_start_and_first_job_leaves_no_process_and_reruns
     while session_processes(sweep.pid) and time.time() < deadline:
         time.sleep(0.05)
     assert session_processes(sweep.pid) == []
+    # Nothing left for a resource tracker to clean up or warn about (semaphores, shared memory).
+    stderr.close()
+    assert "leaked" not in (tmp_path / "stderr").read_text()
+    pids = [str(p) for p in (sweep.pid, *workers)]
+    shm = os.listdir("/dev/shm") if os.path.isdir("/dev/shm") else []
+    assert [e for e in shm if any(p in e for p in pids)] == []
     assert list((tmp_path / "killed").glob("runs/*/*.parquet")) == []  # no job had begun
 
     rerun = run_subprocess([*grid, "--out", "killed"], cwd=tmp_path)
