@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from math import ceil
 from typing import Any
 
 from degrade.spec import ModelSpec, model_spec, stage_sizes
@@ -32,16 +33,18 @@ class Shapes:
     in_shape: tuple[int, int, int]
     classes: int
     images: int
+    train_images: int = 0  # the most a training batch can hold (0: no bound)
 
 
 def data_shapes(data: Any) -> Shapes:
     """The shapes a ``data`` config node yields, known from its name (no file is read)."""
     name = data.name
     if name == "digits":
-        return Shapes((1, 8, 8), 10, 1797)
+        return Shapes((1, 8, 8), 10, 1797, 1797 - ceil(float(data.test_fraction) * 1797))
     if name in ("cifar10", "cifar100"):
-        return Shapes((3, 32, 32), 10 if name == "cifar10" else 100, 60000)
-    return Shapes((3, 32, 32), int(data.num_classes), int(data.train_size) + int(data.test_size))
+        return Shapes((3, 32, 32), 10 if name == "cifar10" else 100, 60000, 50000)
+    train = int(data.train_size)
+    return Shapes((3, 32, 32), int(data.num_classes), train + int(data.test_size), train)
 
 
 def _half(size: int) -> int:
@@ -119,6 +122,7 @@ class Footprint:
 
     @property
     def total(self) -> int:
+        """Everything at once, in bytes."""
         return self.weight_bytes + self.activation_bytes + self.data_bytes
 
 
@@ -138,9 +142,11 @@ def estimate(cfg: Any) -> Footprint:
     spec = model_spec(cfg)
     shapes = data_shapes(cfg.data)
     params, _, largest = (_cnn if spec.family == "cnn" else _mlp)(spec, shapes)
-    train = activation_bytes(spec, shapes, int(cfg.trainer.batch_size))
+    # A batch holds at most the training set; an evaluation batch at most the images there are.
+    batch = int(cfg.trainer.batch_size)
+    train = activation_bytes(spec, shapes, min(batch, shapes.train_images) if shapes.train_images else batch)
     # Evaluation keeps nothing for a backward pass: a layer's input and output at a time.
-    evaluate = 3 * largest * int(cfg.trainer.eval_batch_size) * FLOAT
+    evaluate = 3 * largest * min(int(cfg.trainer.eval_batch_size), shapes.images) * FLOAT
     c, h, w = shapes.in_shape
     # The images as read and as laid out for the device (channels_last copies them), plus labels.
     data = shapes.images * (2 * c * h * w * FLOAT + 8)
@@ -173,5 +179,12 @@ def available_bytes(device: str) -> int | None:
 
 
 def gigabytes(n: int) -> str:
-    """``n`` bytes as GB with one decimal (or MB below a gigabyte)."""
+    """``n`` bytes as TB or GB with one decimal (MB below a gigabyte)."""
+    if n >= 1e12:
+        return f"{n / 1e12:.1f} TB"
     return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
+def count(n: int) -> str:
+    """A parameter count the way papers write it: 0.27M, 16.2G."""
+    return f"{n / 1e9:.1f}G" if n >= 1e9 else f"{n / 1e6:.2f}M"

@@ -221,8 +221,8 @@ def check_fits(configs: list[DictConfig]) -> None:
             m = cfg.model
             raise ConfigError(
                 f"{m.family}-{m.variant}-{m.depth} needs about {footprint.gigabytes(need.total)} "
-                f"({need.parameters / 1e6:,.0f}M parameters with gradients and momentum, "
-                f"{footprint.gigabytes(need.activation_bytes)} of activations for batches of "
+                f"({footprint.count(need.parameters)} parameters with their gradients and momentum, "
+                f"{footprint.gigabytes(need.activation_bytes)} of activations for a batch of "
                 f"{cfg.trainer.batch_size}) and {device} has {footprint.gigabytes(have)} available")
 
 

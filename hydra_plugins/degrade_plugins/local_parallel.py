@@ -30,9 +30,11 @@ class LocalParallelLauncher(Launcher):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
+        """Keep what Hydra gives every launcher: its context, the task and the sweep's config."""
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        """Run the jobs in the pool's workers; their returns in the order of ``job_overrides``."""
         from degrade import pool
         from degrade.compute import usable_cores
 

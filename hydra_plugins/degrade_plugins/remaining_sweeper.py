@@ -25,6 +25,7 @@ class RemainingSweeper(BasicSweeper):
         self.check_store = check_store
 
     def split_arguments(self, overrides: Any, max_batch_size: int | None) -> list[list[list[str]]]:  # type: ignore[override]
+        """The basic sweeper's batches of jobs, less those whose runs are finished."""
         every = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
         jobs = [job for job in every if not (self.check_store and self._finished(job))]
         if not jobs:
