@@ -43,7 +43,10 @@ class LocalParallelLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         cores = usable_cores()
-        at_once = min(len(job_overrides), cores if self.n_jobs < 1 else self.n_jobs)
+        # joblib's reading of n_jobs, which the cores' split between jobs also follows: -1 is one
+        # per core, -2 all cores but one, and so on.
+        n_jobs = cores + 1 + self.n_jobs if self.n_jobs < 0 else self.n_jobs
+        at_once = max(1, min(len(job_overrides), n_jobs))
         # Started first: a worker takes seconds to import torch; the jobs are composed meanwhile.
         with pool.Pool(at_once, env=_worker_env(self.config, at_once, cores)) as workers:
             sweep_configs, tasks = self._compose(job_overrides, initial_job_idx)
