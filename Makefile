@@ -26,7 +26,7 @@ bench: install
 	$(BIN)/degrade bench --sweep
 
 lint: install
-	$(BIN)/ruff check degrade tests
+	$(BIN)/ruff check degrade tests hydra_plugins
 
 clean:
 	rm -rf $(VENV) outputs

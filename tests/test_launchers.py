@@ -219,3 +219,19 @@ def test_only_the_runs_not_finished_are_launched(tmp_path, monkeypatch, capsys):
     assert "2 runs (1 done, 1 skipped)" in out or "2 runs (1 skipped, 1 done)" in out
     record = json.loads((tmp_path / "o" / "sweeps" / "part" / "sweep.json").read_text())
     assert sorted(record["runs"]) == [p.name for p in first]
+
+
+def test_a_joblib_worker_whose_sweep_is_gone_ends_before_its_first_job():
+    """A worker compares its parent with the sweep's pid from its environment, not with the
+    parent it finds at its first job (init, once the sweep is dead)."""
+    import os
+    import subprocess
+    import sys
+
+    from degrade.job import SWEEP_PID_ENV
+
+    probe = "from degrade.job import _exit_with_parent; _exit_with_parent(); print('trains')"
+    for sweep_pid, alive in ((os.getpid(), True), (os.getpid() + 1_000_000, False)):
+        env = {**os.environ, SWEEP_PID_ENV: str(sweep_pid)}
+        r = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+        assert (r.returncode == 0 and "trains" in r.stdout) is alive, (sweep_pid, r.stdout, r.stderr)
