@@ -54,7 +54,7 @@ gpu-rehearsal: install
 	$(BIN)/python scripts/gpu_check.py --cpu
 
 lint: install
-	$(BIN)/ruff check degrade tests
+	$(BIN)/ruff check degrade tests hydra_plugins
 
 clean:
 	rm -rf $(VENV) $(RAY_VENV) outputs .gpu-site

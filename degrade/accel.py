@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 
 import torch
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-class AccelError(ValueError):
-    """A device or precision that this machine cannot give."""
+# The names and the machine facts need no torch; they live in compute (re-exported here).
+from degrade.compute import (  # noqa: F401
+    DEVICES,
+    PRECISIONS,
+    AccelError,
+    usable_cores,
+)
 
 
 @dataclass(frozen=True)
@@ -102,14 +102,6 @@ def new_stream(device: str) -> torch.cuda.Stream | None:
 def on_stream(stream: torch.cuda.Stream | None) -> contextlib.AbstractContextManager:
     """Make ``stream`` current for the body (nothing for None)."""
     return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def set_threads(threads: int | None) -> int:

@@ -39,10 +39,11 @@ class UserError(Exception):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from degrade.accel import AccelError
+    # From the modules that do not import torch: an error is reported without waiting for it.
+    from degrade.compute import AccelError
     from degrade.config import ConfigError
-    from degrade.data import DataError
     from degrade.plot import PlotError
+    from degrade.sources import DataError
     from degrade.store import StoreError
 
     return (UserError, ConfigError, DataError, StoreError, AccelError, PlotError)
@@ -77,6 +78,21 @@ def _str_list(text: str | None) -> list[str] | None:
 FINAL = ("done", "diverged", "failed")
 
 
+class _NewWarnings:
+    """The warnings runs record in their status (a damaged checkpoint, a fallback) that this
+    sweep has not shown yet; those there when it started belong to earlier sessions."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[str, int, str]] | None = None
+
+    def __call__(self, statuses: dict[str, dict[str, Any]]) -> list[str]:
+        now = {(rid, len(s.get("sessions") or []), str(w))
+               for rid, s in statuses.items() for w in s.get("warnings") or []}
+        new = [] if self.seen is None else sorted(now - self.seen)
+        self.seen = now if self.seen is None else self.seen | now
+        return [f"warning: run {rid}: {w}" for rid, _, w in new]
+
+
 class RichReporter:
     """Progress bars: the sweep (runs finished / total) and each running run (epochs)."""
 
@@ -88,6 +104,7 @@ class RichReporter:
         )
         self.sweep = self.progress.add_task("runs", total=None, info="")
         self.runs: dict[str, Any] = {}
+        self.warnings = _NewWarnings()
 
     def __enter__(self) -> RichReporter:
         self.progress.start()
@@ -100,6 +117,8 @@ class RichReporter:
         self.progress.update(self.sweep, total=len(run_ids), description=f"sweep {name}")
 
     def update(self, statuses: dict[str, dict[str, Any]]) -> None:
+        for line in self.warnings(statuses):
+            self.progress.console.print(line, markup=False, highlight=False)
         finished = sum(1 for s in statuses.values() if s.get("state") in FINAL)
         self.progress.update(self.sweep, completed=finished)
         for rid, s in statuses.items():
@@ -121,6 +140,7 @@ class QuietReporter:
 
     def __init__(self) -> None:
         self.seen: dict[str, str] | None = None
+        self.warnings = _NewWarnings()
 
     def __enter__(self) -> QuietReporter:
         return self
@@ -132,6 +152,8 @@ class QuietReporter:
         return None
 
     def update(self, statuses: dict[str, dict[str, Any]]) -> None:
+        for line in self.warnings(statuses):
+            err_console.print(line, markup=False, highlight=False)
         states = {rid: s.get("state", "new") for rid, s in statuses.items()}
         if self.seen is not None:
             for rid, state in states.items():
@@ -146,10 +168,19 @@ def _reporter() -> RichReporter | QuietReporter:
     return RichReporter() if err_console.is_terminal else QuietReporter()
 
 
+def _say_damaged(out: str, name: str | None) -> None:
+    """One line on stderr for each run of the sweep whose files could not be read."""
+    from degrade import store
+
+    for damage in store.damaged_runs(out, name, latest=True):
+        err_console.print(f"warning: {damage}", markup=False, highlight=False)
+
+
 def _print_summary(out: str, name: str | None) -> None:
     from degrade import report
 
     data = report.load(out, name)
+    _say_damaged(out, data.name)
     table = report.summarize(data.metrics, data.keys)
     multi = bool((table["seeds"] > 1).any())
     paper = bool(table["paper_test_error"].notna().any())
@@ -214,10 +245,14 @@ def sweep(
             states[r.state] = states.get(r.state, 0) + 1
         counts = ", ".join(f"{n} {s}" for s, n in states.items())
         print(f"sweep {result.name}: {len(result.runs)} runs ({counts}) -> {result.folder}")
+        for r in result.runs:
+            if r.state == "failed":
+                err_console.print(f"error: run {r.run_id} failed: {r.error}", markup=False, highlight=False)
         if any(r.state in ("done", "skipped") for r in result.runs):
             _print_summary(str(result.out), result.name)
+        return 1 if any(r.state == "failed" for r in result.runs) else 0
 
-    _guard(go)
+    raise typer.Exit(_guard(go))
 
 
 @app.command()
@@ -282,8 +317,11 @@ def plot(
             raise UserError("--x and --y belong to --kind grid")
         chosen = _int_list(epochs, "--epochs")
         data = report.load(out, sweep)
+        _say_damaged(out, data.name)
         fig = plots.draw(kind, data, chosen, x=x or "depth", y=y)
-        return plots.save(fig, store.sweep_dir(Path(out), data.name), kind, formats)
+        folder = store.sweep_dir(Path(out), data.name)
+        with store.writing(folder):
+            return plots.save(fig, folder, kind, formats)
 
     for path in _guard(go):
         print(path)
@@ -395,6 +433,8 @@ def list_runs(
 
     for r in runs.to_dict("records"):
         state = r["state"] + (f" ({r['error']})" if r["state"] == "failed" and r.get("error") else "")
+        if r.get("damaged"):
+            state = f"damaged ({r['damaged']})"
         epochs = f"{r['epochs_done']}/{r['epochs']}" if r.get("epochs") else str(r["epochs_done"])
         t.add_row(r["run_id"], state, *(known(r.get(k)) for k in ("variant", "depth", "seed")),
                   epochs, pct(r["train_error"]), pct(r["test_error"]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,15 +16,19 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from degrade import accel, tblog
-from degrade.data import DATASETS
-from degrade.models import ModelError, check_spec
-from degrade.step import PathError, resolve_path
+# No torch (nor anything that imports it) here: a config is checked, and a bad one refused, in
+# a fraction of the time importing torch takes. Devices, precisions and paths are checked by name.
+from degrade import compute, tblog
+from degrade.sources import DATASETS
+from degrade.spec import ModelError, check_spec, model_spec
 
 CONFIG_NAME = "config"
 _WHOLE = ("seed", "model.depth", "model.width", "trainer.epochs", "trainer.batch_size",
-          "trainer.eval_batch_size", "optim.warmup_iters")
+          "trainer.eval_batch_size", "trainer.diagnostics_batch", "optim.warmup_iters")
 _REAL = ("optim.lr", "optim.momentum", "optim.weight_decay", "optim.gamma", "optim.warmup_factor")
+# Whole-number keys and the least value each may take.
+_AT_LEAST = {"seed": 0, "trainer.epochs": 1, "trainer.batch_size": 1, "trainer.eval_batch_size": 1,
+             "trainer.diagnostics_batch": 1, "optim.warmup_iters": 0}
 
 
 def _deep_only(depth: int, min_depth: int, value: int) -> int:
@@ -82,10 +87,37 @@ def one_line(err: BaseException) -> str:
     return lines[0] if lines else err.__class__.__name__
 
 
+def _check_ranges(cfg: DictConfig) -> None:
+    """Values of the right type but outside what trains: refused like ``--epochs 0``."""
+    for key, least in _AT_LEAST.items():
+        value = OmegaConf.select(cfg, key)
+        if value < least:
+            raise ConfigError(f"{key} must be {least} or more, got {value}")
+    o = cfg.optim
+    for key, value, ok, rule in (
+        ("lr", o.lr, o.lr > 0, "a finite number above 0"),
+        ("momentum", o.momentum, 0 <= o.momentum < 1, "in [0, 1)"),
+        ("weight_decay", o.weight_decay, o.weight_decay >= 0, "a finite number, 0 or more"),
+        ("gamma", o.gamma, o.gamma > 0, "a finite number above 0"),
+        ("warmup_factor", o.warmup_factor, o.warmup_factor >= 0, "a finite number, 0 or more"),
+    ):
+        if not (math.isfinite(value) and ok):
+            raise ConfigError(f"optim.{key} must be {rule}, got {value}")
+    milestones = OmegaConf.select(cfg, "optim.milestones")
+    if not isinstance(milestones, (list, tuple)) and not OmegaConf.is_list(milestones):
+        raise ConfigError(f"optim.milestones must be a list of fractions of the run, got {milestones!r}")
+    for m in milestones:
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m <= 1:
+            raise ConfigError(f"optim.milestones are fractions of all iterations in [0, 1], got {m!r}")
+    t = cfg.trainer
+    for key in ("iterations", "threads"):
+        value = t.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"trainer.{key} must be a whole number of at least 1 (or null), got {value!r}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError when ``cfg`` names a model, dataset or device that cannot run."""
-    from degrade.train import model_spec
-
     for key in _WHOLE:
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, int) or isinstance(value, bool):
@@ -95,25 +127,58 @@ def validate(cfg: DictConfig) -> None:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ConfigError(f"{key} must be a number, got {value!r}")
     try:
+        _check_ranges(cfg)
         check_spec(model_spec(cfg))
         if cfg.data.name not in DATASETS:
             raise ConfigError(
                 f"unknown dataset {cfg.data.name!r}; choose one of {', '.join(DATASETS)}"
             )
-        accel.resolve_precision(cfg.trainer.precision, accel.resolve_device("cpu"))
-        resolve_path(str(cfg.trainer.path), accel.resolve_device(cfg.trainer.device))
-        if int(cfg.trainer.batch_size) < 1 or int(cfg.trainer.epochs) < 1:
-            raise ConfigError("trainer.batch_size and trainer.epochs must be at least 1")
+        compute.check_precision(str(cfg.trainer.precision))
+        compute.check_path(str(cfg.trainer.path), compute.device_type(str(cfg.trainer.device)))
         if not isinstance(cfg.trainer.get("tensorboard", False), bool):
             raise ConfigError(f"trainer.tensorboard must be true or false, got {cfg.trainer.tensorboard!r}")
         if tblog.wanted(cfg) and not tblog.available():
             raise ConfigError(tblog.MISSING)
-    except (ModelError, accel.AccelError, PathError) as e:
+    except (ModelError, compute.AccelError) as e:
         raise ConfigError(str(e)) from None
     except (OmegaConfBaseException, TypeError, ValueError) as e:
         if isinstance(e, ConfigError):
             raise
         raise ConfigError(f"invalid config value: {one_line(e)}") from None
+
+
+def _groups() -> set[str]:
+    return {p.name for p in config_dir().iterdir() if p.is_dir()}
+
+
+def _refuse_unknown_keys(overrides: list[str]) -> None:
+    """Refuse ``+key=…`` / ``++key=…`` that would add a key the config does not have, and
+    ``~key`` (a key cannot be removed): ``key=…`` of an unknown key is refused by Hydra itself.
+
+    Config groups (``+experiment=…``) are not keys and pass; nothing documents extra keys.
+    """
+    parser = OverridesParser.create()
+    groups = _groups()
+    added = []
+    for text in overrides:
+        o = parser.parse_overrides([text])[0]
+        if o.key_or_group in groups or not (o.is_add() or o.is_force_add() or o.is_delete()):
+            continue
+        if o.is_delete():
+            raise ConfigError(f"{text}: config keys cannot be removed; set {o.key_or_group}=… instead")
+        added.append((text, o.key_or_group))
+    if not added:
+        return
+    plain = [t for t in overrides if t not in {text for text, _ in added}]
+    try:
+        with hydra_context():
+            base = compose(CONFIG_NAME, overrides=plain)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(one_line(e)) from None
+    missing = object()
+    for _, key in added:
+        if OmegaConf.select(base, key, default=missing) is missing:
+            raise ConfigError(f"unknown config key {key!r}; see `degrade show` for the keys there are")
 
 
 def compose_run(overrides: list[str]) -> DictConfig:
@@ -126,6 +191,7 @@ def compose_run(overrides: list[str]) -> DictConfig:
             cfg = compose(CONFIG_NAME, overrides=combos[0])
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(one_line(e)) from None
+    _refuse_unknown_keys(combos[0])
     validate(cfg)
     return cfg
 

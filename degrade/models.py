@@ -6,77 +6,23 @@ Both come as twins: ``variant="residual"`` adds the shortcut to every block,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-VARIANTS = ("plain", "residual")
-SHORTCUTS = ("A", "B", "C")
-NORMS = ("batch", "none")
-BLOCKS = ("post", "pre")
-FAMILIES = ("cnn", "mlp")
-
-
-class ModelError(ValueError):
-    """A model setting a user chose that cannot be built."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything that decides a model's architecture."""
-
-    family: str = "cnn"
-    depth: int = 20
-    variant: str = "residual"
-    shortcut: str = "A"
-    norm: str = "batch"
-    block: str = "post"
-    zero_init_residual: bool | None = None
-    width: int = 16
-
-    @property
-    def residual(self) -> bool:
-        return self.variant == "residual"
-
-    @property
-    def zero_init(self) -> bool:
-        """Zero-init each block's last layer; by default only for residual MLPs without BN."""
-        if self.zero_init_residual is not None:
-            return bool(self.zero_init_residual)
-        return self.family == "mlp" and self.residual and self.norm == "none"
-
-
-def valid_cnn_depths(up_to: int = 110) -> list[int]:
-    """Depths 6n+2 the CIFAR network accepts, up to ``up_to``."""
-    return [6 * n + 2 for n in range(1, (up_to - 2) // 6 + 1)]
-
-
-def check_spec(spec: ModelSpec) -> None:
-    """Raise ModelError with one clear line when ``spec`` cannot be built."""
-    if spec.family not in FAMILIES:
-        raise ModelError(f"unknown model family {spec.family!r}; choose one of {', '.join(FAMILIES)}")
-    if spec.variant not in VARIANTS:
-        raise ModelError(f"unknown variant {spec.variant!r}; choose one of {', '.join(VARIANTS)}")
-    if spec.shortcut not in SHORTCUTS:
-        raise ModelError(f"unknown shortcut {spec.shortcut!r}; choose one of {', '.join(SHORTCUTS)}")
-    if spec.norm not in NORMS:
-        raise ModelError(f"unknown norm {spec.norm!r}; choose one of {', '.join(NORMS)}")
-    if spec.block not in BLOCKS:
-        raise ModelError(f"unknown block {spec.block!r}; choose one of {', '.join(BLOCKS)}")
-    if spec.width < 1:
-        raise ModelError(f"model.width must be positive, got {spec.width}")
-    depth = spec.depth
-    if spec.family == "cnn":
-        if depth < 8 or (depth - 2) % 6:
-            shown = ", ".join(str(d) for d in valid_cnn_depths(56))
-            raise ModelError(
-                f"cnn depth must be 6n+2 with n >= 1 ({shown}, 110, ...), got {depth}"
-            )
-    elif depth < 4 or depth % 2:
-        raise ModelError(f"mlp depth must be an even number of weight layers >= 4, got {depth}")
-
+# The spec and its checks need no torch (configs are checked without it); re-exported here.
+from degrade.spec import (  # noqa: F401
+    BLOCKS,
+    FAMILIES,
+    NORMS,
+    SHORTCUTS,
+    VARIANTS,
+    ModelError,
+    ModelSpec,
+    check_spec,
+    stage_sizes,
+    valid_cnn_depths,
+)
 
 # --------------------------------------------------------------------------- CNN
 
@@ -185,13 +131,6 @@ class CifarResNet(nn.Module):
 # --------------------------------------------------------------------------- MLP
 
 
-def _stage_sizes(blocks: int, stages: int = 3) -> list[int]:
-    """Split ``blocks`` over at most ``stages`` stages, the earlier ones taking any extra."""
-    stages = min(stages, blocks)
-    base, extra = divmod(blocks, stages)
-    return [base + (1 if i < extra else 0) for i in range(stages)]
-
-
 class MLPBlock(nn.Module):
     """a[l+2] = g(z[l+2] + a[l]) with z = W a + b; the shortcut is W_s a[l] where width changes."""
 
@@ -236,7 +175,7 @@ class ResidualMLP(nn.Module):
         self.stem_bn = nn.BatchNorm1d(w) if norm and not self.pre else nn.Identity()
         blocks: list[nn.Module] = []
         d_in = w
-        for stage, count in enumerate(_stage_sizes((spec.depth - 2) // 2)):
+        for stage, count in enumerate(stage_sizes((spec.depth - 2) // 2)):
             d_out = w * 2**stage
             for _ in range(count):
                 blocks.append(MLPBlock(spec, d_in, d_out))

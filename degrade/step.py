@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from degrade.accel import Accel
+from degrade.compute import PATHS
 
 log = logging.getLogger("degrade")
 
-PATHS = ("auto", "exact", "eager", "graph")
 
 
 class PathError(ValueError):

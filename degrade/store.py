@@ -19,14 +19,17 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-import torch
 from omegaconf import DictConfig, OmegaConf
+
+# pandas, pyarrow and torch are imported where a table or checkpoint is read or written: a
+# config error or a finished sweep then answers without them, and a worker without pandas.
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
 
 STATES = ("running", "done", "diverged", "failed")
 # Config keys that say where or how a run is computed, not what it computes.
@@ -105,7 +108,19 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_parquet_atomic(path: Path, frame: pd.DataFrame) -> None:
     """Replace ``path`` with ``frame`` as Parquet so that no reader sees half a file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     table = pa.Table.from_pandas(frame, preserve_index=False)
+    atomic_write(path, lambda p: pq.write_table(table, p))
+
+
+def write_rows_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Replace ``path`` with ``rows`` (one dict per row, the same keys) as Parquet, atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(rows)
     atomic_write(path, lambda p: pq.write_table(table, p))
 
 
@@ -116,6 +131,8 @@ def _previous(path: Path) -> Path:
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Replace the checkpoint at ``path`` atomically, keeping the one before as ``*.prev.pt``."""
 
+    import torch
+
     def write(tmp: Path) -> None:
         torch.save(state, tmp)
         if path.exists():
@@ -125,6 +142,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any] | None:
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception:  # noqa: BLE001 - any damage means "not usable"
@@ -149,14 +168,23 @@ def load_checkpoint(path: Path, warn: Callable[[str], None] | None = None) -> di
     return None
 
 
-def read_parquet(path: Path) -> pd.DataFrame | None:
-    """The table at ``path``; None when absent or unreadable."""
+def read_table(path: Path) -> pa.Table | None:
+    """The Parquet table at ``path`` as pyarrow reads it; None when absent or unreadable."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     if not path.is_file():
         return None
     try:
-        return pq.read_table(path).to_pandas()
+        return pq.read_table(path)
     except (pa.ArrowException, OSError):
         return None
+
+
+def read_parquet(path: Path) -> pd.DataFrame | None:
+    """The table at ``path``; None when absent or unreadable."""
+    table = read_table(path)
+    return None if table is None else table.to_pandas()
 
 
 # --------------------------------------------------------------------------- run folders
@@ -194,7 +222,8 @@ class RunDir:
     def begin_session(self, from_epoch: int, epochs: int, **details: Any) -> None:
         """Mark the run as running in this process, resuming after ``from_epoch``.
 
-        ``details`` (the software and hardware it trains with) are kept with the session.
+        ``details`` (the software and hardware it trains with, the set-up timeline) are kept
+        with the session.
         """
         status = self.status()
         session = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now(),
@@ -225,32 +254,102 @@ class RunDir:
         """Keep the resolved run config beside its results."""
         write_text_atomic(self.config, OmegaConf.to_yaml(cfg, resolve=True))
 
+    def damaged(self) -> list[str]:
+        """The run's files that are there but cannot be read (or rows its status counts that
+        ``metrics.parquet`` lacks), by file name; empty when every file reads."""
+        bad = []
+        try:
+            json.loads(self.status_file.read_text())
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError):
+            bad.append(self.status_file.name)
+        try:
+            OmegaConf.load(self.config)
+        except FileNotFoundError:
+            pass
+        except Exception:  # noqa: BLE001 - any failure to parse is damage
+            bad.append(self.config.name)
+        done = int(self.status().get("epochs_done") or 0)
+        metrics = read_table(self.metrics)
+        if (metrics is None and (self.metrics.exists() or done)) or (metrics is not None
+                                                                      and metrics.num_rows < done):
+            bad.append(self.metrics.name)
+        if self.layers.exists() and read_table(self.layers) is None:
+            bad.append(self.layers.name)
+        return bad
+
+    def rebuildable(self) -> bool:
+        """Whether a checkpoint is there to rebuild the run's files from."""
+        return self.checkpoint.is_file() or _previous(self.checkpoint).is_file()
+
+    def finished(self) -> dict[str, Any] | None:
+        """The final metrics row of a run that needs no more training, or None.
+
+        Finished means done (or diverged, which would diverge again) with every file readable
+        and every epoch's row there; anything else is trained on (or rebuilt) by a rerun.
+        """
+        status = self.status()
+        if status.get("state") not in ("done", "diverged") or self.damaged():
+            return None
+        if status.get("state") == "diverged" and not status.get("epochs_done"):
+            return {}  # blew up in its first epoch: there are no rows to check
+        metrics = read_table(self.metrics)
+        if metrics is None or metrics.num_rows != int(status.get("epochs_done", -1)):
+            return None
+        return metrics.slice(metrics.num_rows - 1).to_pylist()[0]
+
 
 def make_out(out: str | Path) -> Path:
     """The store root, created; a clear StoreError when it cannot be written."""
     root = Path(out).expanduser().absolute()
     try:
         (root / "runs").mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=root, prefix=".probe", delete=True)
-        probe.close()
+        (root / "sweeps").mkdir(exist_ok=True)
+        # A few real bytes: an empty file can be made on a full disk, a sweep record cannot.
+        with tempfile.NamedTemporaryFile(dir=root / "sweeps", prefix=".probe", delete=True) as probe:
+            probe.write(b"\0" * 4096)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except FileExistsError:
+        raise StoreError(f"cannot write to output folder {root}: {root / 'sweeps'} is not a folder") from None
     except OSError as e:
         raise StoreError(f"cannot write to output folder {root}: {e.strerror or e}") from None
     return root
 
 
+@contextlib.contextmanager
+def writing(where: Path | str) -> Iterator[None]:
+    """Turn a failure to write below ``where`` (no permission, a full disk) into a StoreError."""
+    try:
+        yield
+    except OSError as e:
+        raise StoreError(f"cannot write to {where}: {e.strerror or e}") from None
+
+
 # --------------------------------------------------------------------------- sweeps
 
 
+def check_sweep_name(name: str) -> str:
+    """``name`` when it names a folder directly inside ``sweeps/``; StoreError otherwise."""
+    if (not name or name.startswith(".") or any(c in name for c in "/\\\0")
+            or Path(name).is_absolute() or len(name) > 200):
+        raise StoreError(f"sweep name {name!r} must be a plain folder name (no '/', not starting "
+                         "with '.'): sweeps live in <out>/sweeps/<name>")
+    return name
+
+
 def sweep_dir(out: Path, name: str) -> Path:
-    """Folder of the sweep called ``name``."""
-    return Path(out) / "sweeps" / name
+    """Folder of the sweep called ``name``; StoreError when the name would lead elsewhere."""
+    return Path(out) / "sweeps" / check_sweep_name(name)
 
 
 def write_sweep(out: Path, name: str, record: dict[str, Any]) -> Path:
     """Record a sweep (its run ids and command) and mark it as the latest."""
     folder = sweep_dir(out, name)
-    write_text_atomic(folder / "sweep.json", json.dumps(record, indent=1, default=str) + "\n")
-    write_text_atomic(Path(out) / "LATEST", name + "\n")
+    with writing(folder):
+        write_text_atomic(folder / "sweep.json", json.dumps(record, indent=1, default=str) + "\n")
+        write_text_atomic(Path(out) / "LATEST", name + "\n")
     return folder
 
 
@@ -274,8 +373,54 @@ def read_sweep(out: Path, name: str) -> dict[str, Any]:
         raise StoreError(f"sweep record {path} is damaged") from None
 
 
+@dataclass(frozen=True)
+class Damage:
+    """A run whose files cannot all be read, and whether a rerun can rebuild them."""
+
+    run_id: str
+    files: tuple[str, ...]
+    rebuildable: bool
+
+    def note(self) -> str:
+        """What is damaged and what a rerun does about it."""
+        files = ", ".join(self.files)
+        if self.rebuildable:
+            return f"{files} unreadable; rerunning its sweep rebuilds it from the checkpoint"
+        return f"{files} unreadable; no checkpoint, so rerunning its sweep trains it again"
+
+    def __str__(self) -> str:
+        return f"could not read run {self.run_id}: {self.note()}"
+
+
+def _run_ids(root: Path, name: str | None) -> list[str]:
+    if name is not None:
+        return list(read_sweep(root, name).get("runs", []))
+    return sorted(p.name for p in (root / "runs").glob("*") if p.is_dir())
+
+
+def damaged_runs(out: str | Path, name: str | None = None, latest: bool = False) -> list[Damage]:
+    """The runs of sweep ``name`` (the latest with ``latest``, else every run) that cannot all be read."""
+    root = Path(out).expanduser()
+    if latest and name is None:
+        name = latest_sweep(root)
+        if name is None:
+            return []
+    found = []
+    for rid in _run_ids(root, name):
+        run = RunDir(root, rid)
+        bad = run.damaged()
+        if bad:
+            found.append(Damage(rid, tuple(bad), run.rebuildable()))
+    return found
+
+
 def load_metrics(out: Path, run_ids: list[str]) -> pd.DataFrame:
-    """Per-epoch metrics of the given runs, with each run's state in a ``state`` column."""
+    """Per-epoch metrics of the given runs, with each run's state in a ``state`` column.
+
+    A run whose metrics cannot be read is left out (``damaged_runs`` names it).
+    """
+    import pandas as pd
+
     frames = []
     for rid in run_ids:
         run = RunDir(out, rid)
@@ -295,6 +440,8 @@ def load_metrics(out: Path, run_ids: list[str]) -> pd.DataFrame:
 
 
 def _empty_row(run: RunDir) -> pd.DataFrame | None:
+    import pandas as pd
+
     try:
         cfg = OmegaConf.load(run.config)
     except Exception:  # noqa: BLE001 - without its config the run cannot be placed
@@ -320,14 +467,15 @@ def sweep_metrics(out: str | Path, name: str | None = None) -> tuple[str, pd.Dat
 
 
 def list_runs(out: str | Path, name: str | None = None) -> pd.DataFrame:
-    """One row per run of sweep ``name`` (default: every run in the store) with its state."""
+    """One row per run of sweep ``name`` (default: every run in the store) with its state.
+
+    A run with files that cannot be read has state ``damaged`` and their names in ``damaged``.
+    """
+    import pandas as pd
+
     root = Path(out).expanduser()
-    if name is not None:
-        ids = read_sweep(root, name).get("runs", [])
-    else:
-        ids = sorted(p.name for p in (root / "runs").glob("*") if p.is_dir())
     rows = []
-    for rid in ids:
+    for rid in _run_ids(root, name):
         run = RunDir(root, rid)
         status = run.status()
         try:
@@ -336,10 +484,12 @@ def list_runs(out: str | Path, name: str | None = None) -> pd.DataFrame:
                     "depth": int(cfg.model.depth), "seed": int(cfg.seed), "dataset": cfg.data.name}
         except Exception:  # noqa: BLE001 - a damaged config still lists the run
             what = {}
-        rows.append({"run_id": rid, "state": status.get("state", "new"), **what,
+        bad = run.damaged()
+        rows.append({"run_id": rid, "state": "damaged" if bad else status.get("state", "new"), **what,
                      "epochs_done": status.get("epochs_done", 0), "epochs": status.get("epochs"),
                      "train_error": status.get("train_error"), "test_error": status.get("test_error"),
-                     "error": status.get("error"), "updated": status.get("updated")})
+                     "error": status.get("error"), "updated": status.get("updated"),
+                     "damaged": Damage(rid, tuple(bad), run.rebuildable()).note() if bad else None})
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
@@ -364,6 +514,8 @@ def load_configs(out: str | Path, run_ids: list[str]) -> dict[str, DictConfig]:
 
 def load_layers(out: str | Path, metrics: pd.DataFrame) -> pd.DataFrame:
     """Per-layer diagnostics of the runs in ``metrics``, with their variant, depth and seed."""
+    import pandas as pd
+
     root = Path(out).expanduser()
     what = metrics.groupby("run_id")[["variant", "depth", "seed"]].first()
     frames = []

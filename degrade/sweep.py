@@ -16,7 +16,6 @@ import os
 import sys
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from degrade import accel, store
+from degrade import compute, footprint, store
 from degrade.config import (
     CONFIG_NAME,
     ConfigError,
@@ -37,8 +36,8 @@ from degrade.config import (
     hydra_context,
     one_line,
 )
-from degrade.data import prepare_dataset
-from degrade.train import RunResult, Steps, drain, run_steps
+from degrade.job import SWEEP_PID_ENV, RunResult, Steps, job_steps, run_job
+from degrade.sources import prepare_dataset
 
 
 class LaunchError(RuntimeError):
@@ -170,11 +169,10 @@ def plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig]]:
     configs = [compose_run(combo) for combo in expand_overrides(run_overrides)]
     if not configs:
         raise ConfigError("the sweep would run nothing")
-    _prepare_data(configs)
     if spec.together is None and _parallel_on_cpu_by_default(configs, hydra_overrides):
         # Small same-shape runs use two cores better as two 1-thread processes than as one
         # 2-thread process (85 s -> 67 s for the default sweep on 2 cores).
-        n_jobs = min(len(configs), accel.usable_cores())
+        n_jobs = min(len(configs), compute.usable_cores())
         hydra_overrides += ["hydra/launcher=local_parallel", f"hydra.launcher.n_jobs={n_jobs}"]
         overrides += hydra_overrides[-2:]
     launcher = _launcher_config(run_overrides, hydra_overrides)
@@ -189,27 +187,45 @@ def _parallel_on_cpu_by_default(configs: list[DictConfig], hydra_overrides: list
     if any(_key(o) in ("hydra/launcher", "hydra.launcher") or _key(o).startswith("hydra.launcher.")
            for o in hydra_overrides):
         return False
-    if len(configs) < 2 or accel.usable_cores() < 2:
+    if len(configs) < 2 or compute.usable_cores() < 2:
         return False
-    return all(accel.resolve_device(str(c.trainer.device)).type == "cpu" for c in configs)
+    return all(compute.device_type(str(c.trainer.device)) == "cpu" for c in configs)
 
 
 def _threads_per_job(launcher: DictConfig | None, runs: int) -> int:
     """Split this machine's cores between the jobs a local parallel launcher runs at once (every
     core for a job that runs alone, or for runs trained together: one computes at a time)."""
-    cores = accel.usable_cores()
+    cores = compute.usable_cores()
     target = "" if launcher is None else str(launcher.get("_target_", ""))
     if "submitit" in target and launcher.get("cpus_per_task"):
         return int(launcher.cpus_per_task)  # what the scheduler gives each job
-    if "joblib" not in target:
+    if "joblib" not in target and "local_parallel" not in target:
         return cores
     n_jobs = int(launcher.get("n_jobs") or -1)
     at_once = min(runs, cores + 1 + n_jobs if n_jobs < 0 else n_jobs)
     return max(1, cores // max(at_once, 1))
 
 
-def _prepare_data(configs: list[DictConfig]) -> None:
-    """Fetch or find each dataset once, here, so a missing one fails before any run starts."""
+def check_fits(configs: list[DictConfig]) -> None:
+    """ConfigError when a run needs more memory than its device has (estimated, nothing built)."""
+    free: dict[str, int | None] = {}
+    for cfg in configs:
+        device = compute.device_type(str(cfg.trainer.device))
+        if device not in free:
+            free[device] = footprint.available_bytes(device)
+        have = free[device]
+        need = footprint.estimate(cfg)
+        if have is not None and need.total > have:
+            m = cfg.model
+            raise ConfigError(
+                f"{m.family}-{m.variant}-{m.depth} needs about {footprint.gigabytes(need.total)} "
+                f"({footprint.count(need.parameters)} parameters with their gradients and momentum, "
+                f"{footprint.gigabytes(need.activation_bytes)} of activations for a batch of "
+                f"{cfg.trainer.batch_size}) and {device} has {footprint.gigabytes(have)} available")
+
+
+def prepare_data(configs: list[DictConfig]) -> None:
+    """Find (or fetch) and read each dataset once, here, so a bad one fails before any run starts."""
     seen = set()
     for cfg in configs:
         key = OmegaConf.to_yaml(cfg.data)
@@ -241,110 +257,99 @@ def default_name(configs: list[DictConfig]) -> str:
     return f"{first.model.family}-{first.data.name}-{digest}"
 
 
-def _finished(run: store.RunDir, status: dict[str, Any]) -> dict[str, Any] | None:
-    """The final metrics row of a run that needs no more training, or None.
-
-    Finished means done (or diverged, which would diverge again) with every epoch row readable.
-    """
-    if status.get("state") not in ("done", "diverged"):
-        return None
-    if status.get("state") == "diverged" and not status.get("epochs_done"):
-        return {}  # blew up in its first epoch: there are no rows to check
-    metrics = store.read_parquet(run.metrics)
-    if metrics is None or len(metrics) != int(status.get("epochs_done", -1)):
-        return None
-    return metrics.iloc[-1].to_dict()
+def _check_writable(runs: list[store.RunDir]) -> None:
+    """StoreError for a run folder that is there but this process may not write."""
+    for run in runs:
+        lock = run.path / "lock"
+        if (run.path.exists() and not os.access(run.path, os.W_OK | os.X_OK)) or (
+                lock.exists() and not os.access(lock, os.W_OK)):
+            raise store.StoreError(f"cannot write to run folder {run.path}; make it writable, then rerun")
 
 
-def _exit_with_parent() -> None:
-    """End this worker when the sweep that started it dies (even by SIGKILL).
-
-    Every file a run writes is replaced atomically and its lock is the kernel's, so ending
-    mid-epoch loses only that epoch, which a rerun trains again.
-    """
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="degrade-parent-watch").start()
+def _sweep_name(spec: SweepSpec, configs: list[DictConfig]) -> str:
+    names = {c.get("name") for c in configs} - {None}
+    if len(names) > 1:
+        raise ConfigError("name takes one value per sweep")
+    name = spec.name or (names.pop() if names else None) or default_name(configs)
+    return store.check_sweep_name(str(name))
 
 
-def _settle_joblib_worker() -> None:
-    """Once per joblib worker process: end it with its sweep, and keep it to one GPU.
-
-    The GPU is chosen before CUDA starts in the worker, from the number of its first job:
-    jobs 0..n-1 start on n different workers, so n workers spread over the GPUs.
-    """
-    from hydra.core.hydra_config import HydraConfig
-
-    if "DEGRADE_WORKER_SETTLED" in os.environ or not HydraConfig.initialized():
-        return
-    hc = HydraConfig.get()
-    if "joblib" not in str(hc.launcher.get("_target_", "")):
-        return
-    os.environ["DEGRADE_WORKER_SETTLED"] = "1"
-    _exit_with_parent()
-    gpu = accel.gpu_for_job(hc.job.num, os.environ.get("CUDA_VISIBLE_DEVICES"), accel.gpu_count())
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-
-
-def run_job(cfg: DictConfig) -> dict[str, Any]:
-    """Hydra's task function: train one run into the store, never raising for the run's sake."""
-    return drain(job_steps(cfg))
-
-
-def job_steps(cfg: DictConfig, settle: bool = True) -> Steps[dict[str, Any]]:
-    """``run_job`` one optimizer step at a time, holding the run's lock throughout.
-
-    ``settle=False`` when the caller interleaves several runs in its own process
-    (``_run_together``) rather than being a launcher's worker.
-    """
-    if settle:
-        _settle_joblib_worker()
-    out = Path(cfg.out)
-    rid = store.run_id(cfg)
-    run = store.RunDir(out, rid)
-    with run.lock():
-        # Under the lock: another sweep may have finished this run while we waited.
-        status = run.status()
-        final = _finished(run, status)
-        if final is not None:
-            result = RunResult(rid, "skipped", int(status.get("epochs_done", 0)), final=final,
-                               path=run.path)
+@contextlib.contextmanager
+def _workers_end_with(pid: int) -> Iterator[None]:
+    """Tell the workers a launcher starts which process they must not outlive."""
+    before = os.environ.get(SWEEP_PID_ENV)
+    os.environ[SWEEP_PID_ENV] = str(pid)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(SWEEP_PID_ENV, None)
         else:
-            try:
-                result = yield from run_steps(cfg, out)
-            except Exception as e:  # noqa: BLE001 - one failed run must not end the sweep
-                msg = f"{e.__class__.__name__}: {e}"
-                run.set_status("failed", error=msg, traceback=traceback.format_exc())
-                result = RunResult(rid, "failed", 0, error=msg, path=run.path)
-    return {"run_id": result.run_id, "state": result.state, "epochs": result.epochs,
-            "final": result.final, "error": result.error}
+            os.environ[SWEEP_PID_ENV] = before
 
 
 def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepResult:
-    """Check, record and launch a sweep; return each run's outcome."""
+    """Check, record and launch a sweep; return each run's outcome.
+
+    Runs the store already holds finished are decided here, from their files, and nothing is
+    launched for them: a finished sweep reruns in the time it takes to read its status files.
+    """
     overrides, configs = plan(spec)
-    out = store.make_out(configs[0].out)
-    name = spec.name or default_name(configs)
+    name = _sweep_name(spec, configs)
+    root = Path(configs[0].out).expanduser().absolute()
     ids = [store.run_id(c) for c in configs]
+    unique = list(dict.fromkeys(ids))
+    finished = {rid: store.RunDir(root, rid).finished() for rid in unique}
+    remaining = [c for c, rid in zip(configs, ids, strict=True) if finished[rid] is None]
+    check_fits(remaining)
+    _check_writable([store.RunDir(root, store.run_id(c)) for c in remaining])
+    prepare_data(remaining)
+    out = store.make_out(root)
     folder = store.write_sweep(out, name, {
         "name": name,
-        "runs": list(dict.fromkeys(ids)),
+        "runs": unique,
         "overrides": overrides,
         "command": " ".join(sys.argv[1:]),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
-    if spec.together is not None:
-        with _watching(out, name, list(dict.fromkeys(ids)), reporter):
-            runs = _run_together(configs, out, name, spec.together)
-        return SweepResult(name, out, folder, runs)
+    results: dict[str, RunResult] = {
+        rid: RunResult(rid, "skipped", int(store.RunDir(out, rid).status().get("epochs_done", 0)),
+                       final=final, path=store.RunDir(out, rid).path)
+        for rid, final in finished.items() if final is not None}
+    if remaining:
+        with _watching(out, name, unique, reporter):
+            if spec.together is not None:
+                launched = _run_together(remaining, out, name, spec.together)
+            else:
+                # Found none finished: the sweeper need not compose every job to check again.
+                own = any(_key(o).startswith(("hydra/sweeper", "hydra.sweeper")) for o in overrides)
+                fresh = len(remaining) == len(configs) and not own
+                check = ["hydra.sweeper.check_store=false"] if fresh else []
+                launched = _multirun(overrides + check, out, name)
+        results.update((r.run_id, r) for r in launched)
+    elif reporter is not None:
+        reporter.sweep_started(name, unique)
+        reporter.update({rid: store.RunDir(out, rid).status() for rid in unique})
+    return SweepResult(name, out, folder, [results[rid] for rid in unique if rid in results])
+
+
+def _register_plugins() -> None:
+    """degrade's sweeper and launcher, registered by hand: Hydra's scan for plugins does not see
+    packages installed in editable mode."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.degrade_plugins.local_parallel import LocalParallelLauncher
+    from hydra_plugins.degrade_plugins.remaining_sweeper import RemainingSweeper
+
+    for plugin in (RemainingSweeper, LocalParallelLauncher):
+        Plugins.instance().register(plugin)
+
+
+def _multirun(overrides: list[str], out: Path, name: str) -> list[RunResult]:
+    """The sweep through Hydra's multirun: its sweeper launches the runs not finished."""
     try:
-        with _watching(out, name, list(dict.fromkeys(ids)), reporter), hydra_context():
+        with hydra_context(), _workers_end_with(os.getpid()):
+            _register_plugins()
             batches = GlobalHydra.instance().hydra.multirun(  # type: ignore[union-attr]
                 config_name=CONFIG_NAME,
                 task_function=run_job,
@@ -357,13 +362,7 @@ def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepRe
         first = (str(e).strip().splitlines() or [""])[0]
         raise LaunchError(f"the launcher stopped ({e.__class__.__name__}: {first}); "
                           "rerun the same command to resume") from None
-    results = []
-    for batch in batches:
-        for job in batch:
-            r = job.return_value
-            results.append(RunResult(r["run_id"], r["state"], r["epochs"], r["final"], r["error"],
-                                     store.RunDir(out, r["run_id"]).path))
-    return SweepResult(name, out, folder, results)
+    return [RunResult.from_dict(job.return_value, out) for batch in batches for job in batch]
 
 
 def _run_together(configs: list[DictConfig], out: Path, name: str, at_once: int) -> list[RunResult]:
@@ -380,8 +379,10 @@ def _run_together(configs: list[DictConfig], out: Path, name: str, at_once: int)
         cfg = copy.deepcopy(cfg)
         cfg.out, cfg.name = str(out), name
         if cfg.trainer.threads is None:  # one run computes at a time: each may use every core
-            cfg.trainer.threads = accel.usable_cores()
+            cfg.trainer.threads = compute.usable_cores()
         pending.append((k, cfg))
+    from degrade import accel  # torch, now that runs train in this process
+
     active: list[tuple[int, Steps[dict[str, Any]], Any]] = []
     returns: dict[int, dict[str, Any]] = {}
     while pending or active:
@@ -396,17 +397,18 @@ def _run_together(configs: list[DictConfig], out: Path, name: str, at_once: int)
                 except StopIteration as stop:
                     returns[k] = stop.value
                     active.remove(slot)
-    return [RunResult(r["run_id"], r["state"], r["epochs"], r["final"], r["error"],
-                      store.RunDir(out, r["run_id"]).path) for _, r in sorted(returns.items())]
+    return [RunResult.from_dict(r, out) for _, r in sorted(returns.items())]
 
 
 def train_one(overrides: list[str], reporter: SweepReporter | None = None) -> RunResult:
     """Train the single run ``overrides`` describe into the store (no launcher)."""
     cfg = compose_run(overrides)
-    _prepare_data([cfg])
-    out = store.make_out(cfg.out)
+    check_fits([cfg])
+    root = Path(cfg.out).expanduser().absolute()
+    _check_writable([store.RunDir(root, store.run_id(cfg))])
+    prepare_data([cfg])
+    out = store.make_out(root)
     cfg.out = str(out)
     with _watching(out, "train", [store.run_id(cfg)], reporter):
         r = run_job(cfg)
-    return RunResult(r["run_id"], r["state"], r["epochs"], r["final"], r["error"],
-                     store.RunDir(out, r["run_id"]).path)
+    return RunResult.from_dict(r, out)

@@ -10,12 +10,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -23,55 +21,18 @@ from omegaconf import DictConfig
 from degrade import accel as accel_mod
 from degrade import diagnostics, environment, hold, tblog
 from degrade.data import Dataset, augment_batch, load_dataset
-from degrade.models import ModelSpec, build_model
+from degrade.job import RunResult, Steps, drain, process_started
+from degrade.models import build_model
+from degrade.spec import model_spec
 from degrade.step import Step, resolve_path
-from degrade.store import RunDir, load_checkpoint, run_id, save_checkpoint, write_parquet_atomic
+from degrade.store import RunDir, load_checkpoint, run_id, save_checkpoint, write_rows_atomic
 
 log = logging.getLogger("degrade")
 EpochCallback = Callable[[dict[str, Any]], None]
-T = TypeVar("T")
-# Training one step at a time: yields after every optimizer step, returns what the whole does.
-Steps = Generator[None, None, T]
-
-
-def drain(steps: Steps[T]) -> T:
-    """Run ``steps`` to the end and return its value."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
-
-
-@dataclass
-class RunResult:
-    """What one run ended with."""
-
-    run_id: str
-    state: str  # done | diverged | failed | skipped
-    epochs: int
-    final: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    path: Path | None = None
 
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-def model_spec(cfg: DictConfig) -> ModelSpec:
-    """The architecture a ``model`` config node describes."""
-    m = cfg.model
-    return ModelSpec(
-        family=m.family,
-        depth=int(m.depth),
-        variant=m.variant,
-        shortcut=str(m.shortcut),
-        norm=m.norm,
-        block=m.block,
-        zero_init_residual=m.zero_init_residual,
-        width=int(m.width),
-    )
 
 
 def lr_at(it: int, total: int, optim: DictConfig) -> float:
@@ -122,8 +83,11 @@ class Trainer:
         self.acc = accel_mod.resolve(t.device, t.precision, t.channels_last)
         accel_mod.apply_numerics(self.acc)
         fmt = torch.channels_last if self.acc.channels_last else None
+        # When each part of the set-up ended (time.time()), for the session's timeline.
+        self.marks = {"job_started": time.time()}
         raw = data if data is not None else load_dataset(cfg.data)
         self.data = raw.to(self.acc.device, memory_format=fmt if cfg.model.family == "cnn" else None)
+        self.marks["data_loaded"] = time.time()
         torch.manual_seed(int(cfg.seed))
         self.model = build_model(model_spec(cfg), self.data.in_shape, self.data.num_classes)
         self.model.to(self.acc.device)
@@ -138,6 +102,7 @@ class Trainer:
             nesterov=bool(o.nesterov),
         )
         self.stepper = Step(self.model, self.opt, self.acc, resolve_path(str(t.path), self.acc.device))
+        self.marks["model_built"] = time.time()
         self.batch = int(t.batch_size)
         self.augment = bool(self.data.augment and cfg.data.augment)
         n = len(self.data.x_train)
@@ -262,9 +227,15 @@ def _row_header(cfg: DictConfig, rid: str, acc: accel_mod.Accel) -> dict[str, An
 
 def _write_layers(run: RunDir, trainer: Trainer) -> None:
     if trainer.layer_rows:
-        frame = pd.DataFrame(trainer.layer_rows)
-        frame.insert(0, "run_id", run.id)
-        write_parquet_atomic(run.layers, frame)
+        write_rows_atomic(run.layers, [{"run_id": run.id, **r} for r in trainer.layer_rows])
+
+
+def _timeline(trainer: Trainer) -> dict[str, float]:
+    """Seconds from this process's start to each part of the run's set-up."""
+    start = process_started()
+    return {"process_started": round(start, 3),
+            **{k: round(v - start, 3) for k, v in trainer.marks.items()},
+            "training_started": round(time.time() - start, 3)}
 
 
 def train_run(
@@ -298,11 +269,13 @@ def run_steps(
             # The checkpoint holds the rows up to its epoch: rewriting the metrics from it
             # drops a row of an epoch that is trained again and mends a damaged file.
             trainer.load_state(ckpt)
-            write_parquet_atomic(run.metrics, pd.DataFrame(trainer.rows))
+            write_rows_atomic(run.metrics, trainer.rows)
             _write_layers(run, trainer)
-        run.begin_session(trainer.epoch, trainer.epochs, environment=environment.of_run(trainer.acc))
-        for w in warnings:
-            log.warning(w)
+        run.begin_session(trainer.epoch, trainer.epochs, environment=environment.of_run(trainer.acc),
+                          timeline=_timeline(trainer))
+        if warnings:
+            # The console shows them from here, whichever process or machine trains the run.
+            run.set_status("running", epochs_done=trainer.epoch, epochs=trainer.epochs, warnings=warnings)
     rows = trainer.rows
     header = _row_header(cfg, rid, trainer.acc)
     where = run.path if run else None
@@ -314,11 +287,12 @@ def run_steps(
                 if run is not None:
                     run.set_status("diverged", error=str(e), epochs_done=trainer.epoch,
                                    epochs=trainer.epochs, warnings=warnings)
-                return RunResult(rid, "diverged", trainer.epoch, rows[-1] if rows else {}, str(e), where)
+                return RunResult(rid, "diverged", trainer.epoch, rows[-1] if rows else {}, str(e), where,
+                                 warnings)
             rows.append(row)
             if run is not None:
                 save_checkpoint(run.checkpoint, trainer.state())
-                write_parquet_atomic(run.metrics, pd.DataFrame(rows))
+                write_rows_atomic(run.metrics, rows)
                 _write_layers(run, trainer)
                 run.set_status("running", epochs_done=trainer.epoch, epochs=trainer.epochs,
                                train_error=row["train_error"], warnings=warnings)
@@ -331,4 +305,4 @@ def run_steps(
         run.set_status("done", epochs_done=trainer.epoch, epochs=trainer.epochs,
                        train_error=final.get("train_error"), test_error=final.get("test_error"),
                        warnings=warnings)
-    return RunResult(rid, "done", trainer.epoch, final, None, where)
+    return RunResult(rid, "done", trainer.epoch, final, None, where, warnings)

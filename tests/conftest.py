@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,3 +60,43 @@ def run_subprocess(args: list[str], cwd: Path, timeout: float = 300) -> subproce
 def files_under(path: Path) -> set[Path]:
     """Every file and folder below ``path`` (empty when it does not exist)."""
     return set(path.rglob("*")) if path.exists() else set()
+
+
+def session_processes(sid: int) -> list[int]:
+    """Live (not zombie) processes of session ``sid``, from /proc."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # fields[0]: state; [3]: session
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+@contextlib.contextmanager
+def unwritable(path: Path) -> Iterator[None]:
+    """``path`` (a folder) made unwritable, even for root (immutable) where chattr exists."""
+    if os.geteuid() == 0:
+        if not shutil.which("chattr") or subprocess.run(["chattr", "+i", str(path)]).returncode:
+            pytest.skip("running as root without chattr: cannot make a folder unwritable")
+        undo = ["chattr", "-i", str(path)]
+    else:
+        mode = path.stat().st_mode
+        path.chmod(0o555)
+        undo = None
+    try:
+        try:
+            (path / ".probe").touch()
+        except OSError:
+            pass
+        else:
+            (path / ".probe").unlink()
+            pytest.skip("this file system lets the folder be written anyway")
+        yield
+    finally:
+        if undo:
+            subprocess.run(undo, check=True)
+        else:
+            path.chmod(mode)

@@ -99,6 +99,28 @@ BAD = [
     (["plot", "--kind", "grid", "--y", "optim.lr"], "no sweeps"),
     (["plot", "--sweep", "nope"], "no sweep named 'nope'"),
     (["plot", "--format", "gif"], "unknown format 'gif'"),
+    # A sweep's name stays inside <out>/sweeps/, however it is given.
+    (["sweep", "--depths", "8", "--name", "../../escape"], "must be a plain folder name"),
+    (["sweep", "--depths", "8", "--name", "/tmp/degrade-escape"], "must be a plain folder name"),
+    (["sweep", "--depths", "8", "name=../escape"], "must be a plain folder name"),
+    (["plot", "--sweep", "../x"], "must be a plain folder name"),
+    # Values of the right type that cannot train are refused like --epochs 0.
+    (["sweep", "--depths", "8", "optim.lr=nan"], "optim.lr must be a finite number above 0, got nan"),
+    (["sweep", "--depths", "8", "optim.lr=inf"], "optim.lr must be a finite number above 0, got inf"),
+    (["sweep", "--depths", "8", "optim.lr=-0.1"], "optim.lr must be a finite number above 0"),
+    (["sweep", "--depths", "8", "optim.momentum=1"], "optim.momentum must be in [0, 1), got 1"),
+    (["sweep", "--depths", "8", "optim.momentum=-0.5"], "optim.momentum must be in [0, 1)"),
+    (["sweep", "--depths", "8", "optim.weight_decay=-1e-4"], "optim.weight_decay must be a finite number"),
+    (["sweep", "--epochs", "0"], "trainer.epochs must be 1 or more, got 0"),
+    (["sweep", "--seeds", "0,-1"], "seed must be 0 or more, got -1"),
+    (["train", "seed=-3"], "seed must be 0 or more, got -3"),
+    # Unknown keys, however they are spelled.
+    (["sweep", "+foo=1"], "unknown config key 'foo'"),
+    (["sweep", "++foo=1"], "unknown config key 'foo'"),
+    (["sweep", "+trainer.speed=2"], "unknown config key 'trainer.speed'"),
+    (["sweep", "~optim.lr"], "config keys cannot be removed"),
+    # A network that cannot fit in memory is refused before it is built.
+    (["sweep", "--depths", "999998"], "cnn-plain-999998 needs about"),
 ]
 
 
@@ -127,3 +149,16 @@ def test_unwritable_output_folder(tmp_path, capsys):
     blocker.write_text("x")
     code, _, err = run_cli(["sweep", "--depths", "8", "--out", str(blocker / "o")], capsys)
     assert code == 2 and "cannot write to output folder" in err
+
+
+def test_config_errors_are_found_without_importing_torch(tmp_path):
+    import subprocess
+    import sys
+
+    probe = ("import sys; from degrade.cli import main; rc = main(sys.argv[1:]); "
+             "print('torch imported:', 'torch' in sys.modules); sys.exit(rc)")
+    for args in (["sweep", "--depths", "7"], ["sweep", "optim.lr=nan"], ["train", "+foo=1"],
+                 ["sweep", "--depths", "999998"]):
+        r = subprocess.run([sys.executable, "-c", probe, *args], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 2 and "torch imported: False" in r.stdout, (args, r.stdout, r.stderr)

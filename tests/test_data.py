@@ -117,3 +117,19 @@ def test_augment_keeps_channels_last():
     x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     y = augment_batch(x, torch.Generator().manual_seed(0))
     assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize(("fraction", "seed"), [(0.2, 0), (0.33, 5)])
+def test_digits_split_is_exactly_scikit_learns_without_importing_it(fraction, seed):
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sklearn_digits()
+    x = bunch.images.astype(np.float32)[:, None, :, :] / 16.0
+    x_tr, x_te, y_tr, y_te = train_test_split(x, bunch.target.astype(np.int64), test_size=fraction,
+                                              random_state=seed, stratify=bunch.target)
+    mean, std = x_tr.mean(), x_tr.std()
+    ds = load_digits(fraction, seed)
+    for got, want in ((ds.x_train, (x_tr - mean) / std), (ds.y_train, y_tr),
+                      (ds.x_test, (x_te - mean) / std), (ds.y_test, y_te)):
+        assert np.array_equal(got.numpy(), want)

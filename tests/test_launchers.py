@@ -22,7 +22,7 @@ def basic_store(tmp_path_factory):
     return cwd / "basic"
 
 
-@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+@pytest.mark.parametrize("launcher", ["local_parallel", "joblib", "submitit_local"])
 def test_local_launchers_fill_the_store_like_the_basic_one(launcher, tmp_path, basic_store):
     other = run_subprocess([*GRID, "--out", "other", f"hydra/launcher={launcher}"], cwd=tmp_path)
     assert other.returncode == 0, other.stderr
@@ -129,3 +129,112 @@ def test_workers_of_a_killed_sweep_stop_training(tmp_path):
     settled = epochs()
     time.sleep(4)
     assert epochs() == settled < 80
+
+
+def _results(out) -> dict[str, pd.DataFrame]:
+    return {p.parent.name: pd.read_parquet(p)[COLUMNS] for p in sorted(out.glob("runs/*/metrics.parquet"))}
+
+
+def test_sigkill_between_worker_start_and_first_job_leaves_no_process_and_reruns_identically(tmp_path):
+    """The sweep is killed while its workers are held, on purpose, before their first job."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from degrade.pool import HOLD_ENV
+    from tests.conftest import session_processes
+
+    grid = [*GRID[:-1], "--epochs", "2", "trainer.threads=1", "trainer.precision=fp32",
+            "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2"]
+    ref = run_subprocess([*grid, "--out", "ref"], cwd=tmp_path)
+    assert ref.returncode == 0, ref.stderr
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", HOLD_ENV: str(hold)}
+    stderr = (tmp_path / "stderr").open("w")
+    sweep = subprocess.Popen([sys.executable, "-m", "degrade", *grid, "--out", "killed"], cwd=tmp_path,
+                             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.time() + 120
+    while len(list(hold.glob("*.ready"))) < 2 and sweep.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    workers = [int(p.stem) for p in hold.glob("*.ready")]
+    assert len(workers) == 2 and sweep.poll() is None, "the workers never reached their first job"
+    assert set(workers) <= set(session_processes(sweep.pid))
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    deadline = time.time() + 5
+    while session_processes(sweep.pid) and time.time() < deadline:
+        time.sleep(0.05)
+    assert session_processes(sweep.pid) == []
+    # Nothing left for a resource tracker to clean up or warn about (semaphores, shared memory).
+    stderr.close()
+    assert "leaked" not in (tmp_path / "stderr").read_text()
+    pids = [str(p) for p in (sweep.pid, *workers)]
+    shm = os.listdir("/dev/shm") if os.path.isdir("/dev/shm") else []
+    assert [e for e in shm if any(p in e for p in pids)] == []
+    assert list((tmp_path / "killed").glob("runs/*/*.parquet")) == []  # no job had begun
+
+    rerun = run_subprocess([*grid, "--out", "killed"], cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    got, want = _results(tmp_path / "killed"), _results(tmp_path / "ref")
+    assert got.keys() == want.keys() and len(want) == 2
+    for rid in want:
+        pd.testing.assert_frame_equal(got[rid], want[rid])
+
+
+def test_a_finished_sweep_reruns_without_launching_or_importing_torch(tmp_path):
+    import subprocess
+    import sys
+
+    args = [*GRID, "--out", "o", "--name", "done"]
+    assert run_subprocess(args, cwd=tmp_path).returncode == 0
+    multirun = tmp_path / "o" / "sweeps" / "done" / "multirun.yaml"
+    stamp = multirun.stat().st_mtime_ns
+    probe = ("import sys; from degrade.cli import main; rc = main(sys.argv[1:]); "
+             "print('torch imported:', 'torch' in sys.modules); sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", probe, *args], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "2 runs (2 skipped)" in r.stdout and "torch imported: False" in r.stdout
+    assert multirun.stat().st_mtime_ns == stamp  # Hydra's multirun did not even start
+    assert sorted(json.loads((multirun.parent / "sweep.json").read_text())["runs"]) == sorted(
+        p.name for p in (tmp_path / "o" / "runs").iterdir())
+
+
+def test_only_the_runs_not_finished_are_launched(tmp_path, monkeypatch, capsys):
+    import degrade.sweep
+    from tests.conftest import run_cli
+
+    args = [*GRID, "--out", str(tmp_path / "o"), "--name", "part", "hydra/launcher=basic"]
+    assert run_cli(args, capsys)[0] == 0
+    first = sorted((tmp_path / "o" / "runs").iterdir())
+    # One run's status says it never finished: only that run is launched again.
+    status = first[0] / "status.json"
+    status.write_text(json.dumps({**json.loads(status.read_text()), "state": "running"}))
+    launched = []
+    real = degrade.sweep.run_job
+    monkeypatch.setattr(degrade.sweep, "run_job", lambda cfg: launched.append(cfg.model.variant) or real(cfg))
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert launched == [first[0].name.split("-")[1]]
+    assert "2 runs (1 done, 1 skipped)" in out or "2 runs (1 skipped, 1 done)" in out
+    record = json.loads((tmp_path / "o" / "sweeps" / "part" / "sweep.json").read_text())
+    assert sorted(record["runs"]) == [p.name for p in first]
+
+
+def test_a_joblib_worker_whose_sweep_is_gone_ends_before_its_first_job():
+    """A worker compares its parent with the sweep's pid from its environment, not with the
+    parent it finds at its first job (init, once the sweep is dead)."""
+    import os
+    import subprocess
+    import sys
+
+    from degrade.job import SWEEP_PID_ENV
+
+    probe = "from degrade.job import _exit_with_parent; _exit_with_parent(); print('trains')"
+    for sweep_pid, alive in ((os.getpid(), True), (os.getpid() + 1_000_000, False)):
+        env = {**os.environ, SWEEP_PID_ENV: str(sweep_pid)}
+        r = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+        assert (r.returncode == 0 and "trains" in r.stdout) is alive, (sweep_pid, r.stdout, r.stderr)

@@ -157,3 +157,87 @@ def test_corrupt_cifar_archive_fails_before_anything_is_written(tmp_path, capsys
     assert code == 2 and "does not match the published checksum" in err
     assert len(err.strip().splitlines()) == 1
     assert set(tmp_path.rglob("*")) == before
+
+
+def test_damaged_metrics_are_named_by_every_reader_and_ls_says_so(tmp_path, capsys):
+    out = tmp_path / "o"
+    args = ["sweep", "--depths", "8", "--variants", "plain", "--seeds", "0,1", "--epochs", "1",
+            "trainer.threads=1", "--out", str(out), "--name", "two", "hydra/launcher=basic"]
+    assert run_cli(args, capsys)[0] == 0
+    damaged = sorted((out / "runs").iterdir())[0]
+    metrics = damaged / "metrics.parquet"
+    metrics.write_bytes(metrics.read_bytes()[:60])
+    for command in (["summary"], ["plot"], ["plot", "--kind", "depth"]):
+        code, stdout, err = run_cli([*command, "--out", str(out)], capsys)
+        assert code == 0, err
+        assert f"could not read run {damaged.name}: metrics.parquet unreadable" in err
+        assert "rebuilds it from the checkpoint" in err
+    code, stdout, _ = run_cli(["ls", "--out", str(out)], capsys)
+    row = next(line for line in stdout.splitlines() if damaged.name[:20] in line)
+    assert "damaged" in row and "done" not in row
+    # The rerun the message asks for rebuilds it; then every reader is whole again.
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0 and "could not read" not in err
+    code, stdout, err = run_cli(["summary", "--out", str(out)], capsys)
+    (row,) = [line for line in stdout.splitlines() if "plain" in line]
+    assert code == 0 and err == "" and row.split("│")[3].strip() == "2"  # both seeds counted
+
+
+def test_a_repaired_checkpoint_is_said_on_the_console_whichever_process_trains_it(tmp_path):
+    out = tmp_path / "o"
+    args = ["sweep", "--depths", "8", "--epochs", "3", "trainer.threads=1", "--out", str(out),
+            "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2"]
+    assert run_subprocess(args, cwd=tmp_path).returncode == 0
+    run = sorted((out / "runs").iterdir())[0]
+    (run / "checkpoint.pt").write_bytes(b"\0" * 100)
+    (run / "metrics.parquet").unlink()
+    status = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps({**status, "state": "running", "epochs_done": 2}))
+    r = run_subprocess(args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"warning: run {run.name}: damaged checkpoint {run / 'checkpoint.pt'}" in r.stderr
+    assert r.stderr.count("damaged checkpoint") == 1
+    assert json.loads((run / "status.json").read_text())["sessions"][-1]["from_epoch"] == 2
+
+
+def test_a_corrupt_extracted_cifar_batch_fails_before_anything_runs(tmp_path, capsys, monkeypatch):
+    import tarfile
+
+    from tests.cifar_archive import write_archive
+
+    monkeypatch.chdir(tmp_path)
+    archive, _ = write_archive(tmp_path / "src")
+    root = tmp_path / "data"
+    with tarfile.open(archive) as tar:
+        tar.extractall(root, filter="data")
+    batch = root / "cifar-10-batches-py" / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:200])
+    code, _, err = run_cli(["sweep", "--depths", "8", "data=cifar10", f"data.root={root}",
+                            "data.download=false", "trainer.epochs=1"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"cannot read CIFAR batch {batch}" in err
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_an_unwritable_run_folder_is_refused_with_what_to_do(tmp_path, capsys):
+    from tests.conftest import unwritable
+
+    out = tmp_path / "o"
+    args = ["sweep", "--depths", "8", "--variants", "plain", "--epochs", "2", "trainer.threads=1",
+            "--out", str(out)]
+    assert run_cli(args, capsys)[0] == 0
+    (run,) = (out / "runs").iterdir()
+    status = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps({**status, "state": "running", "epochs_done": 1}))
+    with unwritable(run):
+        code, _, err = run_cli(args, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"cannot write to run folder {run}" in err and "make it writable" in err
+    assert "rerun the same command" not in err
+
+
+def test_each_session_records_where_its_set_up_time_went(tmp_path, capsys):
+    _, run, _ = _one_finished_run(tmp_path / "o", 1, capsys)
+    timeline = json.loads((run / "status.json").read_text())["sessions"][-1]["timeline"]
+    marks = [timeline[k] for k in ("job_started", "data_loaded", "model_built", "training_started")]
+    assert marks == sorted(marks) and marks[0] >= 0 and timeline["process_started"] > 0

@@ -16,7 +16,7 @@ def test_parquet_rewrite_is_atomic_when_the_writer_dies(tmp_path, monkeypatch):
             f.write(b"PAR1 half a file")
         raise OSError("disk gone")
 
-    monkeypatch.setattr(store.pq, "write_table", crash)
+    monkeypatch.setattr("pyarrow.parquet.write_table", crash)
     with pytest.raises(OSError):
         store.write_parquet_atomic(path, pd.DataFrame({"epoch": [1, 2], "train_error": [0.5, 0.4]}))
     # The old file is whole, and no temporary file is left beside it.

@@ -1,0 +1,72 @@
+"""Compute settings by name (device, precision, step path) and what this machine offers.
+
+A config names its device, precision and step path; they are checked here on those names, so
+a bad one is refused before torch is imported. Torch is asked about a GPU only when the torch
+installed here could have one (a CPU-only build says so in its version).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import sys
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16")
+PATHS = ("auto", "exact", "eager", "graph")
+
+
+class AccelError(ValueError):
+    """A device or precision that this machine cannot give."""
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def torch_may_have_gpu() -> bool:
+    """False only for a CPU-only torch build away from macOS: no CUDA and no MPS to ask about."""
+    if sys.platform == "darwin":
+        return True
+    try:
+        version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return True  # unknown build: let torch answer
+    # CPU-only wheels carry the local version label "+cpu" (e.g. 2.13.0+cpu).
+    return not version.endswith("+cpu")
+
+
+def device_type(name: str) -> str:
+    """The device type (``cpu``, ``cuda``, ``mps``) the device name ``name`` resolves to.
+
+    ``auto`` picks CUDA, then MPS, then the CPU; a named device must be present (AccelError).
+    """
+    if name not in DEVICES:
+        raise AccelError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
+    if name == "cpu" or (name == "auto" and not torch_may_have_gpu()):
+        return "cpu"
+    if not torch_may_have_gpu():
+        if name == "cuda":
+            raise AccelError("device cuda was asked for but no CUDA GPU is available")
+        raise AccelError("device mps was asked for but MPS is not available")
+    from degrade.accel import resolve_device
+
+    return resolve_device(name).type
+
+
+def check_precision(name: str) -> None:
+    """AccelError unless ``name`` is a precision there is."""
+    if name not in PRECISIONS:
+        raise AccelError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
+
+
+def check_path(name: str, device: str) -> None:
+    """AccelError unless step path ``name`` exists and can run on device type ``device``."""
+    if name not in PATHS:
+        raise AccelError(f"unknown step path {name!r}; choose one of {', '.join(PATHS)}")
+    if name == "graph" and device != "cuda":
+        raise AccelError(f"trainer.path=graph needs a CUDA device, this run is on {device}")

@@ -1,0 +1,237 @@
+"""A small pool of worker processes on this machine, for a sweep's jobs.
+
+Each worker is ``python -m degrade.pool``, started with two pipes: jobs come in on one,
+results go back on the other, one pickled message at a time. No semaphores, no shared memory,
+no helper processes: a pool leaves nothing behind in ``/dev/shm``.
+
+A worker ends with the process that started it, even when that one is killed with SIGKILL:
+the kernel closes the job pipe of a dead process, the worker reads end-of-file on it, and a
+thread that does nothing but wait for that ends the worker at once, whatever it was doing
+(importing torch, waiting for its first job, training). A run's files are replaced atomically
+and its lock is the kernel's, so that loses only the epoch in flight, which a rerun trains again.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import queue
+import selectors
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+# Tests set this to a folder: each worker then writes ``<pid>.ready`` there once it watches
+# its parent, and waits for a file named ``go`` before it takes a job. The moment between a
+# worker's start and its first job can then be held on purpose instead of hit by chance.
+HOLD_ENV = "DEGRADE_POOL_HOLD"
+_HEADER = struct.Struct(">Q")
+
+
+def _send(f: IO[bytes], message: Any) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    f.write(_HEADER.pack(len(data)) + data)
+    f.flush()
+
+
+def _receive(f: IO[bytes]) -> bytes:
+    """The next message's bytes; EOFError when the other end has closed the pipe."""
+    header = f.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        raise EOFError
+    size = _HEADER.unpack(header)[0]
+    data = f.read(size)
+    if len(data) < size:
+        raise EOFError
+    return data
+
+
+@dataclass
+class Outcome:
+    """What one job gave: its return value, or the exception it raised."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+
+class WorkerDied(RuntimeError):
+    """A worker process ended in the middle of a job (killed, out of memory)."""
+
+
+class _Worker:
+    """One worker process and the parent's ends of its pipes."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        job_r, job_w = os.pipe()
+        result_r, result_w = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "degrade.pool", str(job_r), str(result_w)],
+                pass_fds=(job_r, result_w), env=env, stdin=subprocess.DEVNULL)
+        finally:
+            os.close(job_r)
+            os.close(result_w)
+        self.jobs = os.fdopen(job_w, "wb")
+        self.results = os.fdopen(result_r, "rb")
+        self.job: int | None = None  # index of the job it is running
+
+    def give(self, index: int, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.job = index
+        _send(self.jobs, (fn, args))
+
+    def stop(self, wait: float) -> None:
+        """Close its job pipe (an idle worker then exits) and make sure it is gone."""
+        for f in (self.jobs, self.results):
+            try:
+                f.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Pool:
+    """Up to ``workers`` worker processes, started at once (they import while the caller does
+    other work); ``env(k)`` gives worker ``k``'s environment (default: this process's)."""
+
+    def __init__(self, workers: int, env: Callable[[int], dict[str, str]] | None = None) -> None:
+        self.env = env
+        self.started = 0
+        self.idle: list[_Worker] = []
+        for _ in range(workers):
+            self.idle.append(self._start())
+
+    def _start(self) -> _Worker:
+        w = _Worker(self.env(self.started) if self.env else dict(os.environ))
+        self.started += 1
+        return w
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the workers: idle ones exit when their job pipe closes."""
+        for w in self.idle:
+            w.stop(wait=5.0)
+        self.idle = []
+
+    def map(self, fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> list[Outcome]:
+        """``fn(*args)`` for each ``args`` of ``jobs``; the outcomes in the order of ``jobs``.
+
+        A job that raises gives its exception; a worker that dies mid-job fails that job with
+        WorkerDied and the rest go on in a new worker.
+        """
+        outcomes: list[Outcome | None] = [None] * len(jobs)
+        pending = list(range(len(jobs)))
+        busy: list[_Worker] = []
+        sel = selectors.DefaultSelector()
+
+        def feed(w: _Worker) -> None:
+            if pending:
+                i = pending.pop(0)
+                w.give(i, fn, tuple(jobs[i]))
+                busy.append(w)
+                sel.register(w.results, selectors.EVENT_READ, w)
+            else:
+                w.job = None
+                self.idle.append(w)
+
+        def done(w: _Worker) -> None:
+            sel.unregister(w.results)
+            busy.remove(w)
+
+        try:
+            workers, self.idle = self.idle, []
+            for w in workers:
+                feed(w)
+            while any(o is None for o in outcomes):
+                if not busy:  # every worker died and none could be fed
+                    feed(self._start())
+                for key, _ in sel.select():
+                    w: _Worker = key.data
+                    done(w)
+                    try:
+                        data = _receive(w.results)
+                    except (EOFError, OSError):
+                        code = w.proc.wait()
+                        how = f"signal {-code}" if code < 0 else f"exit code {code}"
+                        outcomes[w.job] = Outcome(error=WorkerDied(f"a worker process ended ({how})"))  # type: ignore[index]
+                        w.stop(wait=0.0)
+                        if pending:
+                            feed(self._start())
+                        continue
+                    try:
+                        ok, payload = pickle.loads(data)
+                    except Exception as e:  # noqa: BLE001 - e.g. an exception type that cannot be rebuilt
+                        ok, payload = False, RuntimeError(f"a job's result could not be read back: {e}")
+                    outcomes[w.job] = Outcome(value=payload) if ok else Outcome(error=payload)  # type: ignore[index]
+                    feed(w)
+        finally:
+            sel.close()
+            # Workers still busy (an interrupted sweep) are stopped; their epoch in flight is
+            # trained again by a rerun.
+            for w in busy:
+                w.stop(wait=0.0)
+        return [o if o is not None else Outcome(error=WorkerDied("no result")) for o in outcomes]
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def _watch_parent(jobs: IO[bytes], inbox: queue.Queue) -> None:
+    """Pass jobs on to the main thread; at end-of-file (the parent is gone) end the process."""
+    while True:
+        try:
+            message = pickle.loads(_receive(jobs))
+        except (EOFError, OSError):
+            # No flushing or clean-up: whatever the main thread holds (a run's lock, half an
+            # epoch) is let go by the kernel, and a rerun repeats the lost epoch exactly.
+            os._exit(0)
+        inbox.put(message)
+
+
+def _hold(folder: str) -> None:
+    here = Path(folder)
+    (here / f"{os.getpid()}.ready").write_text("")
+    while not (here / "go").exists():
+        time.sleep(0.05)
+
+
+def worker(job_fd: int, result_fd: int) -> None:
+    """A worker's life: watch the parent from the first instant, then run jobs until it goes."""
+    jobs = os.fdopen(job_fd, "rb")
+    results = os.fdopen(result_fd, "wb")
+    inbox: queue.Queue = queue.Queue()
+    threading.Thread(target=_watch_parent, args=(jobs, inbox), daemon=True,
+                     name="degrade-parent-watch").start()
+    if os.environ.get(HOLD_ENV):
+        _hold(os.environ[HOLD_ENV])
+    while True:
+        fn, args = inbox.get()
+        try:
+            reply = (True, fn(*args))
+        except Exception as e:  # noqa: BLE001 - the parent decides what a failed job means
+            reply = (False, e)
+        try:
+            _send(results, reply)
+        except (pickle.PicklingError, TypeError, AttributeError) as e:
+            _send(results, (False, RuntimeError(f"a job's result could not be sent back: {e}")))
+
+
+if __name__ == "__main__":
+    # Ctrl-C reaches the whole process group; the sweep's process decides what happens then.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker(int(sys.argv[1]), int(sys.argv[2]))

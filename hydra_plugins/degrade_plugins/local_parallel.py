@@ -1,0 +1,111 @@
+"""Local parallel jobs for Hydra: ``hydra/launcher=local_parallel``, degrade's process pool.
+
+Each job's config is composed here, in the sweep's process, as Hydra's own launchers do; the
+pool's workers receive the job's config ready to run and call the task function on it.
+Workers end with the sweep's process however it ends (see ``degrade.pool``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+
+class LocalParallelLauncher(Launcher):
+    """Up to ``n_jobs`` jobs at once in worker processes on this machine (-1: one per core)."""
+
+    def __init__(self, n_jobs: int = -1) -> None:
+        super().__init__()
+        self.n_jobs = int(n_jobs)
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        """Keep what Hydra gives every launcher: its context, the task and the sweep's config."""
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        """Run the jobs in the pool's workers; their returns in the order of ``job_overrides``."""
+        from degrade import pool
+        from degrade.compute import usable_cores
+
+        setup_globals()
+        assert self.config is not None and self.task_function is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        cores = usable_cores()
+        # joblib's reading of n_jobs, which the cores' split between jobs also follows: -1 is one
+        # per core, -2 all cores but one, and so on.
+        n_jobs = cores + 1 + self.n_jobs if self.n_jobs < 0 else self.n_jobs
+        at_once = max(1, min(len(job_overrides), n_jobs))
+        # Started first: a worker takes seconds to import torch; the jobs are composed meanwhile.
+        with pool.Pool(at_once, env=_worker_env(self.config, at_once, cores)) as workers:
+            sweep_configs, tasks = self._compose(job_overrides, initial_job_idx)
+            outcomes = workers.map(self.task_function, [(t,) for t in tasks])
+        failed = [o.error for o in outcomes if o.error is not None]
+        if failed:
+            # As joblib's launcher does: the sweep sees the job's own error (a full disk, a
+            # worker killed), raised here once every other job has had its turn.
+            raise failed[0]
+        returns = []
+        for overrides, sweep_config, task, outcome in zip(job_overrides, sweep_configs, tasks, outcomes,
+                                                          strict=True):
+            ret = JobReturn(overrides=list(overrides), cfg=task, hydra_cfg=sweep_config,
+                            working_dir=os.getcwd(), task_name=sweep_config.hydra.job.name,
+                            status=JobStatus.COMPLETED)
+            ret.return_value = outcome.value
+            returns.append(ret)
+        return returns
+
+    def _compose(self, job_overrides: Sequence[Sequence[str]],
+                 initial_job_idx: int) -> tuple[list[DictConfig], list[DictConfig]]:
+        """Each job's config with Hydra's part (as Hydra's launchers compose it) and without."""
+        assert self.config is not None and self.hydra_context is not None
+        sweep_configs, tasks = [], []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
+                sweep_config.hydra.job.num = idx
+            task = copy.deepcopy(sweep_config)
+            with read_write(task), open_dict(task):
+                del task["hydra"]
+            # Resolved here, where Hydra's resolvers and degrade's are registered.
+            OmegaConf.resolve(task)
+            sweep_configs.append(sweep_config)
+            tasks.append(task)
+        return sweep_configs, tasks
+
+
+def _worker_env(config: DictConfig, at_once: int, cores: int) -> Callable[[int], dict[str, str]]:
+    """Each worker's environment: BLAS/OpenMP pools sized to its share of the cores, and on
+    several GPUs, one GPU per worker (chosen before CUDA starts in it)."""
+    from degrade.compute import device_type
+
+    base = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        base.setdefault(var, str(max(1, cores // max(at_once, 1))))
+    gpus = 0
+    if device_type(str(config.trainer.device)) == "cuda":
+        from degrade import accel
+
+        gpus = accel.gpu_count()
+
+    def env(k: int) -> dict[str, str]:
+        if not gpus:
+            return base
+        from degrade.accel import gpu_for_job
+
+        gpu = gpu_for_job(k, base.get("CUDA_VISIBLE_DEVICES"), gpus)
+        return {**base, "CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else base
+
+    return env

@@ -1,0 +1,45 @@
+"""Hydra's basic sweeper, launching only the jobs whose runs the store does not hold finished.
+
+A run is finished when its status is final and its files read (``RunDir.finished``); such a
+job would only be skipped where it lands, after a launcher spent a process (or a SLURM array
+task) on it. Jobs keep the grid's order; the skipped ones simply are not launched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+
+class RemainingSweeper(BasicSweeper):
+    """BasicSweeper whose job list leaves out the runs already finished in the run store.
+
+    ``check_store=false`` launches every job: for a caller that has just found none finished.
+    """
+
+    def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None,
+                 check_store: bool = True) -> None:
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.check_store = check_store
+
+    def split_arguments(self, overrides: Any, max_batch_size: int | None) -> list[list[list[str]]]:  # type: ignore[override]
+        """The basic sweeper's batches of jobs, less those whose runs are finished."""
+        every = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+        jobs = [job for job in every if not (self.check_store and self._finished(job))]
+        if not jobs:
+            return []
+        return list(BasicSweeper.split_overrides_to_chunks(jobs, max_batch_size))
+
+    def validate_batch_is_legal(self, batch: Any) -> None:
+        # Checking the store composed every job already; a job that cannot compose failed there.
+        if not self.check_store:
+            super().validate_batch_is_legal(batch)
+
+    def _finished(self, job: list[str]) -> bool:
+        from degrade import store
+
+        assert self.hydra_context is not None and self.config is not None
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
+        return store.RunDir(Path(str(cfg.out)), store.run_id(cfg)).finished() is not None
