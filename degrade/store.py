@@ -116,11 +116,16 @@ def write_parquet_atomic(path: Path, frame: pd.DataFrame) -> None:
 
 
 def write_rows_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Replace ``path`` with ``rows`` (one dict per row, the same keys) as Parquet, atomically."""
+    """Replace ``path`` with ``rows`` (one dict per row) as Parquet, atomically.
+
+    The columns are every key any row has, in the order they first appear (a missing value is
+    null): rows a checkpoint kept from an older version of degrade lack the newer columns.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pylist(rows)
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    table = pa.Table.from_pydict({c: [r.get(c) for r in rows] for c in columns})
     atomic_write(path, lambda p: pq.write_table(table, p))
 
 

@@ -63,3 +63,14 @@ def test_unwritable_output_folder_is_a_store_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(store.StoreError, match="cannot write"):
         store.make_out(blocker / "out")
+
+
+def test_rows_of_an_older_checkpoint_keep_the_newer_columns(tmp_path):
+    from degrade.store import read_parquet, write_rows_atomic
+
+    # A run resumed from a checkpoint written before a column existed: its first rows lack it.
+    rows = [{"epoch": 1, "train_loss": 2.0}, {"epoch": 2, "train_loss": 1.5, "ended": 100.0}]
+    write_rows_atomic(tmp_path / "m.parquet", rows)
+    frame = read_parquet(tmp_path / "m.parquet")
+    assert list(frame.columns) == ["epoch", "train_loss", "ended"]
+    assert frame["ended"].isna().tolist() == [True, False] and frame["ended"].iloc[1] == 100.0
