@@ -7,11 +7,14 @@ from dataclasses import dataclass
 
 import torch
 
+from degrade import compute
+
 # The names and the machine facts need no torch; they live in compute (re-exported here).
 from degrade.compute import (  # noqa: F401
     DEVICES,
     PRECISIONS,
     AccelError,
+    cpu_has_native_bf16,
     usable_cores,
 )
 
@@ -48,27 +51,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def cpu_has_native_bf16() -> bool:
-    """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX), per /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def resolve_precision(name: str, device: torch.device) -> str:
     """``auto``: bf16 on CUDA and on CPUs with native bf16, else fp32."""
-    if name not in PRECISIONS:
-        raise AccelError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
-    if name != "auto":
-        return name
-    if device.type == "cuda":
-        return "bf16"
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return "bf16"
-    return "fp32"
+    return compute.resolve_precision(name, device.type)
 
 
 def resolve(device: str, precision: str, channels_last: bool | None = None) -> Accel:

@@ -184,7 +184,7 @@ def _print_summary(out: str, name: str | None) -> None:
     table = report.summarize(data.metrics, data.keys)
     multi = bool((table["seeds"] > 1).any())
     paper = bool(table["paper_test_error"].notna().any())
-    t = Table(title=f"sweep {data.name}: final errors (%), {report.describe(data.metrics)}")
+    t = Table(title=f"sweep {data.name}: final errors (%), {report.describe(data)}")
     columns = [*data.keys, "variant", "depth", "seeds", "epochs", "train error", "test error"]
     columns += ["paper test error", "test - paper"] if paper else []
     for col in (*columns, "diverged"):
@@ -207,7 +207,7 @@ def _print_summary(out: str, name: str | None) -> None:
         pub = report.published()
         out_console.print(f"paper: {pub['metric']}, {pub['source']}", highlight=False)
     for line in report.verdicts(table, data.keys):
-        out_console.print(line, highlight=False)
+        out_console.print(f"{line} ({report.numerics(data)})", highlight=False)
 
 
 @app.command()

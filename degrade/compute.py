@@ -64,6 +64,27 @@ def check_precision(name: str) -> None:
         raise AccelError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
 
 
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX), per /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(name: str, device: str) -> str:
+    """The precision a run on device type ``device`` computes in: ``auto`` is bf16 on CUDA and
+    on CPUs with native bf16, fp32 elsewhere; ``fp32`` and ``bf16`` are themselves."""
+    check_precision(name)
+    if name != "auto":
+        return name
+    if device == "cuda" or (device == "cpu" and cpu_has_native_bf16()):
+        return "bf16"
+    return "fp32"
+
+
 def check_path(name: str, device: str) -> None:
     """AccelError unless step path ``name`` exists and can run on device type ``device``."""
     if name not in PATHS:

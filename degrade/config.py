@@ -193,6 +193,18 @@ def compose_run(overrides: list[str]) -> DictConfig:
         raise ConfigError(one_line(e)) from None
     _refuse_unknown_keys(combos[0])
     validate(cfg)
+    return pin_precision(cfg)
+
+
+def pin_precision(cfg: DictConfig) -> DictConfig:
+    """Resolve ``trainer.precision=auto`` in place to what this machine computes the run in.
+
+    The run's identity then names the numerics that actually ran: a store shared by machines
+    with and without native bf16 keeps their runs apart, and a run never changes precision
+    when it resumes elsewhere.
+    """
+    t = cfg.trainer
+    t.precision = compute.resolve_precision(str(t.precision), compute.device_type(str(t.device)))
     return cfg
 
 

@@ -236,7 +236,7 @@ def build(sweep: report.Sweep) -> str:
 </head>
 <body>
 <h1>{_e(title)}</h1>
-<p class="what">{_e(report.describe(sweep.metrics))}. Plain and residual networks of the same depths
+<p class="what">{_e(report.describe(sweep))}. Plain and residual networks of the same depths
 (He et al. 2015): does the deeper plain net train worse? Written {_e(time.strftime("%Y-%m-%d %H:%M"))}
 by degrade {_e(environment.software()["degrade"])}.</p>
 {body}

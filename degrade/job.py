@@ -139,6 +139,9 @@ def job_steps(cfg: DictConfig, settle: bool = True) -> Steps[dict[str, Any]]:
     """
     if settle:
         _settle_joblib_worker()
+    from degrade.config import pin_precision
+
+    pin_precision(cfg)  # as the sweep planned it; a launcher's worker composes "auto" anew
     out = Path(cfg.out)
     rid = store.run_id(cfg)
     run = store.RunDir(out, rid)

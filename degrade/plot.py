@@ -300,7 +300,7 @@ def draw(kind: str, sweep: report.Sweep, epochs: list[int] | None = None, x: str
     """
     if kind not in KINDS:
         raise PlotError(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
-    title = f"sweep {sweep.name}: {report.describe(sweep.metrics)}"
+    title = f"sweep {sweep.name}: {report.describe(sweep)}"
     keys = sweep.keys
     if kind == "curves":
         return curves(sweep.metrics, title=title, keys=keys)

@@ -123,19 +123,33 @@ def load(out: str | Path, name: str | None = None) -> Sweep:
     return Sweep(name, root, record, metrics, keys, configs)
 
 
-def describe(metrics: pd.DataFrame) -> str:
-    """What a sweep trained, in a few words: data, epochs, seeds, precision."""
-    def join(column: str) -> str:
-        if column not in metrics:
-            return "?"
-        return "/".join(sorted({str(v) for v in metrics[column].dropna()})) or "?"
-
+def describe(sweep: Sweep) -> str:
+    """What a sweep trained, in a few words: data, epochs, seeds, and where and how it computed."""
+    metrics = sweep.metrics
     last = final_rows(metrics)
     epochs = sorted({int(e) for e in last["epoch"]})
     span = str(epochs[-1]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
     seeds = metrics["seed"].nunique()
-    return (f"{join('dataset')}, {span} epoch{'s' if epochs[-1] != 1 else ''}, "
-            f"{seeds} seed{'s' if seeds != 1 else ''}, {join('precision')}")
+    return (f"{_values(metrics, 'dataset')}, {span} epoch{'s' if epochs[-1] != 1 else ''}, "
+            f"{seeds} seed{'s' if seeds != 1 else ''}, {numerics(sweep)}")
+
+
+def numerics(sweep: Sweep) -> str:
+    """Where and how the runs computed, e.g. ``cpu, bf16, 1 thread per run``: the device type,
+    the precision (what ``auto`` became) and the CPU threads each run had."""
+    threads = sorted({int(c.trainer.threads) for c in sweep.configs.values()
+                      if c.get("trainer", {}).get("threads") is not None})
+    said = [_values(sweep.metrics, "device"), _values(sweep.metrics, "precision")]
+    if threads:
+        count = str(threads[0]) if len(threads) == 1 else f"{threads[0]}-{threads[-1]}"
+        said.append(f"{count} thread{'s' if threads[-1] != 1 else ''} per run")
+    return ", ".join(said)
+
+
+def _values(metrics: pd.DataFrame, column: str) -> str:
+    if column not in metrics:
+        return "?"
+    return "/".join(sorted({str(v) for v in metrics[column].dropna()})) or "?"
 
 
 # --------------------------------------------------------------------------- published numbers

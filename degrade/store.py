@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from degrade import compute
+
 # pandas, pyarrow and torch are imported where a table or checkpoint is read or written: a
 # config error or a finished sweep then answers without them, and a worker without pandas.
 if TYPE_CHECKING:
@@ -54,6 +56,10 @@ def identity_config(cfg: DictConfig) -> dict[str, Any]:
     plain = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(plain, dict)
     plain.pop("hydra", None)
+    trainer = plain.get("trainer")
+    if isinstance(trainer, dict) and trainer.get("precision") == "auto":
+        # What auto becomes here: the id names the numerics that run, not the word "auto".
+        trainer["precision"] = compute.resolve_precision("auto", compute.device_type(str(trainer["device"])))
     for key in _NOT_IDENTITY:
         node = plain
         *parents, last = key.split(".")
@@ -303,6 +309,19 @@ class RunDir:
         if metrics is None or metrics.num_rows != int(status.get("epochs_done", -1)):
             return None
         return metrics.slice(metrics.num_rows - 1).to_pylist()[0]
+
+
+def recorded_device(run: RunDir) -> str | None:
+    """The device type (cpu, cuda, mps) the run's last training session used, if it recorded one."""
+    sessions = run.status().get("sessions") or []
+    env = sessions[-1].get("environment") if sessions else None
+    return env.get("device") if isinstance(env, dict) else None
+
+
+def device_change(run_id: str, before: str, now: str) -> str:
+    """Why a run begun on device type ``before`` may not resume on ``now``, and what to do."""
+    return (f"run {run_id} began on {before} and would resume on {now}, which would change its numerics "
+            f"mid-run: resume it with --device {before}, or train it afresh in another store (--out)")
 
 
 def make_out(out: str | Path) -> Path:

@@ -179,6 +179,11 @@ def plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig]]:
     given = {_key(o) for o in run_overrides}
     if "trainer.threads" not in given:
         overrides.append(f"trainer.threads={_threads_per_job(launcher, len(configs))}")
+    precisions = {str(c.trainer.precision) for c in configs}
+    if "trainer.precision" not in given and len(precisions) == 1:
+        # What auto means where the sweep is planned, for every job wherever it runs (a SLURM
+        # node, another worker): the run ids the sweep records are the ones its jobs train.
+        overrides.append(f"trainer.precision={precisions.pop()}")
     return overrides, configs
 
 
@@ -257,6 +262,20 @@ def default_name(configs: list[DictConfig]) -> str:
     return f"{first.model.family}-{first.data.name}-{digest}"
 
 
+def _check_same_device(configs: list[DictConfig], root: Path) -> None:
+    """ConfigError for a run begun on one device type that would now resume on another.
+
+    A run keeps its numerics for its whole life: its precision is part of its id, and its
+    device type (cuDNN's kernels are not the CPU's) is what its last session recorded.
+    """
+    for cfg in configs:
+        run = store.RunDir(root, store.run_id(cfg))
+        before = store.recorded_device(run)
+        now = compute.device_type(str(cfg.trainer.device))
+        if before is not None and before != now:
+            raise ConfigError(store.device_change(run.id, before, now))
+
+
 def _check_writable(runs: list[store.RunDir]) -> None:
     """StoreError for a run folder that is there but this process may not write."""
     for run in runs:
@@ -302,6 +321,7 @@ def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepRe
     finished = {rid: store.RunDir(root, rid).finished() for rid in unique}
     remaining = [c for c, rid in zip(configs, ids, strict=True) if finished[rid] is None]
     check_fits(remaining)
+    _check_same_device(remaining, root)
     _check_writable([store.RunDir(root, store.run_id(c)) for c in remaining])
     prepare_data(remaining)
     out = store.make_out(root)

@@ -25,7 +25,7 @@ from degrade.job import RunResult, Steps, drain, process_started
 from degrade.models import build_model
 from degrade.spec import model_spec
 from degrade.step import Step, resolve_path
-from degrade.store import RunDir, load_checkpoint, run_id, save_checkpoint, write_rows_atomic
+from degrade.store import RunDir, device_change, load_checkpoint, run_id, save_checkpoint, write_rows_atomic
 
 log = logging.getLogger("degrade")
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -33,6 +33,10 @@ EpochCallback = Callable[[dict[str, Any]], None]
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class ResumeError(RuntimeError):
+    """A run's checkpoint was made on another kind of device than this session would use."""
 
 
 def lr_at(it: int, total: int, optim: DictConfig) -> float:
@@ -126,6 +130,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
+            "device": self.acc.device.type,  # a run resumes on the same kind of device only
             "epoch": self.epoch,
             "iteration": self.iteration,
             "rows": list(self.rows),
@@ -266,6 +271,9 @@ def run_steps(
         run.write_config(cfg)
         ckpt = load_checkpoint(run.checkpoint, warn=warnings.append)
         if ckpt is not None:
+            before, now = ckpt.get("device", trainer.acc.device.type), trainer.acc.device.type
+            if before != now:  # the sweep refuses this before launching; a lone job says so here
+                raise ResumeError(device_change(rid, before, now))
             # The checkpoint holds the rows up to its epoch: rewriting the metrics from it
             # drops a row of an epoch that is trained again and mends a damaged file.
             trainer.load_state(ckpt)

@@ -62,6 +62,14 @@ def files_under(path: Path) -> set[Path]:
     return set(path.rglob("*")) if path.exists() else set()
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (an orphan's may wait for init to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def session_processes(sid: int) -> list[int]:
     """Live (not zombie) processes of session ``sid``, from /proc."""
     pids = []

@@ -60,7 +60,7 @@ def test_grid_cells_are_the_mean_over_seeds_on_one_colour_scale():
 def test_summary_groups_by_the_swept_key_with_a_verdict_per_setting_in_percent(depth_lr_sweep, capsys):
     code, stdout, err = run_cli(["summary", "--out", str(depth_lr_sweep)], capsys)
     assert code == 0, err
-    assert "optim.lr" in stdout and "digits, 1 epoch, 1 seed, fp32" in stdout
+    assert "optim.lr" in stdout and "digits, 1 epoch, 1 seed, cpu, fp32, 1 thread per run" in stdout
     verdicts = [ln for ln in stdout.splitlines() if ln.startswith("optim.lr=")]
     assert [v.split(":")[0] for v in verdicts] == ["optim.lr=0.05", "optim.lr=0.1"]
     assert all("%" in v for v in verdicts)
@@ -89,7 +89,7 @@ def test_figure_titles_say_data_epochs_seeds_and_precision(depth_lr_sweep):
     data = report.load(depth_lr_sweep)
     for kind in ("curves", "depth", "grid", "gradients"):
         fig = plot.draw(kind, data)
-        assert "digits, 1 epoch, 1 seed, fp32" in fig._suptitle.get_text()
+        assert "digits, 1 epoch, 1 seed, cpu, fp32, 1 thread per run" in fig._suptitle.get_text()
     fig = plot.draw("curves", data)
     titles = {ax.get_title() for ax in fig.axes}
     assert {"plain networks\noptim.lr=0.05", "residual networks (ResNet)\noptim.lr=0.1"} <= titles

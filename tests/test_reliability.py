@@ -32,8 +32,13 @@ def _popen(args: list[str], cwd: Path, **env: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _epochs_done(out: Path) -> int:
-    return sum(int(s.get("epochs_done", 0)) for s in _status(out).values())
+def _held(gate: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until the run of ``proc`` waits at its hold (degrade.hold) behind ``gate``."""
+    deadline = time.time() + timeout
+    while not gate.with_name(gate.name + ".held").exists():
+        assert proc.poll() is None, "the sweep ended before it reached its hold"
+        assert time.time() < deadline, f"the run did not reach its hold within {timeout} s"
+        time.sleep(0.02)
 
 
 def test_sigkill_mid_epoch_twice_then_rerun_equals_an_uninterrupted_sweep(tmp_path):
@@ -41,13 +46,13 @@ def test_sigkill_mid_epoch_twice_then_rerun_equals_an_uninterrupted_sweep(tmp_pa
     assert run_subprocess(["sweep", *GRID, "--out", str(ref)], cwd=tmp_path).returncode == 0
 
     out = tmp_path / "killed"
-    for target in (1, 3):
-        proc = _popen(["sweep", *GRID, "--out", str(out)], cwd=tmp_path)
-        deadline = time.time() + 120
-        while _epochs_done(out) < target and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        time.sleep(0.25)  # into the next epoch, which is lost with the process
-        assert proc.poll() is None, "the sweep ended before it could be killed"
+    # Digits epochs are 12 steps: the run holds after step 18 (mid epoch 2), then, resumed, after
+    # step 42 (mid epoch 4), and is killed there: never a race with the run's own pace.
+    for k, step in enumerate((18, 42)):
+        gate = tmp_path / f"gate{k}"
+        gate.touch()
+        proc = _popen(["sweep", *GRID, "--out", str(out)], cwd=tmp_path, DEGRADE_HOLD_RUN=f"{step}:{gate}")
+        _held(gate, proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert next(iter(_status(out).values()))["state"] == "running"
@@ -61,8 +66,7 @@ def test_sigkill_mid_epoch_twice_then_rerun_equals_an_uninterrupted_sweep(tmp_pa
         pd.testing.assert_frame_equal(got[rid][RESULT_COLUMNS], want[rid][RESULT_COLUMNS])
     (status,) = _status(out).values()
     assert status["state"] == "done"
-    starts = [s["from_epoch"] for s in status["sessions"]]
-    assert len(starts) == 3 and starts[0] == 0 and starts[1] >= 1 and starts[2] >= 3
+    assert [s["from_epoch"] for s in status["sessions"]] == [0, 1, 3]
 
 
 def test_two_sweeps_at_once_train_each_run_once(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import run_subprocess
+from tests.conftest import alive, run_subprocess
 from tests.test_reliability import RESULT_COLUMNS, _popen
 
 
@@ -62,7 +62,7 @@ def _start_held(tmp_path: Path) -> tuple[subprocess.Popen, Path, str, int]:
 def _wait_gone(pid: int, timeout: float = 60) -> None:
     """Until process ``pid`` has ended (SLURM kills a job KillWait seconds after SIGTERM)."""
     deadline = time.time() + timeout
-    while Path(f"/proc/{pid}").exists():
+    while alive(pid):
         assert time.time() < deadline, f"process {pid} still alive after {timeout} s"
         time.sleep(0.1)
 

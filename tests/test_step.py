@@ -124,9 +124,12 @@ def test_a_path_this_machine_cannot_run_is_one_line_and_exit_2(capsys, tmp_path,
 
 
 def test_fp32_means_no_tf32_and_auto_is_the_default():
-    cfg = compose_run(SMALL)
-    assert cfg.trainer.precision == "auto"
-    t = Trainer(cfg)
+    from omegaconf import OmegaConf
+
+    from degrade.config import config_dir
+
+    assert OmegaConf.load(config_dir() / "config.yaml").trainer.precision == "auto"
+    t = Trainer(compose_run(SMALL))  # auto: what this CPU computes natively
     native = t.acc.precision == "bf16"
     assert torch.backends.cudnn.allow_tf32 is native
     Trainer(compose_run(SMALL + ["trainer.precision=bf16"]))
