@@ -60,17 +60,24 @@ def test_together_refuses_what_it_cannot_do(capsys, tmp_path, extra, words):
     assert code == 2 and words in err and not (tmp_path / "o").exists()
 
 
-def test_joblib_splits_the_cores_between_parallel_jobs(tmp_path):
+# Machines with 1, 2 and 16 cores, whatever this one has: (cores, threads per job with joblib's
+# 2 jobs, threads per job with local_parallel's one job per core for 4 runs).
+CORES = [(1, 1, 1), (2, 1, 1), (16, 8, 4)]
+
+
+@pytest.mark.parametrize(("cores", "joblib_threads", "pool_threads"), CORES)
+def test_joblib_splits_the_cores_between_parallel_jobs(tmp_path, monkeypatch, cores, joblib_threads,
+                                                       pool_threads):
+    from degrade import compute
     from degrade.sweep import SweepSpec, plan
 
+    monkeypatch.setattr(compute, "usable_cores", lambda: cores)
     overrides, _ = plan(SweepSpec(depths=[8, 14], out=str(tmp_path),
                                   overrides=["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]))
-    from degrade.accel import usable_cores
-
-    assert f"trainer.threads={max(1, usable_cores() // 2)}" in overrides
+    assert f"trainer.threads={joblib_threads}" in overrides
     overrides, _ = plan(SweepSpec(depths=[8, 14], out=str(tmp_path),
                                   overrides=["hydra/launcher=local_parallel"]))
-    assert f"trainer.threads={max(1, usable_cores() // min(4, usable_cores()))}" in overrides
+    assert f"trainer.threads={pool_threads}" in overrides
     overrides, _ = plan(SweepSpec(depths=[8], out=str(tmp_path),
                                   overrides=["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=3"]))
     assert "trainer.threads=3" in overrides
@@ -87,15 +94,20 @@ def test_joblib_jobs_spread_over_the_visible_gpus():
     assert gpu_for_job(7, "3", 8) is None
 
 
-def test_several_cpu_runs_go_to_parallel_processes_by_default(tmp_path):
-    from degrade.accel import usable_cores
+@pytest.mark.parametrize(("cores", "jobs"), [(1, None), (2, 2), (16, 4)])
+def test_several_cpu_runs_go_to_parallel_processes_by_default(tmp_path, monkeypatch, cores, jobs):
+    from degrade import compute
     from degrade.sweep import SweepSpec, plan
 
-    overrides, _ = plan(SweepSpec(depths=[8, 14], out=str(tmp_path)))
-    if usable_cores() >= 2:
+    monkeypatch.setattr(compute, "usable_cores", lambda: cores)
+    overrides, _ = plan(SweepSpec(depths=[8, 14], out=str(tmp_path)))  # 4 runs
+    if jobs is None:  # one core: one run after another in the sweep's process
+        assert not any(o.startswith("hydra/launcher") for o in overrides)
+        assert f"trainer.threads={cores}" in overrides
+    else:
         assert "hydra/launcher=local_parallel" in overrides
-        assert f"hydra.launcher.n_jobs={min(4, usable_cores())}" in overrides
-        assert f"trainer.threads={usable_cores() // min(4, usable_cores())}" in overrides
+        assert f"hydra.launcher.n_jobs={jobs}" in overrides
+        assert f"trainer.threads={cores // jobs}" in overrides
     for chosen in (["hydra/launcher=basic"], ["model.variant=plain", "model.depth=8"]):
         overrides, _ = plan(SweepSpec(out=str(tmp_path), overrides=chosen))
         assert "hydra/launcher=local_parallel" not in overrides
