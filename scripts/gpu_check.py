@@ -50,7 +50,6 @@ ERROR_ATOL = 0.02  # per-epoch training error, absolute (fraction)
 # The full paper preset: plain and residual 20/32/44/56, and residual 110; 64k iterations each.
 PAPER_RUNS = [(d, v) for d in (20, 32, 44, 56) for v in ("plain", "residual")] + [(110, "residual")]
 PAPER_ITERATIONS = 64_000
-STEP_NAMES = ("cuda_tests", "default_sweep", "graph_vs_eager", "together", "paper", "bench")
 
 
 @dataclass
@@ -458,6 +457,27 @@ def environment(device: str) -> dict[str, Any]:
     return env
 
 
+Step = tuple[str, str, Callable[[Check, StepResult], None], float]
+
+
+def steps(sizes: Sizes) -> list[Step]:
+    """The check's steps in order: name, title, what it does, and the seconds of the budget it
+    needs left to start."""
+    cuda = sizes.device == "cuda"
+    return [
+        ("cuda_tests", "1. CUDA tests (pytest -m cuda)", cuda_tests, 0),
+        ("default_sweep", f"2. default sweep on {sizes.device}", default_sweep, 30),
+        ("graph_vs_eager", "3. graph vs eager, CIFAR-shaped, milestones crossed", graph_vs_eager, 30),
+        ("together", f"4. --together {sizes.together_runs} vs one at a time", together_vs_apart, 60),
+        # The fp32 slice took longer than 90 s on an H200: start it only with room to finish.
+        ("paper", "5. paper preset slice and projection", paper_slice, 150 if cuda else 0),
+        ("bench", "6. degrade bench --sweep", bench, 60),
+    ]
+
+
+STEP_NAMES = [name for name, *_ in steps(CPU)]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every step; write the JSON and the log; 0 when no step failed."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -486,18 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     check = Check(sizes, out, store, args.budget or (480.0 if sizes.device == "cuda" else 600.0))
     env = environment(sizes.device)
     print(f"degrade GPU check ({'CPU rehearsal' if args.cpu else 'CUDA'}): {json.dumps(env)}", flush=True)
-    steps: list[tuple[str, str, Callable[[Check, StepResult], None], float]] = [
-        ("cuda_tests", "1. CUDA tests (pytest -m cuda)", cuda_tests, 0),
-        ("default_sweep", f"2. default sweep on {sizes.device}", default_sweep, 30),
-        ("graph_vs_eager", "3. graph vs eager, CIFAR-shaped, milestones crossed", graph_vs_eager, 30),
-        ("together", f"4. --together {sizes.together_runs} vs one at a time", together_vs_apart, 60),
-        # The fp32 slice took longer than 90 s on an H200: start it only with room to finish.
-        ("paper", "5. paper preset slice and projection", paper_slice, 150 if sizes.device == "cuda" else 0),
-        ("bench", "6. degrade bench --sweep", bench, 60),
-    ]
     report = write_report(check, env)
     try:
-        for name, title, fn, min_left in (s for s in steps if s[0] in only):
+        for name, title, fn, min_left in (s for s in steps(sizes) if s[0] in only):
             check.step(name, title, lambda r, fn=fn: fn(check, r), min_left)
             report = write_report(check, env)  # after every step: a check cut short still leaves its results
     finally:
