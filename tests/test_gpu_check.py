@@ -101,7 +101,7 @@ def test_curves_that_differ_beyond_tolerance_fail_the_comparison():
         check.compare_curves(a, _rows("a", 20, 1.0, loss=float("nan")))
 
 
-def test_only_reruns_named_steps_and_refuses_unknown_ones(tmp_path):
+def test_only_refuses_a_step_there_is_not(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), "--cpu", "--only", "bench,nope", "--out",
                            str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "unknown step(s) nope" in proc.stderr
