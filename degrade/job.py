@@ -77,6 +77,8 @@ def _exit_with_parent() -> None:
     mid-epoch loses only that epoch, which a rerun trains again.
     """
     parent = int(os.environ.get(SWEEP_PID_ENV) or os.getppid())
+    if parent == os.getpid():
+        return  # joblib runs a lone job (one core: n_jobs 1) in the sweep's own process
     if os.getppid() != parent:
         os._exit(1)
 

@@ -23,8 +23,11 @@ def test_defaults_are_the_papers_optimiser_on_digits():
     cfg = compose_run([])
     assert (cfg.model.family, cfg.data.name) == ("cnn", "digits")
     o = cfg.optim
-    assert (o.lr, o.momentum, o.weight_decay, cfg.trainer.batch_size) == (0.1, 0.9, 1e-4, 128)
+    # The paper's SGD, but digits trains at lr 0.03 (at 0.1 ResNet-56 fails for some seeds).
+    assert (o.lr, o.momentum, o.weight_decay, cfg.trainer.batch_size) == (0.03, 0.9, 1e-4, 128)
     assert o.warmup_iters > 0 and list(o.milestones) == [0.5, 0.75]
+    assert compose_run(["data=cifar10"]).optim.lr == 0.1
+    assert compose_run(["optim.lr=0.1"]).optim.lr == 0.1  # an override still wins
 
 
 def test_overrides_reach_the_config():
