@@ -40,7 +40,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Targets on one H100 (issue of the GPU check): what the numbers are held against.
+# Targets on one H100: what the check holds its numbers against.
 TARGET_GRAPH_RESNET56 = 20_000.0  # img/s, one run on the graph path, batch 128
 TARGET_TOGETHER_RESNET56 = 40_000.0  # img/s together, a sweep of same-shape runs
 TARGET_PAPER_MINUTES = 30.0  # the projected full paper preset
