@@ -14,7 +14,6 @@ from degrade.compute import (  # noqa: F401
     DEVICES,
     PRECISIONS,
     AccelError,
-    cpu_has_native_bf16,
     usable_cores,
 )
 
@@ -51,15 +50,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
-    """``auto``: bf16 on CUDA and on CPUs with native bf16, else fp32."""
-    return compute.resolve_precision(name, device.type)
-
-
 def resolve(device: str, precision: str, channels_last: bool | None = None) -> Accel:
     """The compute setting for the names a config gives."""
     dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
+    prec = compute.resolve_precision(precision, dev.type)
     if channels_last is None:
         channels_last = dev.type in ("cuda", "cpu")
     return Accel(dev, prec, bool(channels_last))

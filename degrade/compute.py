@@ -64,14 +64,28 @@ def check_precision(name: str) -> None:
         raise AccelError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
 
 
-def cpu_has_native_bf16() -> bool:
-    """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX), per /proc/cpuinfo."""
+# CPU features that change a run's numbers: with one of them `trainer.precision=auto` is bf16.
+NUMERICS_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpuinfo() -> str:
+    """/proc/cpuinfo's text ("" where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = f.read()
+            return f.read()
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return ""
+
+
+def cpu_features() -> list[str]:
+    """The CPU features of NUMERICS_FLAGS this machine has."""
+    words = set(cpuinfo().split())
+    return [f for f in NUMERICS_FLAGS if f in words]
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX), per /proc/cpuinfo."""
+    return bool(cpu_features())
 
 
 def resolve_precision(name: str, device: str) -> str:

@@ -10,31 +10,15 @@ import torch
 
 import degrade
 from degrade.accel import Accel
-
-# CPU features that change a run's numbers: with one of them `trainer.precision=auto` is bf16.
-NUMERICS_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def _cpuinfo() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return f.read()
-    except OSError:
-        return ""
+from degrade.compute import cpu_features, cpuinfo
 
 
 def cpu_name() -> str:
     """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    for line in _cpuinfo().splitlines():
+    for line in cpuinfo().splitlines():
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def cpu_features() -> list[str]:
-    """The CPU features of NUMERICS_FLAGS this machine has."""
-    words = set(_cpuinfo().split())
-    return [f for f in NUMERICS_FLAGS if f in words]
 
 
 def device_name(device: torch.device) -> str:

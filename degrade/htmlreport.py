@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
-from degrade import environment, plot, report, store
+from degrade import compute, environment, plot, report, store
 
 FILE = "report.html"
 
@@ -196,7 +196,7 @@ def _environment(sweep: report.Sweep, listing: pd.DataFrame) -> str:
     out = "<p>Recorded by the runs (each run's latest training session and its metrics rows):</p>"
     out += _table(header, [[n, *k] for k, n in seen.items()], text_columns=0)
     out += ('<p class="note">With <code>trainer.precision=auto</code> a CPU that has one of the bf16 '
-            f"features ({', '.join(environment.NUMERICS_FLAGS)}) trains in bf16, others in fp32: "
+            f"features ({', '.join(compute.NUMERICS_FLAGS)}) trains in bf16, others in fp32: "
             "the same command gives different numbers on the two kinds of CPU.</p>")
     here = environment.this_machine()
     rows = [["degrade", here["degrade"]], ["torch", here["torch"]], ["Python", here["python"]],
