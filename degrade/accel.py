@@ -9,11 +9,12 @@ import torch
 
 from degrade import compute
 
-# The names and the machine facts need no torch; they live in compute (re-exported here).
+# The names, the machine facts and the device choice live in compute (re-exported here).
 from degrade.compute import (  # noqa: F401
     DEVICES,
     PRECISIONS,
     AccelError,
+    resolve_device,
     usable_cores,
 )
 
@@ -31,23 +32,6 @@ class Accel:
         if self.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=cache)
         return contextlib.nullcontext()
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, then MPS, then the CPU; a named device must be present."""
-    if name not in DEVICES:
-        raise AccelError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
-    mps = getattr(torch.backends, "mps", None)
-    has_mps = bool(mps and mps.is_available())
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if has_mps else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise AccelError("device cuda was asked for but no CUDA GPU is available")
-    if name == "mps" and not has_mps:
-        raise AccelError("device mps was asked for but MPS is not available")
-    return torch.device(name)
 
 
 def resolve(device: str, precision: str, channels_last: bool | None = None) -> Accel:

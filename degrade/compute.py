@@ -10,6 +10,10 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -53,9 +57,27 @@ def device_type(name: str) -> str:
         if name == "cuda":
             raise AccelError("device cuda was asked for but no CUDA GPU is available")
         raise AccelError("device mps was asked for but MPS is not available")
-    from degrade.accel import resolve_device
-
     return resolve_device(name).type
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for the name ``name``: ``auto`` picks CUDA, then MPS, then the CPU; a
+    named device must be present (AccelError). Imports torch: only here is a GPU asked about."""
+    if name not in DEVICES:
+        raise AccelError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps and mps.is_available())
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if has_mps else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise AccelError("device cuda was asked for but no CUDA GPU is available")
+    if name == "mps" and not has_mps:
+        raise AccelError("device mps was asked for but MPS is not available")
+    return torch.device(name)
 
 
 def check_precision(name: str) -> None:

@@ -11,7 +11,7 @@ import os
 import threading
 import time
 import traceback
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +26,9 @@ T = TypeVar("T")
 # Training one step at a time: yields after every optimizer step, returns what the whole does.
 # Runs trained together (`degrade sweep --together`) are interleaved from one thread so.
 Steps = Generator[None, None, T]
+# What trains one run into the store (``degrade.train.run_steps``), given by the caller: training
+# is the floor above this one, so a job is handed it rather than importing it.
+Training = Callable[[DictConfig, Path], Steps["RunResult"]]
 
 
 @dataclass
@@ -124,16 +127,17 @@ def drain(steps: Steps[T]) -> T:
             return stop.value
 
 
-def run_job(cfg: DictConfig) -> dict[str, Any]:
-    """Hydra's task function: train one run into the store, never raising for the run's sake.
+def run_job(cfg: DictConfig, train: Training) -> dict[str, Any]:
+    """One job: train the run ``cfg`` describes into the store with ``train``, never raising
+    for the run's sake.
 
     A run folder this process may not write fails the run with that said (a rerun cannot help
     until its permissions change); the folder cannot record it.
     """
-    return drain(job_steps(cfg))
+    return drain(job_steps(cfg, train))
 
 
-def job_steps(cfg: DictConfig, settle: bool = True) -> Steps[dict[str, Any]]:
+def job_steps(cfg: DictConfig, train: Training, settle: bool = True) -> Steps[dict[str, Any]]:
     """``run_job`` one optimizer step at a time, holding the run's lock throughout.
 
     ``settle=False`` when the caller interleaves several runs in its own process (``--together``)
@@ -149,7 +153,7 @@ def job_steps(cfg: DictConfig, settle: bool = True) -> Steps[dict[str, Any]]:
     run = store.RunDir(out, rid)
     try:
         with run.lock():
-            result = yield from _under_lock(cfg, out, run)
+            result = yield from _under_lock(cfg, out, run, train)
     except OSError as e:
         if e.errno not in _UNWRITABLE:
             raise
@@ -158,16 +162,14 @@ def job_steps(cfg: DictConfig, settle: bool = True) -> Steps[dict[str, Any]]:
     return result.as_dict()
 
 
-def _under_lock(cfg: DictConfig, out: Path, run: store.RunDir) -> Steps[RunResult]:
+def _under_lock(cfg: DictConfig, out: Path, run: store.RunDir, train: Training) -> Steps[RunResult]:
     # Under the lock: another sweep may have finished this run while we waited.
     final = run.finished()
     if final is not None:
         done = int(run.status().get("epochs_done", 0))
         return RunResult(run.id, "skipped", done, final=final, path=run.path)
-    from degrade.train import run_steps
-
     try:
-        return (yield from run_steps(cfg, out))
+        return (yield from train(cfg, out))
     except OSError as e:
         if e.errno in _UNWRITABLE:
             raise

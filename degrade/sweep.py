@@ -27,7 +27,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from degrade import compute, footprint, store
+from degrade import compute, footprint, job, store
 from degrade.config import (
     CONFIG_NAME,
     ConfigError,
@@ -36,7 +36,7 @@ from degrade.config import (
     hydra_context,
     one_line,
 )
-from degrade.job import SWEEP_PID_ENV, RunResult, Steps, job_steps, run_job
+from degrade.job import SWEEP_PID_ENV, RunResult, Steps, job_steps
 from degrade.sources import prepare_dataset
 
 
@@ -353,6 +353,14 @@ def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepRe
     return SweepResult(name, out, folder, [results[rid] for rid in unique if rid in results])
 
 
+def run_job(cfg: DictConfig) -> dict[str, Any]:
+    """Hydra's task function: one job of the sweep (see ``degrade.job``), training with
+    ``degrade.train``; torch is imported only when a job gets this far, in whichever process."""
+    from degrade.train import run_steps
+
+    return job.run_job(cfg, run_steps)
+
+
 def _register_plugins() -> None:
     """degrade's sweeper and launcher, registered by hand: Hydra's scan for plugins does not see
     packages installed in editable mode."""
@@ -402,13 +410,15 @@ def _run_together(configs: list[DictConfig], out: Path, name: str, at_once: int)
             cfg.trainer.threads = compute.usable_cores()
         pending.append((k, cfg))
     from degrade import accel  # torch, now that runs train in this process
+    from degrade.train import run_steps
 
     active: list[tuple[int, Steps[dict[str, Any]], Any]] = []
     returns: dict[int, dict[str, Any]] = {}
     while pending or active:
         while pending and len(active) < at_once:
             k, cfg = pending.popleft()
-            active.append((k, job_steps(cfg, settle=False), accel.new_stream(str(cfg.trainer.device))))
+            stream = accel.new_stream(str(cfg.trainer.device))
+            active.append((k, job_steps(cfg, run_steps, settle=False), stream))
         for slot in list(active):
             k, steps, stream = slot
             with accel.on_stream(stream):
