@@ -206,7 +206,7 @@ def _print_summary(out: str, name: str | None) -> None:
     if paper:
         pub = report.published()
         out_console.print(f"paper: {pub['metric']}, {pub['source']}", highlight=False)
-    for line in report.verdicts(table, data.keys):
+    for line in report.sweep_verdicts(data):
         out_console.print(f"{line} ({report.numerics(data)})", highlight=False)
 
 
@@ -432,7 +432,8 @@ def list_runs(
         return "?" if v is None or v != v else str(v)
 
     for r in runs.to_dict("records"):
-        state = r["state"] + (f" ({r['error']})" if r["state"] == "failed" and r.get("error") else "")
+        said = r["state"] in ("failed", "interrupted") and r.get("error")
+        state = r["state"] + (f" ({r['error']})" if said else "")
         if r.get("damaged"):
             state = f"damaged ({r['damaged']})"
         epochs = f"{r['epochs_done']}/{r['epochs']}" if r.get("epochs") else str(r["epochs_done"])

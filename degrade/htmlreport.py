@@ -214,7 +214,7 @@ def build(sweep: report.Sweep) -> str:
     """The whole report page of ``sweep`` as one HTML string."""
     table = report.summarize(sweep.metrics, sweep.keys)
     listing = store.list_runs(sweep.out, sweep.name)
-    lines = "".join(f"<li>{_e(v)}</li>" for v in report.verdicts(table, sweep.keys))
+    lines = "".join(f"<li>{_e(v)}</li>" for v in report.sweep_verdicts(sweep))
     sections = [
         ("Verdict", f'<ul class="verdict">{lines}</ul>'),
         ("Final errors", _summary(sweep, table)),
@@ -252,6 +252,8 @@ def write(out: str | Path, name: str | None = None) -> Path:
     """
     sweep = report.load(out, name)
     page = build(sweep)
-    path = store.sweep_dir(sweep.out, sweep.name) / FILE
-    store.write_text_atomic(path, page)
+    folder = store.sweep_dir(sweep.out, sweep.name)
+    path = folder / FILE
+    with store.writing(folder):  # a full disk, no permission: one line, as for a figure
+        store.write_text_atomic(path, page)
     return path

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig
 
-from degrade import store
+from degrade import store, tblog
 
 # Set by a sweep before it launches: the pid its workers must outlive no longer than.
 SWEEP_PID_ENV = "DEGRADE_SWEEP_PID"
@@ -166,6 +166,7 @@ def _under_lock(cfg: DictConfig, out: Path, run: store.RunDir, train: Training) 
     # Under the lock: another sweep may have finished this run while we waited.
     final = run.finished()
     if final is not None:
+        log_finished(cfg, run)
         done = int(run.status().get("epochs_done", 0))
         return RunResult(run.id, "skipped", done, final=final, path=run.path)
     try:
@@ -176,6 +177,16 @@ def _under_lock(cfg: DictConfig, out: Path, run: store.RunDir, train: Training) 
         return _failed(run, e)
     except Exception as e:  # noqa: BLE001 - one failed run must not end the sweep
         return _failed(run, e)
+
+
+def log_finished(cfg: DictConfig, run: store.RunDir) -> None:
+    """The TensorBoard events of a finished run's epochs that its folder lacks, when ``cfg``
+    switches TensorBoard on: a run done before the switch was on is shown like the others."""
+    if not tblog.wanted(cfg):
+        return
+    metrics, layers = store.read_parquet(run.metrics), store.read_parquet(run.layers)
+    rows = [] if metrics is None else metrics.to_dict("records")
+    tblog.catch_up(cfg, run.path, rows, [] if layers is None else layers.to_dict("records"))
 
 
 def _failed(run: store.RunDir, e: BaseException) -> RunResult:

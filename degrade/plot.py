@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import itertools
 import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ TITLES = {"plain": "plain", "residual": "ResNet"}
 PANELS = {"plain": "plain networks", "residual": "residual networks (ResNet)"}
 VARIANT_COLOURS = {"plain": "tab:red", "residual": "tab:blue"}
 AXIS_LABELS = {"depth": "depth (weight layers)"}
+VERDICT_WIDTH = 110  # characters per line of the verdict in a figure's title
 
 
 class PlotError(ValueError):
@@ -302,13 +304,15 @@ def draw(kind: str, sweep: report.Sweep, epochs: list[int] | None = None, x: str
         raise PlotError(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
     title = f"sweep {sweep.name}: {report.describe(sweep)}"
     keys = sweep.keys
+    # The figures of final errors carry the verdict in the words summary and report use.
+    said = "\n".join(textwrap.fill(v, VERDICT_WIDTH) for v in report.sweep_verdicts(sweep))
     if kind == "curves":
-        return curves(sweep.metrics, title=title, keys=keys)
+        return curves(sweep.metrics, title=f"{title}\n{said}", keys=keys)
     if kind == "depth":
-        return depth(sweep.metrics, title=f"{title}\nfinal error against depth", keys=keys)
+        return depth(sweep.metrics, title=f"{title}\nfinal error against depth\n{said}", keys=keys)
     if kind == "grid":
         x, y = grid_axes(sweep, x, y)
-        return grid(sweep.metrics, x, y, keys=keys, title=f"{title}\nfinal training error")
+        return grid(sweep.metrics, x, y, keys=keys, title=f"{title}\nfinal training error\n{said}")
     layers = sweep_layers(sweep) if layers is None else layers
     if layers.empty:
         raise PlotError(f"sweep {sweep.name!r} has no per-layer diagnostics (trainer.diagnostics=false?)")

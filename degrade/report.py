@@ -4,6 +4,7 @@ degradation, and the published numbers beside ours."""
 from __future__ import annotations
 
 import functools
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from importlib import resources
@@ -251,11 +252,92 @@ def _compare(rows: pd.DataFrame, variant: str) -> Comparison | None:
                       float(b.train_error_mean), outcome)
 
 
-def verdict(table: pd.DataFrame) -> str:
-    """One line: does deeper plain train worse, and does residual avoid it?
+# --------------------------------------------------------------------------- have the runs trained?
 
-    ``table`` holds one setting (see ``verdicts`` for a sweep that varied more than depth).
+# The paper's claim is about nets that have trained: before any call, the shallowest net of each
+# variant must have reached a low training error...
+TRAINED_ERROR = 0.10
+# ...and its training curve must have flattened: over the last tenth of its epochs (at least
+# the last two), its training error moved by less than half the margin a call needs.
+FLAT = MARGIN / 2
+FLAT_SHARE = 0.10
+# Seeds that let a call show how much it varies with the seed.
+SEEDS_HINT = "--seeds 0,1,2"
+
+
+def flat_window(epochs: int) -> int:
+    """How many epochs back the flatness of a curve ``epochs`` long is measured from its end."""
+    return max(2, math.ceil(FLAT_SHARE * epochs))
+
+
+def _run_unconverged(curve: pd.DataFrame) -> tuple[str, bool] | None:
+    """Why one run (its rows by epoch) has not trained enough to judge, and whether it is far
+    from it (its error not low, or too few epochs to tell); None when it has trained."""
+    curve = curve.sort_values("epoch")
+    errors = curve["train_error"].astype(float).tolist()
+    last, epochs = errors[-1], int(curve["epoch"].iloc[-1])
+    name = f"{curve['variant'].iloc[0]}-{int(curve['depth'].iloc[0])}"
+    why, far = [], False
+    if not last <= TRAINED_ERROR:
+        far = True
+        why.append(f"{100 * last:.2f} % training error at the end (trained: at most "
+                   f"{100 * TRAINED_ERROR:.0f} %)")
+    k = flat_window(epochs)
+    if len(errors) <= k:
+        far = True
+        why.append(f"{len(errors)} epoch{'s' if len(errors) != 1 else ''}, too few to see its curve "
+                   f"flatten (it takes more than {k})")
+    else:
+        moved = abs(errors[-1 - k] - last)
+        if not moved < FLAT:
+            why.append(f"training error still moved {100 * moved:.2f} points over the last {k} epochs "
+                       f"(flat: less than {100 * FLAT:.0f})")
+    if not why:
+        return None
+    return f"{name} (seed {int(curve['seed'].iloc[0])}): " + ", ".join(why), far
+
+
+def _longer(metrics: pd.DataFrame, iterations: bool, far: bool) -> str:
+    """The concrete way to train longer: 4x the length when far from trained, else 2x."""
+    factor = 4 if far else 2
+    if iterations and "iteration" in metrics:
+        n = factor * int(metrics["iteration"].max())
+        return f"trainer.iterations={n}"
+    n = factor * int(metrics["epoch"].max())
+    return f"--epochs {n}, or trainer.epochs={n}"
+
+
+def convergence(metrics: pd.DataFrame, iterations: bool = False) -> str | None:
+    """None when the runs of one setting have trained enough to judge; else the line that says
+    they have not and how to train longer.
+
+    The rule: the shallowest net of each variant (every seed of it, diverged ones left out)
+    ends at a training error of at most TRAINED_ERROR, and its training error moved by less than
+    FLAT over the last ``flat_window(epochs)`` epochs. The deeper nets are not held to it: a deep
+    plain net that does not train is what the verdict looks for.
     """
+    rows = metrics[metrics["train_error"].notna()]
+    if "state" in rows:
+        rows = rows[rows["state"] != "diverged"]
+    reasons, far = [], False
+    for variant in sorted(rows["variant"].unique()):
+        part = rows[rows["variant"] == variant]
+        shallow = part[part["depth"] == part["depth"].min()]
+        for _, curve in shallow.groupby("run_id", sort=True):
+            why = _run_unconverged(curve)
+            if why is not None:
+                reasons.append(why[0])
+                far = far or why[1]
+    if not reasons:
+        return None
+    return f"Not converged: train longer ({_longer(metrics, iterations, far)}); " + "; ".join(reasons) + "."
+
+
+# --------------------------------------------------------------------------- the verdict
+
+
+def _call(table: pd.DataFrame) -> str:
+    """The call on one setting's summary table, for runs that have trained."""
     if table.empty:
         return "No finished epochs to judge."
     plain, res = _compare(table, "plain"), _compare(table, "residual")
@@ -280,13 +362,51 @@ def verdict(table: pd.DataFrame) -> str:
     return f"No degradation at these settings: {said(plain)}; {said(res)}."
 
 
-def verdicts(table: pd.DataFrame, by: list[str] | tuple[str, ...] = ()) -> list[str]:
+def _seeds_note(table: pd.DataFrame) -> str:
+    """What a call rests on when some depth of it has only one seed, and how to check it."""
+    seeds = table.loc[table["train_error_mean"].notna(), "seeds"]
+    if seeds.empty or int(seeds.min()) >= 2:
+        return ""
+    return f" This rests on one seed: check it with {SEEDS_HINT}."
+
+
+def verdict(metrics: pd.DataFrame, iterations: bool = False) -> str:
+    """One line on one setting's per-epoch metrics: have the runs trained, and if so, does
+    deeper plain train worse, and does residual avoid it?
+
+    ``iterations``: the runs train ``trainer.iterations`` rather than epochs (for the hint).
+    See ``verdicts`` for a sweep that varied more than depth.
+    """
+    table = summarize(metrics)
+    if table.empty:
+        return "No finished epochs to judge."
+    if _compare(table, "plain") is None and _compare(table, "residual") is None:
+        return _call(table)  # nothing to call: it says what is missing
+    unconverged = convergence(metrics, iterations)
+    if unconverged is not None:
+        return unconverged
+    line = _call(table)
+    return line + _seeds_note(table) if line.startswith(_CALLS) else line
+
+
+# The lines that make a claim, and so carry the note on seeds.
+_CALLS = ("Degradation reproduced", "Both degrade", "No degradation", "Only ")
+
+
+def verdicts(metrics: pd.DataFrame, by: list[str] | tuple[str, ...] = (),
+             iterations: bool = False) -> list[str]:
     """One verdict per combination of the settings ``by`` (just one line when ``by`` is empty)."""
-    if not by or table.empty:
-        return [verdict(table)]
+    if not by or metrics.empty:
+        return [verdict(metrics, iterations)]
     lines = []
-    for values, part in table.groupby(list(by), dropna=False, sort=True):
+    for values, part in metrics.groupby(list(by), dropna=False, sort=True):
         values = values if isinstance(values, tuple) else (values,)
         setting = ", ".join(f"{k}={show(v)}" for k, v in zip(by, values, strict=True))
-        lines.append(f"{setting}: {verdict(part)}")
+        lines.append(f"{setting}: {verdict(part, iterations)}")
     return lines
+
+
+def sweep_verdicts(sweep: Sweep) -> list[str]:
+    """The verdicts of ``sweep``, as summary, report and figures all say them."""
+    iterations = any(c.get("trainer", {}).get("iterations") is not None for c in sweep.configs.values())
+    return verdicts(sweep.metrics, sweep.keys, iterations)

@@ -4,6 +4,7 @@
                         metrics.parquet   one row per finished epoch
                         checkpoint.pt     model, optimizer and progress after the last epoch
                         status.json       running | done | diverged | failed (+ error)
+                        lock              held by the process that trains the run
     <out>/sweeps/<name>/sweep.json        the runs a sweep asked for, and its command
     <out>/LATEST                          name of the sweep last started
 """
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 STATES = ("running", "done", "diverged", "failed")
+# What a reader shows for a run recorded as running that no process holds: it was stopped
+# (killed, out of memory, a full disk, a lost node) and a rerun of its sweep resumes it.
+INTERRUPTED = "interrupted"
 # Config keys that say where or how a run is computed, not what it computes.
 # How a run computes, not what: the device, its threads and the step path (all within rounding).
 _NOT_IDENTITY = ("out", "name", "sweep", "trainer.device", "trainer.threads", "trainer.path",
@@ -220,6 +224,52 @@ class RunDir:
             return json.loads(self.status_file.read_text())
         except (OSError, ValueError):
             return {"state": "new"}
+
+    def state(self) -> str:
+        """The run's state as it is now: its recorded state, except that a run recorded as
+        ``running`` whose lock no process holds is ``interrupted``.
+
+        The lock is probed without waiting, and the status is read while the probe holds it
+        shared, so no training session can begin or end between the two.
+        """
+        try:
+            fd = os.open(self.path / "lock", os.O_RDONLY)
+        except OSError:  # never locked: whatever the status says, no process trains it
+            state = self.status().get("state", "new")
+            return INTERRUPTED if state == "running" else state
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return str(self.status().get("state", "new"))  # a process trains it
+            except OSError:
+                return str(self.status().get("state", "new"))  # cannot tell: as recorded
+            state = str(self.status().get("state", "new"))
+            return INTERRUPTED if state == "running" else state
+        finally:
+            os.close(fd)  # drops the probe's lock with it
+
+    def mark_interrupted(self, error: str) -> bool:
+        """Record that a run left ``running`` by a process that is gone was stopped by ``error``
+        (``degrade ls`` then shows it); False when a process holds the run (nothing written)
+        or it is not recorded as running. OSError when the status cannot be written."""
+        try:
+            fd = os.open(self.path / "lock", os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            status = self.status()
+            if status.get("state") != "running":
+                return False
+            kept = {k: v for k, v in status.items() if k not in ("state", "updated", "sessions", "error")}
+            self.set_status(INTERRUPTED, error=error, **kept)
+            return True
+        finally:
+            os.close(fd)
 
     def set_status(self, state: str, **extra: Any) -> None:
         """Record ``state`` (one of STATES) with a time stamp and any details.
@@ -448,7 +498,7 @@ def load_metrics(out: Path, run_ids: list[str]) -> pd.DataFrame:
     frames = []
     for rid in run_ids:
         run = RunDir(out, rid)
-        state = run.status().get("state", "new")
+        state = run.state()
         frame = read_parquet(run.metrics)
         if frame is None or frame.empty:
             if state not in ("diverged", "failed"):
@@ -509,7 +559,7 @@ def list_runs(out: str | Path, name: str | None = None) -> pd.DataFrame:
         except Exception:  # noqa: BLE001 - a damaged config still lists the run
             what = {}
         bad = run.damaged()
-        rows.append({"run_id": rid, "state": "damaged" if bad else status.get("state", "new"), **what,
+        rows.append({"run_id": rid, "state": "damaged" if bad else run.state(), **what,
                      "epochs_done": status.get("epochs_done", 0), "epochs": status.get("epochs"),
                      "train_error": status.get("train_error"), "test_error": status.get("test_error"),
                      "error": status.get("error"), "updated": status.get("updated"),

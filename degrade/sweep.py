@@ -332,6 +332,10 @@ def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepRe
         "command": " ".join(sys.argv[1:]),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
+    for cfg, rid in zip(configs, ids, strict=True):
+        if finished[rid] is not None:
+            with store.writing(store.RunDir(out, rid).path):
+                job.log_finished(cfg, store.RunDir(out, rid))
     results: dict[str, RunResult] = {
         rid: RunResult(rid, "skipped", int(store.RunDir(out, rid).status().get("epochs_done", 0)),
                        final=final, path=store.RunDir(out, rid).path)
@@ -339,13 +343,16 @@ def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepRe
     if remaining:
         with _watching(out, name, unique, reporter):
             if spec.together is not None:
-                launched = _run_together(remaining, out, name, spec.together)
+                try:
+                    launched = _run_together(remaining, out, name, spec.together)
+                except OSError as e:  # the store failed under a run (a full disk): name it
+                    raise stopped(e, out, unique) from None
             else:
                 # Found none finished: the sweeper need not compose every job to check again.
                 own = any(_key(o).startswith(("hydra/sweeper", "hydra.sweeper")) for o in overrides)
                 fresh = len(remaining) == len(configs) and not own
                 check = ["hydra.sweeper.check_store=false"] if fresh else []
-                launched = _multirun(overrides + check, out, name)
+                launched = _multirun(overrides + check, out, name, unique)
         results.update((r.run_id, r) for r in launched)
     elif reporter is not None:
         reporter.sweep_started(name, unique)
@@ -373,7 +380,30 @@ def _register_plugins() -> None:
         Plugins.instance().register(plugin)
 
 
-def _multirun(overrides: list[str], out: Path, name: str) -> list[RunResult]:
+def stopped(e: BaseException, out: Path, run_ids: list[str]) -> LaunchError:
+    """The launcher's failure ``e`` as one line that names each run it left unfinished and
+    where its error is: recorded in the run's status (``degrade ls`` shows it) as ``interrupted``.
+    """
+    first = (str(e).strip().splitlines() or [""])[0]
+    error = f"{e.__class__.__name__}: {first}"
+    if "signal 9" in first:
+        error += " (SIGKILL: often the kernel ending a process out of memory)"
+    said = []
+    for rid in run_ids:
+        run = store.RunDir(out, rid)
+        if run.state() != store.INTERRUPTED:
+            continue
+        try:
+            run.mark_interrupted(error)
+            where = f"its error is recorded in {run.status_file}"
+        except OSError as w:
+            where = f"its folder {run.path} could not record the error ({w.strerror or w})"
+        said.append(f"run {rid} was left unfinished: {where}")
+    runs = "; ".join(said) if said else "no run was left unfinished"
+    return LaunchError(f"the launcher stopped ({error}); {runs}; rerun the same command to resume")
+
+
+def _multirun(overrides: list[str], out: Path, name: str, run_ids: list[str]) -> list[RunResult]:
     """The sweep through Hydra's multirun: its sweeper launches the runs not finished."""
     try:
         with hydra_context(), _workers_end_with(os.getpid()):
@@ -387,9 +417,7 @@ def _multirun(overrides: list[str], out: Path, name: str) -> list[RunResult]:
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(one_line(e)) from None
     except Exception as e:  # noqa: BLE001 - a launcher's failure (a cancelled job, a lost node)
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise LaunchError(f"the launcher stopped ({e.__class__.__name__}: {first}); "
-                          "rerun the same command to resume") from None
+        raise stopped(e, out, run_ids) from None
     return [RunResult.from_dict(job.return_value, out) for batch in batches for job in batch]
 
 
@@ -414,19 +442,23 @@ def _run_together(configs: list[DictConfig], out: Path, name: str, at_once: int)
 
     active: list[tuple[int, Steps[dict[str, Any]], Any]] = []
     returns: dict[int, dict[str, Any]] = {}
-    while pending or active:
-        while pending and len(active) < at_once:
-            k, cfg = pending.popleft()
-            stream = accel.new_stream(str(cfg.trainer.device))
-            active.append((k, job_steps(cfg, run_steps, settle=False), stream))
-        for slot in list(active):
-            k, steps, stream = slot
-            with accel.on_stream(stream):
-                try:
-                    next(steps)
-                except StopIteration as stop:
-                    returns[k] = stop.value
-                    active.remove(slot)
+    try:
+        while pending or active:
+            while pending and len(active) < at_once:
+                k, cfg = pending.popleft()
+                stream = accel.new_stream(str(cfg.trainer.device))
+                active.append((k, job_steps(cfg, run_steps, settle=False), stream))
+            for slot in list(active):
+                k, steps, stream = slot
+                with accel.on_stream(stream):
+                    try:
+                        next(steps)
+                    except StopIteration as stop:
+                        returns[k] = stop.value
+                        active.remove(slot)
+    finally:
+        for _, steps, _ in active:
+            steps.close()  # a run stopped half-way lets go of its lock: it reads as interrupted
     return [RunResult.from_dict(r, out) for _, r in sorted(returns.items())]
 
 

@@ -287,7 +287,7 @@ def run_steps(
     rows = trainer.rows
     header = _row_header(cfg, rid, trainer.acc)
     where = run.path if run else None
-    with tblog.epoch_log(cfg, where, trainer.epoch) as live:
+    with tblog.epoch_log(cfg, where, rows, trainer.layer_rows) as live:
         while trainer.epoch < trainer.epochs:
             try:
                 row = {**header, **(yield from trainer.epoch_steps())}

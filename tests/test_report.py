@@ -9,26 +9,79 @@ def metrics(rows):
                         state="done")
 
 
+def curves(rows, epochs=10, falling=0.0):
+    """Per-epoch rows of runs that end at their final training error; ``falling``: how much
+    their error still drops per epoch at the end (0: flat, as a run that has trained)."""
+    frames = []
+    for i, (variant, depth, seed, final) in enumerate(rows):
+        errors = [final + falling * (epochs - e) for e in range(1, epochs + 1)]
+        frames.append(pd.DataFrame({"variant": variant, "depth": depth, "seed": seed, "train_error": errors,
+                                    "run_id": f"r{i}", "epoch": range(1, epochs + 1), "test_error": 0.1,
+                                    "iteration": [10 * e for e in range(1, epochs + 1)], "state": "done"}))
+    return pd.concat(frames, ignore_index=True)
+
+
+DEGRADES = [("plain", 8, 0, 0.01), ("plain", 56, 0, 0.6), ("residual", 8, 0, 0.01), ("residual", 56, 0, 0.02)]
+
+
 def test_verdict_reproduced_when_plain_degrades_and_residual_does_not():
-    m = metrics([("plain", 8, 0, 0.01), ("plain", 56, 0, 0.6), ("residual", 8, 0, 0.01),
-                 ("residual", 56, 0, 0.02)])
-    v = report.verdict(report.summarize(m))
+    v = report.verdict(curves(DEGRADES))
     assert v.startswith("Degradation reproduced") and "plain-56" in v
     # The same unit as the table: percent.
     assert "(train error 60.00 % vs 1.00 %)" in v and "0.600" not in v
+    # One seed: the call says so, and how to check it.
+    assert v.endswith("This rests on one seed: check it with --seeds 0,1,2.")
+
+
+def test_with_two_seeds_the_call_does_not_say_it_rests_on_one():
+    rows = [(v, d, s, e + 0.001 * s) for v, d, _, e in DEGRADES for s in (0, 1)]
+    v = report.verdict(curves(rows))
+    assert v.startswith("Degradation reproduced") and "one seed" not in v
+
+
+def test_no_call_while_the_shallow_nets_have_not_reached_a_low_training_error():
+    # Flat curves, the same gap as above, but plain-8 is at 20 %: the nets have not trained.
+    rows = [("plain", 8, 0, 0.2), ("plain", 56, 0, 0.6), ("residual", 8, 0, 0.01), ("residual", 56, 0, 0.02)]
+    v = report.verdict(curves(rows, epochs=3))
+    assert v.startswith("Not converged: train longer (--epochs 12, or trainer.epochs=12)")
+    assert "plain-8 (seed 0): 20.00 % training error at the end (trained: at most 10 %)" in v
+    assert "reproduced" not in v and "residual-8" not in v
+
+
+def test_no_call_while_a_shallow_curve_is_still_falling():
+    # Every error low, but plain-8 fell 0.8 points per epoch over the last 2 epochs: not flat.
+    v = report.verdict(curves(DEGRADES, falling=0.008))
+    assert v.startswith("Not converged: train longer (--epochs 20, or trainer.epochs=20)")
+    assert "plain-8 (seed 0): training error still moved 1.60 points over the last 2 epochs" in v
+    assert "reproduced" not in v
+    # The same errors with curves that moved less than a point: the call is made.
+    assert report.verdict(curves(DEGRADES, falling=0.004)).startswith("Degradation reproduced")
+
+
+def test_one_epoch_shows_no_curve_and_the_hint_follows_iterations_when_they_set_the_length():
+    v = report.verdict(curves(DEGRADES, epochs=1), iterations=True)
+    assert v.startswith("Not converged: train longer (trainer.iterations=40)")
+    assert "too few to see its curve flatten" in v
 
 
 def test_verdict_with_overlapping_seed_bands_is_inconclusive():
-    m = metrics([("plain", 8, 0, 0.1), ("plain", 8, 1, 0.3), ("plain", 56, 0, 0.15),
-                 ("plain", 56, 1, 0.35), ("residual", 8, 0, 0.1), ("residual", 8, 1, 0.1),
-                 ("residual", 56, 0, 0.1), ("residual", 56, 1, 0.1)])
-    assert report.verdict(report.summarize(m)).startswith("Inconclusive")
+    m = curves([("plain", 8, 0, 0.01), ("plain", 8, 1, 0.05), ("plain", 56, 0, 0.04),
+                ("plain", 56, 1, 0.08), ("residual", 8, 0, 0.01), ("residual", 8, 1, 0.01),
+                ("residual", 56, 0, 0.01), ("residual", 56, 1, 0.01)])
+    assert report.verdict(m).startswith("Inconclusive")
 
 
 def test_verdict_when_neither_degrades():
-    m = metrics([("plain", 8, 0, 0.01), ("plain", 56, 0, 0.01), ("residual", 8, 0, 0.01),
-                 ("residual", 56, 0, 0.0)])
-    assert report.verdict(report.summarize(m)).startswith("No degradation")
+    m = curves([("plain", 8, 0, 0.01), ("plain", 56, 0, 0.01), ("residual", 8, 0, 0.01),
+                ("residual", 56, 0, 0.0)])
+    assert report.verdict(m).startswith("No degradation")
+
+
+def test_a_verdict_per_setting_judges_each_setting_on_its_own_curves():
+    m = pd.concat([curves(DEGRADES).assign(**{"optim.lr": 0.1}),
+                   curves([(v, d, s, e + 0.3) for v, d, s, e in DEGRADES]).assign(**{"optim.lr": 0.01})])
+    low, high = report.verdicts(m, ["optim.lr"])
+    assert low.startswith("optim.lr=0.01: Not converged") and high.startswith("optim.lr=0.1: Degradation")
 
 
 def test_summary_has_mean_and_std_over_seeds_and_counts_diverged_runs():
