@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.utils import JobStatus
 
 
 class RemainingSweeper(BasicSweeper):
@@ -23,6 +24,24 @@ class RemainingSweeper(BasicSweeper):
                  check_store: bool = True) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.check_store = check_store
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
+        """The basic sweeper's set-up; a failed job's own error is then raised as it is.
+
+        Hydra's sweeper would first write "Error executing job with overrides: [...]" on stderr,
+        a second line beside the one degrade says about the failure.
+        """
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        launch = self.launcher.launch
+
+        def launch_raising(job_overrides: Any, initial_job_idx: int) -> Any:
+            results = launch(job_overrides, initial_job_idx=initial_job_idx)
+            for r in results:
+                if r.status == JobStatus.FAILED:
+                    raise r._return_value
+            return results
+
+        self.launcher.launch = launch_raising  # type: ignore[method-assign]
 
     def split_arguments(self, overrides: Any, max_batch_size: int | None) -> list[list[list[str]]]:  # type: ignore[override]
         """The basic sweeper's batches of jobs, less those whose runs are finished."""
