@@ -52,7 +52,8 @@ def test_the_summary_and_its_verdict_say_device_precision_and_threads(capsys, mo
     assert "cpu, fp32, 1 thread per run" in said.split("┏")[0]  # the table's title
     verdict = said.split("┘")[-1]
     # One epoch trains no net: the verdict says so rather than make a call, with the numerics.
-    assert "Not converged: train longer" in verdict and verdict.strip().endswith("(cpu, fp32, 1 thread per run)")
+    assert "Not converged: train longer" in verdict
+    assert verdict.strip().endswith("(cpu, fp32, 1 thread per run)")
 
 
 def test_a_run_begun_on_another_device_type_is_refused_before_anything_runs(capsys, tmp_path):
