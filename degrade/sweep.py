@@ -380,9 +380,10 @@ def _register_plugins() -> None:
         Plugins.instance().register(plugin)
 
 
-def stopped(e: BaseException, out: Path, run_ids: list[str]) -> LaunchError:
-    """The launcher's failure ``e`` as one line that names each run it left unfinished and
-    where its error is: recorded in the run's status (``degrade ls`` shows it) as ``interrupted``.
+def stopped(e: BaseException, out: Path, run_ids: list[str], who: str = "the launcher") -> LaunchError:
+    """The failure ``e`` of the launcher (or of ``who``) as one line that names each run it left
+    unfinished and where its error is: recorded in the run's status (``degrade ls`` shows it) as
+    ``interrupted``.
     """
     first = (str(e).strip().splitlines() or [""])[0]
     error = f"{e.__class__.__name__}: {first}"
@@ -400,7 +401,7 @@ def stopped(e: BaseException, out: Path, run_ids: list[str]) -> LaunchError:
             where = f"its folder {run.path} could not record the error ({w.strerror or w})"
         said.append(f"run {rid} was left unfinished: {where}")
     runs = "; ".join(said) if said else "no run was left unfinished"
-    return LaunchError(f"the launcher stopped ({error}); {runs}; rerun the same command to resume")
+    return LaunchError(f"{who} stopped ({error}); {runs}; rerun the same command to resume")
 
 
 def _multirun(overrides: list[str], out: Path, name: str, run_ids: list[str]) -> list[RunResult]:
@@ -471,6 +472,10 @@ def train_one(overrides: list[str], reporter: SweepReporter | None = None) -> Ru
     prepare_data([cfg])
     out = store.make_out(root)
     cfg.out = str(out)
-    with _watching(out, "train", [store.run_id(cfg)], reporter):
-        r = run_job(cfg)
+    rid = store.run_id(cfg)
+    with _watching(out, "train", [rid], reporter):
+        try:
+            r = run_job(cfg)
+        except OSError as e:  # the store failed under the run (a full disk): name it
+            raise stopped(e, out, [rid], who="training") from None
     return RunResult.from_dict(r, out)

@@ -143,8 +143,9 @@ def test_a_worker_killed_mid_run_names_the_run_and_where_its_error_is(tmp_path, 
     assert store.RunDir(out, rid).state() == "done"
 
 
+@pytest.mark.parametrize("command", ["sweep", "train"])
 def test_a_full_disk_under_a_run_names_the_run_and_says_its_folder_could_not_record_it(
-        tmp_path, capsys, monkeypatch):
+        command, tmp_path, capsys, monkeypatch):
     real = store.atomic_write
     checkpoints = []
 
@@ -157,11 +158,14 @@ def test_a_full_disk_under_a_run_names_the_run_and_says_its_folder_could_not_rec
 
     monkeypatch.setattr(store, "atomic_write", filling)
     out = tmp_path / "o"
-    code, _, err = run_cli(["sweep", *ONE_PLAIN, "--epochs", "2", "--out", str(out)], capsys)
+    args = (["sweep", *ONE_PLAIN, "--epochs", "2", "--out", str(out)] if command == "sweep" else
+            ["train", "model.depth=8", "model.variant=plain", "trainer.epochs=2", *PINNED, f"out={out}"])
+    code, _, err = run_cli(args, capsys)
     (rid,) = [p.name for p in (out / "runs").iterdir()]
     lines = err.strip().splitlines()
     assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
-    assert "the launcher stopped (OSError: [Errno 28] No space left on device)" in lines[0]
+    who = "the launcher" if command == "sweep" else "training"
+    assert f"error: {who} stopped (OSError: [Errno 28] No space left on device)" in lines[0]
     assert (f"run {rid} was left unfinished: its folder {out / 'runs' / rid} could not record the error "
             "(No space left on device)") in lines[0]
     monkeypatch.setattr(store, "atomic_write", real)
