@@ -382,11 +382,27 @@ def verdict(metrics: pd.DataFrame, iterations: bool = False) -> str:
         return "No finished epochs to judge."
     if _compare(table, "plain") is None and _compare(table, "residual") is None:
         return _call(table)  # nothing to call: it says what is missing
+    unfinished = _unfinished(metrics)
+    if unfinished is not None:
+        return unfinished
     unconverged = convergence(metrics, iterations)
     if unconverged is not None:
         return unconverged
     line = _call(table)
     return line + _seeds_note(table) if line.startswith(_CALLS) else line
+
+
+def _unfinished(metrics: pd.DataFrame) -> str | None:
+    """The line for runs that are still training or were stopped half-way, or None: their
+    last epoch is not their final one, so no call is made on them yet."""
+    if "state" not in metrics:
+        return None
+    states = metrics.groupby("run_id")["state"].first()
+    left = states[states.isin([store.INTERRUPTED, "running"])]
+    if left.empty:
+        return None
+    return (f"Not finished: {len(left)} of {len(states)} runs are {' or '.join(sorted(set(left)))}; "
+            "no call until they finish (rerun the same sweep command to resume them).")
 
 
 # The lines that make a claim, and so carry the note on seeds.

@@ -91,3 +91,11 @@ def test_summary_has_mean_and_std_over_seeds_and_counts_diverged_runs():
     row = t[(t.variant == "plain") & (t.depth == 8)].iloc[0]
     assert row.seeds == 2 and abs(row.train_error_mean - 0.2) < 1e-9 and row.train_error_std > 0
     assert int(t[(t.depth == 56)].iloc[0].diverged) == 1
+
+
+def test_no_call_on_runs_that_have_not_finished():
+    m = curves(DEGRADES)
+    m.loc[m["run_id"] == "r1", "state"] = "interrupted"
+    v = report.verdict(m)
+    assert v.startswith("Not finished: 1 of 4 runs are interrupted; no call until they finish")
+    assert "reproduced" not in v
