@@ -3,7 +3,7 @@
     <out>/runs/<run_id>/config.yaml       the resolved run config
                         metrics.parquet   one row per finished epoch
                         checkpoint.pt     model, optimizer and progress after the last epoch
-                        status.json       running | done | diverged | failed (+ error)
+                        status.json       running | done | diverged | failed | interrupted (+ error)
                         lock              held by the process that trains the run
     <out>/sweeps/<name>/sweep.json        the runs a sweep asked for, and its command
     <out>/LATEST                          name of the sweep last started
@@ -34,10 +34,11 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-STATES = ("running", "done", "diverged", "failed")
 # What a reader shows for a run recorded as running that no process holds: it was stopped
-# (killed, out of memory, a full disk, a lost node) and a rerun of its sweep resumes it.
+# (killed, out of memory, a full disk, a lost node) and a rerun of its sweep resumes it. A sweep
+# whose launcher stopped records it, with the error, where the folder can still be written.
 INTERRUPTED = "interrupted"
+STATES = ("running", "done", "diverged", "failed", INTERRUPTED)
 # Config keys that say where or how a run is computed, not what it computes.
 # How a run computes, not what: the device, its threads and the step path (all within rounding).
 _NOT_IDENTITY = ("out", "name", "sweep", "trainer.device", "trainer.threads", "trainer.path",

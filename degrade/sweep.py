@@ -395,8 +395,9 @@ def stopped(e: BaseException, out: Path, run_ids: list[str], who: str = "the lau
         if run.state() != store.INTERRUPTED:
             continue
         try:
-            run.mark_interrupted(error)
-            where = f"its error is recorded in {run.status_file}"
+            marked = run.mark_interrupted(error)
+            where = (f"its error is recorded in {run.status_file}" if marked
+                     else f"what it last recorded is in {run.status_file}")
         except OSError as w:
             where = f"its folder {run.path} could not record the error ({w.strerror or w})"
         said.append(f"run {rid} was left unfinished: {where}")
@@ -419,7 +420,7 @@ def _multirun(overrides: list[str], out: Path, name: str, run_ids: list[str]) ->
         raise ConfigError(one_line(e)) from None
     except Exception as e:  # noqa: BLE001 - a launcher's failure (a cancelled job, a lost node)
         raise stopped(e, out, run_ids) from None
-    return [RunResult.from_dict(job.return_value, out) for batch in batches for job in batch]
+    return [RunResult.from_dict(ret.return_value, out) for batch in batches for ret in batch]
 
 
 def _run_together(configs: list[DictConfig], out: Path, name: str, at_once: int) -> list[RunResult]:
