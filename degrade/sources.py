@@ -178,10 +178,14 @@ def find_cifar_folder(name: str, root: Path, download: bool) -> Path:
     return folder
 
 
+class _NotABatch(pickle.UnpicklingError):
+    """A pickle that names something a CIFAR batch does not hold (refused before it is looked up)."""
+
+
 def _latin1(text: str, encoding: str = "utf-8") -> bytes:
     """``_codecs.encode`` as Python 3's protocol-2 pickles use it for bytes, latin-1 only."""
     if not isinstance(text, str) or encoding.lower().replace("-", "") != "latin1":
-        raise pickle.UnpicklingError("not a CIFAR batch: an encoded string that is not latin-1")
+        raise _NotABatch("not a CIFAR batch: it encodes a string other than as latin-1")
     return text.encode("latin-1")
 
 
@@ -209,7 +213,7 @@ class _BatchUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         found = self.allowed.get((module, name))
         if found is None:
-            raise pickle.UnpicklingError(f"not a CIFAR batch: it names {module}.{name}")
+            raise _NotABatch(f"not a CIFAR batch: it names {module}.{name}")
         return found
 
 
@@ -228,11 +232,10 @@ def read_batches(folder: Path, names: list[str], label_key: bytes,
                 batch = _BatchUnpickler(f, encoding="bytes").load()
             images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             labels = np.asarray(batch[label_key], dtype=np.int64)
-        except pickle.UnpicklingError as e:
-            why = str(e) if str(e).startswith("not a CIFAR batch") else "not a CIFAR batch"
-            raise DataError(f"cannot read {path}: {why}; delete the folder to extract the archive "
-                            "again") from None
-        except (OSError, EOFError, KeyError, ValueError, TypeError,
+        except _NotABatch as e:
+            raise DataError(f"cannot read CIFAR batch {path}: {e}; delete the folder to extract the "
+                            "archive again") from None
+        except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError,
                 AttributeError, IndexError) as e:
             raise DataError(f"cannot read CIFAR batch {path}: {e.__class__.__name__}; "
                             "delete the folder to extract the archive again") from None

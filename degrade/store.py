@@ -47,7 +47,7 @@ class StoreError(ValueError):
 
 
 # What run_id makes: family-variant-depth-s<seed>-<hash>, letters, digits and a few marks.
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
 
 
 def store_root(out: str | Path) -> Path:

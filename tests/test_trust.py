@@ -260,7 +260,8 @@ def test_workers_import_the_installed_package_whatever_the_current_folder(tmp_pa
     (tmp_path / "degrade").mkdir()
     (tmp_path / "degrade" / "__init__.py").write_text("")
     # The installed command, as its script starts it: the current folder is not on its path.
-    start = "import sys; sys.path.remove(''); from degrade.cli import main; sys.exit(main(sys.argv[1:]))"
+    start = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+             "from degrade.cli import main; sys.exit(main(sys.argv[1:]))")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     env.pop("PYTHONPATH", None)
     r = subprocess.run([sys.executable, "-c", start, "sweep", "--depths", "8", "--epochs", "1",
