@@ -255,7 +255,8 @@ def test_a_sweep_name_no_override_can_say_is_refused_before_anything_is_written(
     assert not out.exists()
 
 
-def test_workers_import_the_installed_package_whatever_the_current_folder(tmp_path):
+@pytest.mark.parametrize("launcher", ["local_parallel", "joblib"])
+def test_workers_import_the_installed_package_whatever_the_current_folder(tmp_path, launcher):
     # A folder named like the package in the current folder (a clone in ~, a user working in ~).
     (tmp_path / "degrade").mkdir()
     (tmp_path / "degrade" / "__init__.py").write_text("")
@@ -265,7 +266,7 @@ def test_workers_import_the_installed_package_whatever_the_current_folder(tmp_pa
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     env.pop("PYTHONPATH", None)
     r = subprocess.run([sys.executable, "-c", start, "sweep", "--depths", "8", "--epochs", "1",
-                        "trainer.threads=1", "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2"],
+                        "trainer.threads=1", f"hydra/launcher={launcher}", "hydra.launcher.n_jobs=2"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "2 runs (2 done)" in r.stdout, r.stdout + r.stderr
