@@ -133,6 +133,8 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"unknown dataset {cfg.data.name!r}; choose one of {', '.join(DATASETS)}"
             )
+        if not isinstance(cfg.get("out"), str) or not cfg.out.strip():
+            raise ConfigError(f"out (the run store) must name a folder, got {cfg.get('out')!r}")
         compute.check_precision(str(cfg.trainer.precision))
         compute.check_path(str(cfg.trainer.path), compute.device_type(str(cfg.trainer.device)))
         if not isinstance(cfg.trainer.get("tensorboard", False), bool):
@@ -181,11 +183,33 @@ def _refuse_unknown_keys(overrides: list[str]) -> None:
             raise ConfigError(f"unknown config key {key!r}; see `degrade show` for the keys there are")
 
 
+def _refuse_unknown_options(overrides: list[str]) -> None:
+    """Refuse a group option there is no file for (``experiment=nope``).
+
+    Hydra refuses it for most groups, but ``experiment`` is optional in the defaults list (a
+    run need not use a preset), and Hydra then skips a missing preset without a word.
+    """
+    parser = OverridesParser.create()
+    groups = _groups() - {"hydra"}
+    for text in overrides:
+        o = parser.parse_overrides([text])[0]
+        if o.key_or_group not in groups or o.is_delete():
+            continue
+        value = o.value()
+        folder = config_dir() / o.key_or_group
+        for option in value if isinstance(value, list) else [value]:
+            if option is not None and not (folder / f"{option}.yaml").is_file():
+                there = sorted(p.stem for p in folder.glob("*.yaml"))
+                raise ConfigError(f"unknown {o.key_or_group} option {str(option)!r}; choose one of "
+                                  f"{', '.join(there)}")
+
+
 def compose_run(overrides: list[str]) -> DictConfig:
     """The validated config of one run; ConfigError on any composition or value problem."""
     combos = expand_overrides(overrides)
     if len(combos) > 1:
         raise ConfigError("these overrides sweep several values; use `degrade sweep` for a grid")
+    _refuse_unknown_options(combos[0])
     try:
         with hydra_context():
             cfg = compose(CONFIG_NAME, overrides=combos[0])
@@ -217,6 +241,13 @@ def expand_overrides(overrides: list[str]) -> list[list[str]]:
             parsed.extend(parser.parse_overrides([text]))
         except HydraException as e:
             raise ConfigError(f"bad override {text!r}: {one_line(e)}") from None
+    seen: dict[str, str] = {}
+    for text, o in zip(overrides, parsed, strict=True):
+        key = o.key_or_group
+        if key in seen:
+            # Hydra would apply the last one without a word: what was asked first would not run.
+            raise ConfigError(f"{seen[key]} and {text} both set {key}; give it once")
+        seen[key] = text
     choices = []
     for text, o in zip(overrides, parsed, strict=True):
         if o.is_sweep_override():
@@ -225,6 +256,26 @@ def expand_overrides(overrides: list[str]) -> list[list[str]]:
         else:
             choices.append([text])
     return [list(combo) for combo in itertools.product(*choices)]
+
+
+def quoted(value: str, key: str) -> str:
+    """``key=value`` as a Hydra override that reads back as exactly ``value`` (a name or path
+    with spaces, brackets or non-ASCII letters); ConfigError when no override can say it."""
+    if "${" in value or any(ord(c) < 32 for c in value):
+        raise ConfigError(f"{key} {value!r} cannot be passed to Hydra (no '${{' or control "
+                          "characters); choose another")
+    text = "'" + re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    # Backslashes before the closing quote are escaped too.
+    trail = len(value) - len(value.rstrip("\\"))
+    text += "\\" * trail + "'"
+    override = f"{key}={text}"
+    try:
+        parsed = OverridesParser.create().parse_overrides([override])[0].value()
+    except HydraException:
+        parsed = None
+    if parsed != value:
+        raise ConfigError(f"{key} {value!r} cannot be passed to Hydra; choose another")
+    return override
 
 
 def to_yaml(cfg: DictConfig) -> str:

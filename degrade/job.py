@@ -150,7 +150,11 @@ def job_steps(cfg: DictConfig, train: Training, settle: bool = True) -> Steps[di
     pin_precision(cfg)  # as the sweep planned it; a launcher's worker composes "auto" anew
     out = Path(cfg.out)
     rid = store.run_id(cfg)
-    run = store.RunDir(out, rid)
+    try:
+        # The sweep checked the run's folder before launching; a link planted since is refused here.
+        run = store.RunDir(out, rid)
+    except store.StoreError as e:
+        return RunResult(rid, "failed", 0, error=str(e)).as_dict()
     try:
         with run.lock():
             result = yield from _under_lock(cfg, out, run, train)

@@ -13,6 +13,7 @@ and its lock is the kernel's, so that loses only the epoch in flight, which a re
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import queue
@@ -33,6 +34,11 @@ from typing import IO, Any
 # worker's start and its first job can then be held on purpose instead of hit by chance.
 HOLD_ENV = "DEGRADE_POOL_HOLD"
 _HEADER = struct.Struct(">Q")
+# A worker imports what the sweep's process imported: it starts with that process's module
+# search path, not with the current folder first (``python -m`` would put it there, and a
+# ``degrade/`` folder in it would then stand in for the installed package).
+_BOOT = ("import json, runpy, sys; sys.path[:] = json.loads(sys.argv[3]); "
+         "runpy.run_module('degrade.pool', run_name='__main__', alter_sys=True)")
 
 
 def _send(f: IO[bytes], message: Any) -> None:
@@ -51,6 +57,11 @@ def _receive(f: IO[bytes]) -> bytes:
     if len(data) < size:
         raise EOFError
     return data
+
+
+def _search_path() -> list[str]:
+    """This process's module search path, with the current folder spelled out."""
+    return [os.path.abspath(p) if p in ("", ".") else p for p in sys.path]
 
 
 @dataclass
@@ -73,7 +84,7 @@ class _Worker:
         result_r, result_w = os.pipe()
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "degrade.pool", str(job_r), str(result_w)],
+                [sys.executable, "-c", _BOOT, str(job_r), str(result_w), json.dumps(_search_path())],
                 pass_fds=(job_r, result_w), env=env, stdin=subprocess.DEVNULL)
         finally:
             os.close(job_r)

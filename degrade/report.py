@@ -113,7 +113,7 @@ def load(out: str | Path, name: str | None = None) -> Sweep:
 
     StoreError when there is no such sweep or nothing of it has finished an epoch.
     """
-    root = Path(out).expanduser()
+    root = store.store_root(out)
     name, metrics = store.sweep_metrics(root, name)
     record = store.read_sweep(root, name)
     configs = store.load_configs(root, list(metrics["run_id"].unique()))

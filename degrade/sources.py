@@ -178,6 +178,45 @@ def find_cifar_folder(name: str, root: Path, download: bool) -> Path:
     return folder
 
 
+class _NotABatch(pickle.UnpicklingError):
+    """A pickle that names something a CIFAR batch does not hold (refused before it is looked up)."""
+
+
+def _latin1(text: str, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` as Python 3's protocol-2 pickles use it for bytes, latin-1 only."""
+    if not isinstance(text, str) or encoding.lower().replace("-", "") != "latin1":
+        raise _NotABatch("not a CIFAR batch: it encodes a string other than as latin-1")
+    return text.encode("latin-1")
+
+
+def _array_globals() -> dict[tuple[str, str], Any]:
+    """The numpy functions a pickled array names, under each module name numpy has had."""
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:  # numpy 1
+        from numpy.core import multiarray, numeric  # type: ignore[no-redef]
+    allowed: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                                          ("_codecs", "encode"): _latin1}
+    for core in ("numpy.core", "numpy._core"):
+        allowed[(f"{core}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        allowed[(f"{core}.numeric", "_frombuffer")] = numeric._frombuffer  # protocol 5
+    return allowed
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Reads what a CIFAR batch holds (dicts, lists, bytes, strings, numbers, numpy arrays) and
+    nothing else: any other global a pickle names is refused before it is looked up, so a
+    crafted file runs no code."""
+
+    allowed = _array_globals()
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = self.allowed.get((module, name))
+        if found is None:
+            raise _NotABatch(f"not a CIFAR batch: it names {module}.{name}")
+        return found
+
+
 def read_batches(folder: Path, names: list[str], label_key: bytes,
                  classes: int) -> tuple[np.ndarray, np.ndarray]:
     """The images (N, 3, 32, 32, uint8) and labels of the named pickle batches in ``folder``.
@@ -190,9 +229,12 @@ def read_batches(folder: Path, names: list[str], label_key: bytes,
         path = folder / n
         try:
             with path.open("rb") as f:
-                batch = pickle.load(f, encoding="bytes")
+                batch = _BatchUnpickler(f, encoding="bytes").load()
             images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             labels = np.asarray(batch[label_key], dtype=np.int64)
+        except _NotABatch as e:
+            raise DataError(f"cannot read CIFAR batch {path}: {e}; delete the folder to extract the "
+                            "archive again") from None
         except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError,
                 AttributeError, IndexError) as e:
             raise DataError(f"cannot read CIFAR batch {path}: {e.__class__.__name__}; "

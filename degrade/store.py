@@ -16,9 +16,11 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import socket
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +49,46 @@ _NOT_IDENTITY = ("out", "name", "sweep", "trainer.device", "trainer.threads", "t
 
 class StoreError(ValueError):
     """A store location or file a user pointed at that cannot be used."""
+
+
+# What run_id makes: family-variant-depth-s<seed>-<hash>, letters, digits and a few marks.
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
+
+
+def store_root(out: str | Path) -> Path:
+    """The store ``out`` names (``~`` expanded); StoreError when it names nothing (``--out ""``)."""
+    if not str(out).strip():
+        raise StoreError("--out is empty: name the run store's folder (default: outputs)")
+    return Path(out).expanduser()
+
+
+def check_run_id(rid: object) -> str:
+    """``rid`` when it is a plain run id (a name directly inside ``runs/``); StoreError otherwise.
+
+    Run ids read from a file (``sweep.json``) are data: one that would lead out of ``runs/``
+    (``../x``, ``/abs``) is refused, never opened.
+    """
+    if not isinstance(rid, str) or not _RUN_ID.fullmatch(rid) or ".." in rid:
+        raise StoreError(f"{rid!r} is not a run id (a plain name inside runs/); the sweep record "
+                         "that names it is damaged or was edited by hand")
+    return rid
+
+
+def refuse_link(path: Path, what: str) -> Path:
+    """``path`` unless it is a symbolic link; StoreError naming it otherwise.
+
+    The store follows no links inside itself: a run or sweep folder (or one of their files)
+    that is a link could lead its reads and writes anywhere. Nothing is written before this
+    is checked.
+    """
+    if path.is_symlink():
+        try:
+            target = f" (to {os.readlink(path)})"
+        except OSError:
+            target = ""
+        raise StoreError(f"{what} {path} is a symbolic link{target}; the store follows no links: "
+                         "remove it (or copy what it points to in its place), then rerun")
+    return path
 
 
 def _now() -> str:
@@ -161,7 +203,11 @@ def _read_checkpoint(path: Path) -> dict[str, Any] | None:
     import torch
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: tensors, containers and plain values, never an object's code; a
+        # planted pickle fails here, unexecuted, and is reported as a damaged checkpoint.
+        with warnings.catch_warnings():  # torch notes the pickle protocol of every checkpoint
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - any damage means "not usable"
         return None
     return state if isinstance(state, dict) and "epoch" in state else None
@@ -206,12 +252,25 @@ def read_parquet(path: Path) -> pd.DataFrame | None:
 # --------------------------------------------------------------------------- run folders
 
 
+_RUN_FILES = ("config.yaml", "metrics.parquet", "layers.parquet", "checkpoint.pt", "checkpoint.prev.pt",
+              "status.json", "lock")
+
+
 class RunDir:
-    """The files of one run."""
+    """The files of one run.
+
+    StoreError when ``rid`` is not a plain run id, or when the run's folder (or ``runs/``, or
+    one of the run's files) is a symbolic link: nothing of such a run is read or written.
+    """
 
     def __init__(self, out: Path, rid: str) -> None:
-        self.id = rid
+        self.id = check_run_id(rid)
         self.path = Path(out) / "runs" / rid
+        refuse_link(self.path.parent, "the runs folder")
+        refuse_link(self.path, "run folder")
+        if self.path.is_dir():
+            for name in _RUN_FILES:
+                refuse_link(self.path / name, "run file")
 
     config = property(lambda self: self.path / "config.yaml")
     metrics = property(lambda self: self.path / "metrics.parquet")
@@ -305,12 +364,16 @@ class RunDir:
         left by a killed process is taken over at once.
         """
         self.path.mkdir(parents=True, exist_ok=True)
-        with (self.path / "lock").open("a+") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        # O_NOFOLLOW: a link planted as the lock after this run was checked is not followed.
+        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 yield
             finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     def write_config(self, cfg: DictConfig) -> None:
         """Keep the resolved run config beside its results."""
@@ -369,6 +432,14 @@ def recorded_device(run: RunDir) -> str | None:
     return env.get("device") if isinstance(env, dict) else None
 
 
+def recorded_threads(run: RunDir) -> int | None:
+    """The CPU threads the run's last training session used, if it recorded them."""
+    sessions = run.status().get("sessions") or []
+    env = sessions[-1].get("environment") if sessions else None
+    threads = env.get("threads") if isinstance(env, dict) else None
+    return threads if isinstance(threads, int) and not isinstance(threads, bool) else None
+
+
 def device_change(run_id: str, before: str, now: str) -> str:
     """Why a run begun on device type ``before`` may not resume on ``now``, and what to do."""
     return (f"run {run_id} began on {before} and would resume on {now}, which would change its numerics "
@@ -377,7 +448,10 @@ def device_change(run_id: str, before: str, now: str) -> str:
 
 def make_out(out: str | Path) -> Path:
     """The store root, created; a clear StoreError when it cannot be written."""
-    root = Path(out).expanduser().absolute()
+    root = store_root(out).absolute()
+    refuse_link(root / "runs", "the runs folder")
+    refuse_link(root / "sweeps", "the sweeps folder")
+    refuse_link(root / "LATEST", "the store file")
     try:
         (root / "runs").mkdir(parents=True, exist_ok=True)
         (root / "sweeps").mkdir(exist_ok=True)
@@ -415,13 +489,19 @@ def check_sweep_name(name: str) -> str:
 
 
 def sweep_dir(out: Path, name: str) -> Path:
-    """Folder of the sweep called ``name``; StoreError when the name would lead elsewhere."""
-    return Path(out) / "sweeps" / check_sweep_name(name)
+    """Folder of the sweep called ``name``; StoreError when the name would lead elsewhere, or
+    when the folder (or ``sweeps/``, or its record) is a symbolic link."""
+    folder = Path(out) / "sweeps" / check_sweep_name(name)
+    refuse_link(folder.parent, "the sweeps folder")
+    refuse_link(folder, "sweep folder")
+    refuse_link(folder / "sweep.json", "sweep record")
+    return folder
 
 
 def write_sweep(out: Path, name: str, record: dict[str, Any]) -> Path:
     """Record a sweep (its run ids and command) and mark it as the latest."""
     folder = sweep_dir(out, name)
+    refuse_link(Path(out) / "LATEST", "the store file")
     with writing(folder):
         write_text_atomic(folder / "sweep.json", json.dumps(record, indent=1, default=str) + "\n")
         write_text_atomic(Path(out) / "LATEST", name + "\n")
@@ -431,7 +511,7 @@ def write_sweep(out: Path, name: str, record: dict[str, Any]) -> Path:
 def latest_sweep(out: Path) -> str | None:
     """Name of the sweep last started in ``out``, if any."""
     try:
-        name = (Path(out) / "LATEST").read_text().strip()
+        name = refuse_link(Path(out) / "LATEST", "the store file").read_text().strip()
     except OSError:
         return None
     return name or None
@@ -441,11 +521,19 @@ def read_sweep(out: Path, name: str) -> dict[str, Any]:
     """The record of sweep ``name``; StoreError when there is none."""
     path = sweep_dir(out, name) / "sweep.json"
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except OSError:
         raise StoreError(f"no sweep named {name!r} in {out}") from None
     except ValueError:
         raise StoreError(f"sweep record {path} is damaged") from None
+    if not isinstance(record, dict) or not isinstance(record.get("runs", []), list):
+        raise StoreError(f"sweep record {path} is damaged")
+    for rid in record.get("runs", []):
+        try:
+            check_run_id(rid)
+        except StoreError as e:
+            raise StoreError(f"sweep record {path}: {e}") from None
+    return record
 
 
 @dataclass(frozen=True)
@@ -470,12 +558,12 @@ class Damage:
 def _run_ids(root: Path, name: str | None) -> list[str]:
     if name is not None:
         return list(read_sweep(root, name).get("runs", []))
-    return sorted(p.name for p in (root / "runs").glob("*") if p.is_dir())
+    return sorted(p.name for p in (root / "runs").glob("*") if p.is_dir() and _RUN_ID.fullmatch(p.name))
 
 
 def damaged_runs(out: str | Path, name: str | None = None, latest: bool = False) -> list[Damage]:
     """The runs of sweep ``name`` (the latest with ``latest``, else every run) that cannot all be read."""
-    root = Path(out).expanduser()
+    root = store_root(out)
     if latest and name is None:
         name = latest_sweep(root)
         if name is None:
@@ -530,7 +618,7 @@ def _empty_row(run: RunDir) -> pd.DataFrame | None:
 
 def sweep_metrics(out: str | Path, name: str | None = None) -> tuple[str, pd.DataFrame]:
     """The named (default: latest) sweep's per-epoch metrics; StoreError when there are none."""
-    root = Path(out).expanduser()
+    root = store_root(out)
     name = name or latest_sweep(root)
     if name is None:
         raise StoreError(f"no sweeps in {root}; run `degrade sweep` first")
@@ -548,7 +636,7 @@ def list_runs(out: str | Path, name: str | None = None) -> pd.DataFrame:
     """
     import pandas as pd
 
-    root = Path(out).expanduser()
+    root = store_root(out)
     rows = []
     for rid in _run_ids(root, name):
         run = RunDir(root, rid)

@@ -35,6 +35,7 @@ from degrade.config import (
     expand_overrides,
     hydra_context,
     one_line,
+    quoted,
 )
 from degrade.job import SWEEP_PID_ENV, RunResult, Steps, job_steps
 from degrade.sources import prepare_dataset
@@ -133,8 +134,42 @@ def _flag_overrides(spec: SweepSpec, grid: DictConfig) -> list[str]:
     if spec.device is not None:
         ov.append(f"trainer.device={spec.device}")
     if spec.out is not None:
-        ov.append(f"out={spec.out}")
+        ov.append(quoted(spec.out, "out"))
     return ov
+
+
+def _refuse_conflicts(spec: SweepSpec) -> None:
+    """ConfigError when a flag and an override set the same thing (``--depths 8,20 model.depth=56``):
+    one of them would be dropped without a word."""
+    flags = (("--depths", spec.depths, ("model.depth", "sweep.depths")),
+             ("--variants", spec.variants, ("model.variant", "sweep.variants")),
+             ("--seeds", spec.seeds, ("seed", "sweep.seeds")),
+             ("--epochs", spec.epochs, ("trainer.epochs", "trainer.iterations")),
+             ("--device", spec.device, ("trainer.device",)),
+             ("--name", spec.name, ("name",)),
+             ("--out", spec.out, ("out",)))
+    for flag, value, keys in flags:
+        if value is None:
+            continue
+        for o in spec.overrides:
+            key = _key(o)
+            if key not in keys:
+                continue
+            if key == "trainer.iterations" and o.split("=", 1)[-1].strip() in ("null", "~"):
+                continue  # null: the run counts epochs, which is what --epochs sets
+            what = "the run's length" if key == "trainer.iterations" else key
+            raise ConfigError(f"{flag} and {o} both set {what}; give one of them")
+
+
+def _refuse_unused_epochs(spec: SweepSpec, configs: list[DictConfig]) -> None:
+    """ConfigError for ``--epochs`` where ``trainer.iterations`` (from a preset) sets the length."""
+    if spec.epochs is None:
+        return
+    for cfg in configs:
+        if cfg.trainer.get("iterations") is not None:
+            raise ConfigError(f"--epochs {spec.epochs} would not be used: trainer.iterations="
+                              f"{cfg.trainer.iterations} sets the run's length (a preset sets it); give "
+                              "trainer.iterations=N instead, or add trainer.iterations=null to count epochs")
 
 
 def _key(override: str) -> str:
@@ -153,6 +188,9 @@ def plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig]]:
                          ("--seeds", spec.seeds)):
         if values is not None and not values:
             raise ConfigError(f"{name} is empty: the sweep would run nothing")
+    if spec.out is not None and not spec.out.strip():
+        raise ConfigError("--out is empty: name the run store's folder (default: outputs)")
+    _refuse_conflicts(spec)
     if spec.together is not None:
         if spec.together < 1:
             raise ConfigError("--together must be at least 1")
@@ -169,6 +207,7 @@ def plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig]]:
     configs = [compose_run(combo) for combo in expand_overrides(run_overrides)]
     if not configs:
         raise ConfigError("the sweep would run nothing")
+    _refuse_unused_epochs(spec, configs)
     if spec.together is None and _parallel_on_cpu_by_default(configs, hydra_overrides):
         # Small same-shape runs use two cores better as two 1-thread processes than as one
         # 2-thread process (85 s -> 67 s for the default sweep on 2 cores).
@@ -289,8 +328,9 @@ def _sweep_name(spec: SweepSpec, configs: list[DictConfig]) -> str:
     names = {c.get("name") for c in configs} - {None}
     if len(names) > 1:
         raise ConfigError("name takes one value per sweep")
-    name = spec.name or (names.pop() if names else None) or default_name(configs)
-    return store.check_sweep_name(str(name))
+    name = store.check_sweep_name(str(spec.name or (names.pop() if names else None) or default_name(configs)))
+    quoted(name, "name")  # checked here, before anything is written: the launcher is given it so
+    return name
 
 
 @contextlib.contextmanager
@@ -318,6 +358,7 @@ def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepRe
     root = Path(configs[0].out).expanduser().absolute()
     ids = [store.run_id(c) for c in configs]
     unique = list(dict.fromkeys(ids))
+    store.sweep_dir(root, name)  # a sweep folder that is a link is refused before anything is written
     finished = {rid: store.RunDir(root, rid).finished() for rid in unique}
     remaining = [c for c, rid in zip(configs, ids, strict=True) if finished[rid] is None]
     check_fits(remaining)
@@ -414,7 +455,7 @@ def _multirun(overrides: list[str], out: Path, name: str, run_ids: list[str]) ->
                 config_name=CONFIG_NAME,
                 task_function=run_job,
                 overrides=[o for o in overrides if _key(o) not in ("out", "name")]
-                + [f"name={name}", f"out={out}", "hydra.mode=MULTIRUN"],
+                + [quoted(name, "name"), quoted(str(out), "out"), "hydra.mode=MULTIRUN"],
             )
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(one_line(e)) from None
@@ -439,19 +480,25 @@ def _run_together(configs: list[DictConfig], out: Path, name: str, at_once: int)
         if cfg.trainer.threads is None:  # one run computes at a time: each may use every core
             cfg.trainer.threads = compute.usable_cores()
         pending.append((k, cfg))
+    import torch
+
     from degrade import accel  # torch, now that runs train in this process
     from degrade.train import run_steps
 
-    active: list[tuple[int, Steps[dict[str, Any]], Any]] = []
+    active: list[tuple[int, Steps[dict[str, Any]], Any, DictConfig]] = []
     returns: dict[int, dict[str, Any]] = {}
     try:
         while pending or active:
             while pending and len(active) < at_once:
                 k, cfg = pending.popleft()
                 stream = accel.new_stream(str(cfg.trainer.device))
-                active.append((k, job_steps(cfg, run_steps, settle=False), stream))
+                active.append((k, job_steps(cfg, run_steps, settle=False), stream, cfg))
             for slot in list(active):
-                k, steps, stream = slot
+                k, steps, stream, cfg = slot
+                if cfg.trainer.threads != torch.get_num_threads():
+                    # Torch's thread count is the process's: each run steps with its own (a resumed
+                    # run keeps the count it began with, which its job sets in its config).
+                    accel.set_threads(cfg.trainer.threads)
                 with accel.on_stream(stream):
                     try:
                         next(steps)
@@ -459,7 +506,7 @@ def _run_together(configs: list[DictConfig], out: Path, name: str, at_once: int)
                         returns[k] = stop.value
                         active.remove(slot)
     finally:
-        for _, steps, _ in active:
+        for _, steps, _, _ in active:
             steps.close()  # a run stopped half-way lets go of its lock: it reads as interrupted
     return [RunResult.from_dict(r, out) for _, r in sorted(returns.items())]
 

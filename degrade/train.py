@@ -25,7 +25,15 @@ from degrade.job import RunResult, Steps, drain, process_started
 from degrade.models import build_model
 from degrade.spec import model_spec
 from degrade.step import Step, resolve_path
-from degrade.store import RunDir, device_change, load_checkpoint, run_id, save_checkpoint, write_rows_atomic
+from degrade.store import (
+    RunDir,
+    device_change,
+    load_checkpoint,
+    recorded_threads,
+    run_id,
+    save_checkpoint,
+    write_rows_atomic,
+)
 
 log = logging.getLogger("degrade")
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -83,7 +91,7 @@ class Trainer:
     def __init__(self, cfg: DictConfig, data: Dataset | None = None) -> None:
         self.cfg = cfg
         t = cfg.trainer
-        accel_mod.set_threads(t.threads)
+        self.threads = accel_mod.set_threads(t.threads)
         self.acc = accel_mod.resolve(t.device, t.precision, t.channels_last)
         accel_mod.apply_numerics(self.acc)
         fmt = torch.channels_last if self.acc.channels_last else None
@@ -131,11 +139,23 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
             "device": self.acc.device.type,  # a run resumes on the same kind of device only
+            "threads": self.threads,  # and with the CPU threads it began with (see keep_threads)
             "epoch": self.epoch,
             "iteration": self.iteration,
             "rows": list(self.rows),
             "layer_rows": list(self.layer_rows),
         }
+
+    def keep_threads(self, began: int) -> None:
+        """Train on with the ``began`` CPU threads the run began with.
+
+        On the CPU the order of a reduction's partial sums depends on the thread count, so a run
+        resumed with another count would not end as an uninterrupted run ends. The count is
+        not part of the run's id (a rerun with other parallelism finds its finished runs): a
+        run keeps it for life instead, as it keeps its device type.
+        """
+        self.threads = accel_mod.set_threads(began)
+        self.cfg.trainer.threads = began
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Continue from a ``state()`` snapshot."""
@@ -268,17 +288,23 @@ def run_steps(
     trainer = Trainer(cfg, data)
     warnings: list[str] = []
     if run is not None:
-        run.write_config(cfg)
         ckpt = load_checkpoint(run.checkpoint, warn=warnings.append)
         if ckpt is not None:
             before, now = ckpt.get("device", trainer.acc.device.type), trainer.acc.device.type
             if before != now:  # the sweep refuses this before launching; a lone job says so here
                 raise ResumeError(device_change(rid, before, now))
+            began = ckpt.get("threads") or recorded_threads(run)
+            if isinstance(began, int) and began >= 1 and began != trainer.threads:
+                warnings.append(f"resumed on {began} CPU thread{'s' if began != 1 else ''}, the count it "
+                                f"began with, not {trainer.threads}: a run keeps its thread count so that "
+                                "it ends as an uninterrupted run would")
+                trainer.keep_threads(began)
             # The checkpoint holds the rows up to its epoch: rewriting the metrics from it
             # drops a row of an epoch that is trained again and mends a damaged file.
             trainer.load_state(ckpt)
             write_rows_atomic(run.metrics, trainer.rows)
             _write_layers(run, trainer)
+        run.write_config(cfg)  # with the thread count the run trains with
         run.begin_session(trainer.epoch, trainer.epochs, environment=environment.of_run(trainer.acc),
                           timeline=_timeline(trainer))
         if warnings:
