@@ -51,7 +51,7 @@ class EpochLog:
         add("error/test", 100 * row["test_error"], step)
         add("loss/train", row["train_loss"], step)
         add("loss/test", row["test_loss"], step)
-        add("lr", row["lr"], step)
+        add("lr", row["scheduled_lr"], step)
         add("throughput/images_per_second", row["images_per_second"], step)
         for r in reversed(layer_rows):  # this epoch's rows are the newest
             if r["epoch"] != step:

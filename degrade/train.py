@@ -25,7 +25,8 @@ from degrade.job import RunResult, Steps, drain, process_started
 from degrade.models import build_model
 from degrade.spec import model_spec
 from degrade.step import Step, resolve_path
-from degrade.store import RunDir, device_change, load_checkpoint, run_id, save_checkpoint, write_rows_atomic
+from degrade.store import (RunDir, current_row, device_change, load_checkpoint, run_id, save_checkpoint,
+                           write_rows_atomic)
 
 log = logging.getLogger("degrade")
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -144,7 +145,7 @@ class Trainer:
         self.stepper.forget_state()  # the optimizer's buffers are new tensors now
         self.epoch = int(state["epoch"])
         self.iteration = int(state["iteration"])
-        self.rows = list(state["rows"])
+        self.rows = [current_row(r) for r in state["rows"]]
         self.layer_rows = list(state.get("layer_rows", []))
 
     # -- one epoch ---------------------------------------------------------------------
@@ -202,7 +203,7 @@ class Trainer:
         return {
             "epoch": self.epoch,
             "iteration": self.iteration,
-            "lr": lr,
+            "scheduled_lr": lr,
             "train_loss": train_loss,
             "train_error": wrong / max(seen, 1),
             "test_loss": test_loss,

@@ -6,7 +6,7 @@ import pytest
 from tests.conftest import files_under, run_cli, run_subprocess
 
 SCHEMA = ["run_id", "family", "variant", "depth", "shortcut", "seed", "dataset", "device", "precision",
-          "epoch", "iteration", "lr", "train_loss", "train_error", "test_loss", "test_error",
+          "epoch", "iteration", "scheduled_lr", "train_loss", "train_error", "test_loss", "test_error",
           "epoch_seconds", "images_per_second", "path", "setup_seconds", "ended"]
 
 
