@@ -25,8 +25,15 @@ from degrade.job import RunResult, Steps, drain, process_started
 from degrade.models import build_model
 from degrade.spec import model_spec
 from degrade.step import Step, resolve_path
-from degrade.store import (RunDir, current_row, device_change, load_checkpoint, run_id, save_checkpoint,
-                           write_rows_atomic)
+from degrade.store import (
+    RunDir,
+    current_row,
+    device_change,
+    load_checkpoint,
+    run_id,
+    save_checkpoint,
+    write_rows_atomic,
+)
 
 log = logging.getLogger("degrade")
 EpochCallback = Callable[[dict[str, Any]], None]

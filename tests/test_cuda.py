@@ -35,7 +35,8 @@ def test_the_captured_step_trains_as_the_eager_step():
     for a, b in zip(rows["eager"], rows["graph"], strict=True):
         assert a["scheduled_lr"] == b["scheduled_lr"]
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
-    assert rows["graph"][-1]["scheduled_lr"] < rows["graph"][0]["scheduled_lr"]  # the schedule stepped inside the graph
+    # the schedule stepped inside the graph
+    assert rows["graph"][-1]["scheduled_lr"] < rows["graph"][0]["scheduled_lr"]
     assert rows["graph"][0]["setup_seconds"] > 0 and rows["graph"][1]["setup_seconds"] == 0
 
 

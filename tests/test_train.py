@@ -28,8 +28,8 @@ def test_a_run_learns_and_reports_every_column():
     assert r.state == "done" and r.epochs == 3
     f = r.final
     assert f["train_error"] < 0.5 and f["test_error"] < 0.5
-    for key in ("run_id", "family", "variant", "depth", "seed", "dataset", "epoch", "iteration", "scheduled_lr",
-                "train_loss", "test_loss", "epoch_seconds", "images_per_second"):
+    for key in ("run_id", "family", "variant", "depth", "seed", "dataset", "epoch", "iteration",
+                "scheduled_lr", "train_loss", "test_loss", "epoch_seconds", "images_per_second"):
         assert key in f
     assert f["iteration"] == 3 * 12  # ceil(1437 / 128) steps per epoch
 
