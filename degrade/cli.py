@@ -177,11 +177,12 @@ def _say_damaged(out: str, name: str | None) -> None:
 
 
 def _print_summary(out: str, name: str | None) -> None:
-    from degrade import report
+    from degrade import report, results
 
-    data = report.load(out, name)
+    results_sweep = results.open_store(out).sweep(name)
+    data = results_sweep.loaded
     _say_damaged(out, data.name)
-    table = report.summarize(data.metrics, data.keys)
+    table = results_sweep.summary()
     multi = bool((table["seeds"] > 1).any())
     paper = bool(table["paper_test_error"].notna().any())
     t = Table(title=f"sweep {data.name}: final errors (%), {report.describe(data)}")
@@ -206,7 +207,7 @@ def _print_summary(out: str, name: str | None) -> None:
     if paper:
         pub = report.published()
         out_console.print(f"paper: {pub['metric']}, {pub['source']}", highlight=False)
-    for line in report.verdicts(table, data.keys):
+    for line in results_sweep.verdicts():
         out_console.print(f"{line} ({report.numerics(data)})", highlight=False)
 
 
@@ -403,16 +404,65 @@ def bench(
     out_console.print(t)
 
 
+@app.command()
+def export(
+    sweep: SweepOption = None,
+    out: OutOption = "outputs",
+    format: Annotated[str | None, typer.Option(
+        "--format", help="csv | parquet (default: what --to ends in, else csv).")] = None,
+    to: Annotated[str | None, typer.Option(
+        "--to", help="The file to write (default: <out>/sweeps/<name>/<table>.<format>).")] = None,
+    table: Annotated[str, typer.Option("--table", help="metrics | layers | summary | runs")] = "metrics",
+) -> None:
+    """Write a sweep's tidy table to one CSV or Parquet file, for R, Excel or any other tool.
+
+    The table Python's degrade.open(out).sweep(name).metrics() returns (or layers, summary, runs):
+    one row per run and epoch, the swept settings as columns, errors as fractions.
+    """
+    from degrade import results
+
+    print(_guard(lambda: results.export(results.open_store(out).sweep(sweep), table, format, to)))
+
+
+def _print_sweeps(out: str, sweep: str | None) -> None:
+    from degrade import results
+
+    def go() -> Any:
+        if sweep is not None:
+            raise UserError("--sweeps lists every sweep; leave out --sweep")
+        found = results.open_store(out).sweeps()
+        if found.empty:
+            raise UserError(f"no sweeps in {out}; run `degrade sweep` first")
+        return found
+
+    sweeps = _guard(go)
+    t = Table(title=f"sweeps in {out}")
+    states = [s for s in ("done", "running", "diverged", "failed", "new", "damaged") if sweeps[s].any()]
+    for col in ("sweep", "runs", *states, "started", "command"):
+        t.add_column(col, justify="right" if col == "runs" or col in states else "left")
+    for r in sweeps.to_dict("records"):
+        name = r["sweep"] + (" (latest)" if r["latest"] else "")
+        t.add_row(name, str(r["runs"]), *(str(r[s]) for s in states), str(r["started"] or "?"),
+                  f"degrade {r['command']}" if r["command"] else "?")
+    out_console.print(t)
+
+
 @app.command("ls")
 def list_runs(
     sweep: Annotated[str | None, typer.Option("--sweep", help="Sweep name (default: every run).")] = None,
     out: OutOption = "outputs",
+    sweeps: Annotated[bool, typer.Option("--sweeps", help="List the sweeps, with their runs' states.")]
+    = False,
 ) -> None:
-    """List runs with their state, epochs done and final errors.
+    """List runs with their state, epochs done and final errors (--sweeps: the sweeps).
 
     Sorted by family, variant, depth and seed.
     """
     from degrade import store
+
+    if sweeps:
+        _print_sweeps(out, sweep)
+        return
 
     def go() -> Any:
         runs = store.list_runs(out, sweep)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from omegaconf import DictConfig
 
-__all__ = ["Store", "Sweep", "StoreError", "open_store", "TABLES"]
+__all__ = ["FORMATS", "TABLES", "Store", "StoreError", "Sweep", "export", "open_store"]
 
 # What ``degrade export --table`` offers: the tables a sweep gives.
 TABLES = ("metrics", "layers", "summary", "runs")
@@ -50,7 +50,7 @@ class Store:
     def __init__(self, path: str | Path = "outputs") -> None:
         self.path = Path(path).expanduser()
         if not (self.path / "sweeps").is_dir():
-            raise StoreError(f"no run store at {self.path} (no sweeps/ folder); run `degrade sweep` first")
+            raise StoreError(f"no sweeps in {self.path} (it is not a run store); run `degrade sweep` first")
 
     def __repr__(self) -> str:
         return f"<degrade store {str(self.path)!r}: {len(self.names())} sweeps, latest {self.latest()!r}>"
@@ -240,6 +240,45 @@ class Sweep:
         if which not in TABLES:
             raise StoreError(f"unknown table {which!r}; choose one of {', '.join(TABLES)}")
         return getattr(self, which)()
+
+
+FORMATS = ("csv", "parquet")
+
+
+def export_format(fmt: str | None, to: str | Path | None) -> str:
+    """The format to write: ``fmt`` when given, else what the file name ``to`` ends in, else csv."""
+    if fmt is None:
+        suffix = Path(to).suffix.lower().lstrip(".") if to is not None else ""
+        fmt = {"pq": "parquet"}.get(suffix, suffix) if suffix in (*FORMATS, "pq") else "csv"
+    if fmt not in FORMATS:
+        raise StoreError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def export(sweep: Sweep, which: str = "metrics", fmt: str | None = None,
+           to: str | Path | None = None) -> Path:
+    """Write one of the sweep's tables (``TABLES``) to one CSV or Parquet file, atomically.
+
+    ``to`` defaults to ``<store>/sweeps/<name>/<table>.<format>``. Everything is checked before
+    anything is written; StoreError says what is wrong (an unknown table or format, an empty
+    table, a folder that is not there or cannot be written).
+    """
+    fmt = export_format(fmt, to)
+    frame = sweep.table(which)
+    if frame.empty:
+        raise StoreError(f"sweep {sweep.name!r} has no {which} to export")
+    path = Path(to).expanduser() if to is not None else (
+        store.sweep_dir(sweep.path, sweep.name) / f"{which}.{fmt}")
+    if path.is_dir():
+        raise StoreError(f"cannot write to {path}: it is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise StoreError(f"cannot write to {path}: folder {path.parent} does not exist")
+    with store.writing(path):
+        if fmt == "csv":
+            store.atomic_write(path, lambda p: frame.to_csv(p, index=False))
+        else:
+            store.write_parquet_atomic(path, frame)
+    return path
 
 
 def _what(cfg: DictConfig) -> dict[str, Any]:
