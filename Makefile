@@ -21,7 +21,7 @@ endef
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	$(call make-venv,$(VENV),dev$(comma)tensorboard)
+	$(call make-venv,$(VENV),dev$(comma)tensorboard$(comma)docs)
 
 $(RAY_VENV)/.installed: pyproject.toml
 	$(call make-venv,$(RAY_VENV),dev$(comma)ray)

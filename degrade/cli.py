@@ -93,6 +93,11 @@ class _NewWarnings:
         return [f"warning: run {rid}: {w}" for rid, _, w in new]
 
 
+def _named(rid: str, labels: dict[str, str]) -> str:
+    """A run's id with the settings that tell it apart from its sweep's other runs, if any."""
+    return f"{rid} ({labels[rid]})" if labels.get(rid) else rid
+
+
 class RichReporter:
     """Progress bars: the sweep (runs finished / total) and each running run (epochs)."""
 
@@ -104,6 +109,7 @@ class RichReporter:
         )
         self.sweep = self.progress.add_task("runs", total=None, info="")
         self.runs: dict[str, Any] = {}
+        self.labels: dict[str, str] = {}
         self.warnings = _NewWarnings()
 
     def __enter__(self) -> RichReporter:
@@ -113,7 +119,8 @@ class RichReporter:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def sweep_started(self, name: str, run_ids: list[str]) -> None:
+    def sweep_started(self, name: str, run_ids: list[str], labels: dict[str, str] | None = None) -> None:
+        self.labels = dict(labels or {})
         self.progress.update(self.sweep, total=len(run_ids), description=f"sweep {name}")
 
     def update(self, statuses: dict[str, dict[str, Any]]) -> None:
@@ -125,7 +132,8 @@ class RichReporter:
             if s.get("state") != "running" and rid not in self.runs:
                 continue
             if rid not in self.runs:
-                self.runs[rid] = self.progress.add_task(rid, total=s.get("epochs"), info="")
+                self.runs[rid] = self.progress.add_task(_named(rid, self.labels), total=s.get("epochs"),
+                                                        info="")
             err = s.get("train_error")
             self.progress.update(
                 self.runs[rid], completed=s.get("epochs_done", 0), total=s.get("epochs"),
@@ -140,6 +148,7 @@ class QuietReporter:
 
     def __init__(self) -> None:
         self.seen: dict[str, str] | None = None
+        self.labels: dict[str, str] = {}
         self.warnings = _NewWarnings()
 
     def __enter__(self) -> QuietReporter:
@@ -148,8 +157,8 @@ class QuietReporter:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def sweep_started(self, name: str, run_ids: list[str]) -> None:
-        return None
+    def sweep_started(self, name: str, run_ids: list[str], labels: dict[str, str] | None = None) -> None:
+        self.labels = dict(labels or {})
 
     def update(self, statuses: dict[str, dict[str, Any]]) -> None:
         for line in self.warnings(statuses):
@@ -160,7 +169,7 @@ class QuietReporter:
                 if state in FINAL and self.seen.get(rid) != state:
                     err = statuses[rid].get("train_error")
                     extra = f" train_error={err:.4f}" if err is not None else ""
-                    print(f"{rid}: {state}{extra}", flush=True)
+                    print(f"{_named(rid, self.labels)}: {state}{extra}", flush=True)
         self.seen = states
 
 
@@ -257,16 +266,26 @@ def sweep(
 
 
 @app.command()
-def train(overrides: Overrides = None) -> None:
+def train(
+    overrides: Overrides = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs to train (trainer.epochs).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | mps (trainer.device)")] = None,
+) -> None:
     """Train one run into the run store.
 
-    For example: degrade train model.depth=20 model.variant=plain
+    For example: degrade train model.depth=20 model.variant=plain --epochs 5
     """
     from degrade.sweep import train_one
 
+    flags = [f"trainer.{k}={v}" for k, v in (("epochs", epochs), ("device", device)) if v is not None]
+
     def go() -> None:
+        for flag in flags:
+            key = flag.split("=", 1)[0]
+            if any(o.lstrip("+").split("=", 1)[0] == key for o in overrides or []):
+                raise UserError(f"--{key.split('.')[-1]} and {key}= both given; give one")
         with _reporter() as rep:
-            r = train_one(list(overrides or []), rep)
+            r = train_one([*(overrides or []), *flags], rep)
         final = r.final or {}
         errs = ", ".join(f"{k}={final[k]:.4f}" for k in ("train_error", "test_error") if k in final)
         print(f"{r.run_id}: {r.state}" + (f" ({errs})" if errs else "") + f" -> {r.path}")
