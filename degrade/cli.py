@@ -433,10 +433,11 @@ def export(
         "--to", help="The file to write (default: <out>/sweeps/<name>/<table>.<format>).")] = None,
     table: Annotated[str, typer.Option("--table", help="metrics | layers | summary | runs")] = "metrics",
 ) -> None:
-    """Write a sweep's tidy table to one CSV or Parquet file, for R, Excel or any other tool.
+    """Write a sweep's tidy table to one CSV or Parquet file.
 
-    The table Python's degrade.open(out).sweep(name).metrics() returns (or layers, summary, runs):
-    one row per run and epoch, the swept settings as columns, errors as fractions.
+    For R, Excel or any other tool: the table degrade.open(out).sweep(name).metrics() returns in
+    Python (or layers, summary, runs): one row per run and epoch, the swept settings as columns,
+    errors as fractions.
     """
     from degrade import results
 
@@ -473,9 +474,10 @@ def list_runs(
     sweeps: Annotated[bool, typer.Option("--sweeps", help="List the sweeps, with their runs' states.")]
     = False,
 ) -> None:
-    """List runs with their state, epochs done and final errors (--sweeps: the sweeps).
+    """List runs (--sweeps: the sweeps) with their state.
 
-    Sorted by family, variant, depth and seed.
+    Runs with epochs done and final errors, sorted by family, variant, depth and seed; sweeps with
+    how many of their runs are in each state.
     """
     from degrade import store
 
