@@ -148,9 +148,15 @@ def _is_hydra_override(o: str) -> bool:
     return key == "hydra" or key.startswith(("hydra.", "hydra/"))
 
 
-def plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig], dict[str, str]]:
-    """The sweep's full override list, the validated config of every run in it, and what the user
-    asked for where the runs' configs hold what it resolved to (``{"trainer.precision": "auto"}``)."""
+def plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig]]:
+    """The sweep's full override list and the validated config of every run in it."""
+    overrides, configs, _ = _plan(spec)
+    return overrides, configs
+
+
+def _plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig], dict[str, str]]:
+    """``plan``, and what the user asked for where the runs' configs hold what it resolved to
+    (``{"trainer.precision": "auto"}``)."""
     for name, values in (("--depths", spec.depths), ("--variants", spec.variants),
                          ("--seeds", spec.seeds)):
         if values is not None and not values:
@@ -332,7 +338,7 @@ def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepRe
     Runs the store already holds finished are decided here, from their files, and nothing is
     launched for them: a finished sweep reruns in the time it takes to read its status files.
     """
-    overrides, configs, asked = plan(spec)
+    overrides, configs, asked = _plan(spec)
     name = _sweep_name(spec, configs)
     root = Path(configs[0].out).expanduser().absolute()
     ids = [store.run_id(c) for c in configs]
