@@ -69,6 +69,9 @@ class Store:
         there is no such sweep."""
         if name is None:
             name = self.latest()
+            if name is None and self.names():
+                raise StoreError(f"no latest sweep recorded in {self.path}; name one: "
+                                 f"sweeps there: {', '.join(self.names())}")
             if name is None:
                 raise StoreError(f"no sweeps in {self.path}; run `degrade sweep` first")
         store.read_sweep(self.path, name)  # a clear error for a name that is not there

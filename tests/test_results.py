@@ -127,6 +127,9 @@ def test_no_sweep_named_lists_the_sweeps_there_are(two_sweeps, capsys):
                                     f"{DEPTH_LR}, plain-only\n", command
     with pytest.raises(StoreError, match="no sweeps in"):
         degrade.open(two_sweeps / "runs")
+    (two_sweeps / "LATEST").unlink()
+    with pytest.raises(StoreError, match=f"no latest sweep.*sweeps there: {DEPTH_LR}, plain-only"):
+        degrade.open(two_sweeps).sweep()
 
 
 def test_ls_sweeps_lists_sweeps_with_counts(two_sweeps, capsys):
