@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 comma := ,
 
-.PHONY: install demo test test-ray bench lint clean gpu-wheels gpu-check gpu-rehearsal
+.PHONY: install demo test test-ray bench lint docs clean gpu-wheels gpu-check gpu-rehearsal
 
 # A venv at $(1) with torch and the project (editable) with the extras $(2).
 define make-venv
@@ -21,7 +21,7 @@ endef
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	$(call make-venv,$(VENV),dev$(comma)tensorboard)
+	$(call make-venv,$(VENV),dev$(comma)tensorboard$(comma)docs)
 
 $(RAY_VENV)/.installed: pyproject.toml
 	$(call make-venv,$(RAY_VENV),dev$(comma)ray)
@@ -56,5 +56,9 @@ gpu-rehearsal: install
 lint: install
 	$(BIN)/ruff check degrade tests hydra_plugins
 
+# The documentation site (docs/, mkdocs.yml) into site/; any warning fails (the test suite builds it too).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) $(RAY_VENV) outputs .gpu-site
+	rm -rf $(VENV) $(RAY_VENV) outputs .gpu-site site

@@ -93,6 +93,11 @@ class _NewWarnings:
         return [f"warning: run {rid}: {w}" for rid, _, w in new]
 
 
+def _named(rid: str, labels: dict[str, str]) -> str:
+    """A run's id with the settings that tell it apart from its sweep's other runs, if any."""
+    return f"{rid} ({labels[rid]})" if labels.get(rid) else rid
+
+
 class RichReporter:
     """Progress bars: the sweep (runs finished / total) and each running run (epochs)."""
 
@@ -104,6 +109,7 @@ class RichReporter:
         )
         self.sweep = self.progress.add_task("runs", total=None, info="")
         self.runs: dict[str, Any] = {}
+        self.labels: dict[str, str] = {}
         self.warnings = _NewWarnings()
 
     def __enter__(self) -> RichReporter:
@@ -113,7 +119,8 @@ class RichReporter:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def sweep_started(self, name: str, run_ids: list[str]) -> None:
+    def sweep_started(self, name: str, run_ids: list[str], labels: dict[str, str] | None = None) -> None:
+        self.labels = dict(labels or {})
         self.progress.update(self.sweep, total=len(run_ids), description=f"sweep {name}")
 
     def update(self, statuses: dict[str, dict[str, Any]]) -> None:
@@ -125,7 +132,8 @@ class RichReporter:
             if s.get("state") != "running" and rid not in self.runs:
                 continue
             if rid not in self.runs:
-                self.runs[rid] = self.progress.add_task(rid, total=s.get("epochs"), info="")
+                self.runs[rid] = self.progress.add_task(_named(rid, self.labels), total=s.get("epochs"),
+                                                        info="")
             err = s.get("train_error")
             self.progress.update(
                 self.runs[rid], completed=s.get("epochs_done", 0), total=s.get("epochs"),
@@ -140,6 +148,7 @@ class QuietReporter:
 
     def __init__(self) -> None:
         self.seen: dict[str, str] | None = None
+        self.labels: dict[str, str] = {}
         self.warnings = _NewWarnings()
 
     def __enter__(self) -> QuietReporter:
@@ -148,8 +157,8 @@ class QuietReporter:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def sweep_started(self, name: str, run_ids: list[str]) -> None:
-        return None
+    def sweep_started(self, name: str, run_ids: list[str], labels: dict[str, str] | None = None) -> None:
+        self.labels = dict(labels or {})
 
     def update(self, statuses: dict[str, dict[str, Any]]) -> None:
         for line in self.warnings(statuses):
@@ -160,7 +169,7 @@ class QuietReporter:
                 if state in FINAL and self.seen.get(rid) != state:
                     err = statuses[rid].get("train_error")
                     extra = f" train_error={err:.4f}" if err is not None else ""
-                    print(f"{rid}: {state}{extra}", flush=True)
+                    print(f"{_named(rid, self.labels)}: {state}{extra}", flush=True)
         self.seen = states
 
 
@@ -177,11 +186,12 @@ def _say_damaged(out: str, name: str | None) -> None:
 
 
 def _print_summary(out: str, name: str | None) -> None:
-    from degrade import report
+    from degrade import report, results
 
-    data = report.load(out, name)
+    results_sweep = results.open_store(out).sweep(name)
+    data = results_sweep.loaded
     _say_damaged(out, data.name)
-    table = report.summarize(data.metrics, data.keys)
+    table = results_sweep.summary()
     multi = bool((table["seeds"] > 1).any())
     paper = bool(table["paper_test_error"].notna().any())
     t = Table(title=f"sweep {data.name}: final errors (%), {report.describe(data)}")
@@ -206,7 +216,7 @@ def _print_summary(out: str, name: str | None) -> None:
     if paper:
         pub = report.published()
         out_console.print(f"paper: {pub['metric']}, {pub['source']}", highlight=False)
-    for line in report.sweep_verdicts(data):
+    for line in results_sweep.verdicts():
         out_console.print(f"{line} ({report.numerics(data)})", highlight=False)
 
 
@@ -256,16 +266,26 @@ def sweep(
 
 
 @app.command()
-def train(overrides: Overrides = None) -> None:
+def train(
+    overrides: Overrides = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs to train (trainer.epochs).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | mps (trainer.device)")] = None,
+) -> None:
     """Train one run into the run store.
 
-    For example: degrade train model.depth=20 model.variant=plain
+    For example: degrade train model.depth=20 model.variant=plain --epochs 5
     """
     from degrade.sweep import train_one
 
+    flags = [f"trainer.{k}={v}" for k, v in (("epochs", epochs), ("device", device)) if v is not None]
+
     def go() -> None:
+        for flag in flags:
+            key = flag.split("=", 1)[0]
+            if any(o.lstrip("+").split("=", 1)[0] == key for o in overrides or []):
+                raise UserError(f"--{key.split('.')[-1]} and {key}= both given; give one")
         with _reporter() as rep:
-            r = train_one(list(overrides or []), rep)
+            r = train_one([*(overrides or []), *flags], rep)
         final = r.final or {}
         errs = ", ".join(f"{k}={final[k]:.4f}" for k in ("train_error", "test_error") if k in final)
         print(f"{r.run_id}: {r.state}" + (f" ({errs})" if errs else "") + f" -> {r.path}")
@@ -403,16 +423,67 @@ def bench(
     out_console.print(t)
 
 
+@app.command()
+def export(
+    sweep: SweepOption = None,
+    out: OutOption = "outputs",
+    format: Annotated[str | None, typer.Option(
+        "--format", help="csv | parquet (default: what --to ends in, else csv).")] = None,
+    to: Annotated[str | None, typer.Option(
+        "--to", help="The file to write (default: <out>/sweeps/<name>/<table>.<format>).")] = None,
+    table: Annotated[str, typer.Option("--table", help="metrics | layers | summary | runs")] = "metrics",
+) -> None:
+    """Write a sweep's tidy table to one CSV or Parquet file.
+
+    For R, Excel or any other tool: the table degrade.open(out).sweep(name).metrics() returns in
+    Python (or layers, summary, runs): one row per run and epoch, the swept settings as columns,
+    errors as fractions.
+    """
+    from degrade import results
+
+    print(_guard(lambda: results.export(results.open_store(out).sweep(sweep), table, format, to)))
+
+
+def _print_sweeps(out: str, sweep: str | None) -> None:
+    from degrade import results
+
+    def go() -> Any:
+        if sweep is not None:
+            raise UserError("--sweeps lists every sweep; leave out --sweep")
+        found = results.open_store(out).sweeps()
+        if found.empty:
+            raise UserError(f"no sweeps in {out}; run `degrade sweep` first")
+        return found
+
+    sweeps = _guard(go)
+    t = Table(title=f"sweeps in {out}")
+    states = [s for s in ("done", "running", "diverged", "failed", "new", "damaged") if sweeps[s].any()]
+    for col in ("sweep", "runs", *states, "started", "command"):
+        t.add_column(col, justify="right" if col == "runs" or col in states else "left")
+    for r in sweeps.to_dict("records"):
+        name = r["sweep"] + (" (latest)" if r["latest"] else "")
+        t.add_row(name, str(r["runs"]), *(str(r[s]) for s in states), str(r["started"] or "?"),
+                  f"degrade {r['command']}" if r["command"] else "?")
+    out_console.print(t)
+
+
 @app.command("ls")
 def list_runs(
     sweep: Annotated[str | None, typer.Option("--sweep", help="Sweep name (default: every run).")] = None,
     out: OutOption = "outputs",
+    sweeps: Annotated[bool, typer.Option("--sweeps", help="List the sweeps, with their runs' states.")]
+    = False,
 ) -> None:
-    """List runs with their state, epochs done and final errors.
+    """List runs (--sweeps: the sweeps) with their state.
 
-    Sorted by family, variant, depth and seed.
+    Runs with epochs done and final errors, sorted by family, variant, depth and seed; sweeps with
+    how many of their runs are in each state.
     """
     from degrade import store
+
+    if sweeps:
+        _print_sweeps(out, sweep)
+        return
 
     def go() -> Any:
         runs = store.list_runs(out, sweep)

@@ -60,6 +60,11 @@ def hydra_context(job_name: str = "degrade") -> Iterator[None]:
         yield
 
 
+# Names people give a variant when they ask for it as a model (``model=resnet``).
+_VARIANT_WORDS = {"resnet": "residual", "residual": "residual", "res": "residual", "plain": "plain",
+                  "plainnet": "plain"}
+
+
 def one_line(err: BaseException) -> str:
     """A one-line message for a Hydra / OmegaConf error, naming the offending key or option."""
     text = str(err).strip()
@@ -79,6 +84,11 @@ def one_line(err: BaseException) -> str:
             elif listing:
                 options.append(ln)
         choose = f"; choose one of {', '.join(options)}" if options else ""
+        if group == "model" and option.lower() in _VARIANT_WORDS:
+            # A variant asked for as a family: say where variants are chosen.
+            variant = _VARIANT_WORDS[option.lower()]
+            return (f"unknown model option {option!r}: model= picks the family ({', '.join(options)}); "
+                    f"plain or residual is model.variant, e.g. model=cnn model.variant={variant}")
         if group:
             return f"unknown {group} option {option!r}{choose}"
         return f"config {option!r} not found"
@@ -204,8 +214,11 @@ def _refuse_unknown_options(overrides: list[str]) -> None:
                                   f"{', '.join(there)}")
 
 
-def compose_run(overrides: list[str]) -> DictConfig:
-    """The validated config of one run; ConfigError on any composition or value problem."""
+def compose_run(overrides: list[str], pin: bool = True) -> DictConfig:
+    """The validated config of one run; ConfigError on any composition or value problem.
+
+    ``pin=False`` leaves ``trainer.precision`` as asked (``auto``) instead of what it means here.
+    """
     combos = expand_overrides(overrides)
     if len(combos) > 1:
         raise ConfigError("these overrides sweep several values; use `degrade sweep` for a grid")
@@ -217,7 +230,7 @@ def compose_run(overrides: list[str]) -> DictConfig:
         raise ConfigError(one_line(e)) from None
     _refuse_unknown_keys(combos[0])
     validate(cfg)
-    return pin_precision(cfg)
+    return pin_precision(cfg) if pin else cfg
 
 
 def pin_precision(cfg: DictConfig) -> DictConfig:

@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
-import degrade
 from degrade.accel import Accel
 from degrade.compute import cpu_features, cpuinfo
+from degrade.version import __version__
 
 
 def cpu_name() -> str:
@@ -32,7 +32,7 @@ def device_name(device: torch.device) -> str:
 
 def software() -> dict[str, str]:
     """Versions of degrade, torch and Python."""
-    return {"degrade": degrade.__version__, "torch": torch.__version__, "python": platform.python_version()}
+    return {"degrade": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
 def of_run(acc: Accel) -> dict[str, Any]:

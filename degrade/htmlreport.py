@@ -33,7 +33,7 @@ table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; vertical-align: top; }
 th { background: #f2f2f2; } td.text, th.text { text-align: left; }
 tr.bad td { background: #fff1f0; }
-figure { margin: 1em 0 2em 0; } figure svg { max-width: 100%; height: auto; }
+figure { margin: 1em 0 2em 0; } figure svg { width: 100%; height: auto; }
 figcaption { color: #555; font-size: 0.9em; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 .note { color: #555; font-size: 0.9em; }
@@ -109,7 +109,9 @@ def _figures(sweep: report.Sweep) -> str:
                        "plain beside residual on one colour scale."))
     if not layers.empty:
         wanted += [
-            ("gradients", {}, "Gradient norm of each weight layer on a fixed batch (last epoch, log scale)."),
+            ("gradients", {}, "Gradient norm of each weight layer on a fixed batch (last epoch, log scale). "
+             "At the last epoch the norms also reflect how far each net has converged: a net that fits "
+             "its training data gets small gradients, one stuck at a high error keeps larger ones."),
             ("responses", {}, "Std of each layer's response after BN (the paper's Fig. 7), last epoch."),
         ]
     parts = []
@@ -154,11 +156,19 @@ def _plotted(sweep: report.Sweep) -> set[str]:
 
 def _what_was_run(sweep: report.Sweep, listing: pd.DataFrame) -> str:
     record = sweep.record
-    out = f"<p>Command: <code>degrade {_e(record.get('command', ''))}</code>"
+    # The store's folder is a path on the machine that ran the sweep: a shared file says <out>.
+    stores = {str(c.get("out")) for c in sweep.configs.values() if c.get("out")} | {str(sweep.out.absolute())}
+
+    def local(text: str) -> str:
+        for path in sorted((p for p in stores if Path(p).is_absolute() and p != "/"), key=len, reverse=True):
+            text = text.replace(path, "<out>")
+        return text
+
+    out = f"<p>Command: <code>degrade {_e(local(record.get('command', '')))}</code>"
     if record.get("started"):
         out += f", started {_e(record['started'])}"
     out += ".</p><p>Overrides (flags and Hydra overrides as the sweep expanded them):</p><pre>"
-    out += _e("\n".join(record.get("overrides", [])) or "(none)") + "</pre>"
+    out += _e(local("\n".join(record.get("overrides", []))) or "(none)") + "</pre>"
     ids = [rid for rid in listing["run_id"] if rid in sweep.configs]
     flat = [report.flatten(OmegaConf.to_container(sweep.configs[rid], resolve=True)) for rid in ids]
     differing = report.differing_keys(flat) if flat else {}
@@ -167,7 +177,10 @@ def _what_was_run(sweep: report.Sweep, listing: pd.DataFrame) -> str:
                   text_columns=2) if differing else "<p>(nothing)</p>"
     if ids:
         out += f"<p>The resolved config of one run, <code>{_e(ids[0])}</code>:</p>"
-        out += f"<pre>{_e(OmegaConf.to_yaml(sweep.configs[ids[0]], resolve=True))}</pre>"
+        shown = OmegaConf.to_container(sweep.configs[ids[0]], resolve=True)
+        assert isinstance(shown, dict)
+        shown.pop("out", None)
+        out += f"<pre>{_e(OmegaConf.to_yaml(shown))}</pre>"
     return out
 
 
@@ -181,7 +194,8 @@ def _environment(sweep: report.Sweep, listing: pd.DataFrame) -> str:
         env = next((s["environment"] for s in reversed(sessions) if s.get("environment")), {})
         cfg = sweep.configs.get(rid)
         row = last.loc[rid] if rid in last.index else {}
-        asked = OmegaConf.select(cfg, "trainer.precision") if cfg is not None else None
+        asked = (sweep.record.get("asked") or {}).get("trainer.precision") or (
+            OmegaConf.select(cfg, "trainer.precision") if cfg is not None else None)
         threads = env.get("threads", OmegaConf.select(cfg, "trainer.threads") if cfg is not None else None)
         seen[(
             env.get("degrade", "not recorded"), env.get("torch", "not recorded"),

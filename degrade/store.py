@@ -517,13 +517,29 @@ def latest_sweep(out: Path) -> str | None:
     return name or None
 
 
+def sweep_names(out: Path | str) -> list[str]:
+    """The names of the sweeps recorded in ``out`` (those with a ``sweep.json``), sorted."""
+    folder = Path(out).expanduser() / "sweeps"
+    try:
+        return sorted(p.parent.name for p in folder.glob("*/sweep.json") if not p.parent.name.startswith("."))
+    except OSError:
+        return []
+
+
+def no_sweep(out: Path | str, name: str) -> StoreError:
+    """The error for a sweep ``name`` that ``out`` does not hold, naming the sweeps it does."""
+    names = sweep_names(out)
+    there = f"sweeps there: {', '.join(names)}" if names else "there are no sweeps; run `degrade sweep` first"
+    return StoreError(f"no sweep named {name!r} in {out}; {there}")
+
+
 def read_sweep(out: Path, name: str) -> dict[str, Any]:
-    """The record of sweep ``name``; StoreError when there is none."""
+    """The record of sweep ``name``; StoreError (naming the sweeps there are) when there is none."""
     path = sweep_dir(out, name) / "sweep.json"
     try:
         record = json.loads(path.read_text())
     except OSError:
-        raise StoreError(f"no sweep named {name!r} in {out}") from None
+        raise no_sweep(out, name) from None
     except ValueError:
         raise StoreError(f"sweep record {path} is damaged") from None
     if not isinstance(record, dict) or not isinstance(record.get("runs", []), list):
@@ -577,6 +593,27 @@ def damaged_runs(out: str | Path, name: str | None = None, latest: bool = False)
     return found
 
 
+# Metrics columns renamed since older versions wrote them: ``lr`` was the scheduled rate of the
+# epoch's last step, easily mistaken for the configured ``optim.lr``.
+RENAMED_COLUMNS = {"lr": "scheduled_lr"}
+
+
+def current_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A metrics row (as a checkpoint of any version kept it) under today's column names."""
+    return {RENAMED_COLUMNS.get(k, k): v for k, v in row.items()
+            if not (k in RENAMED_COLUMNS and RENAMED_COLUMNS[k] in row)}
+
+
+def current_metrics(frame: pd.DataFrame) -> pd.DataFrame:
+    """``metrics.parquet`` of any version under today's column names (old and new rows merged)."""
+    for old, new in RENAMED_COLUMNS.items():
+        if old in frame and new in frame:  # a run resumed across versions: rows of both
+            frame = frame.assign(**{new: frame[new].fillna(frame[old])}).drop(columns=[old])
+        elif old in frame:
+            frame = frame.rename(columns={old: new})
+    return frame
+
+
 def load_metrics(out: Path, run_ids: list[str]) -> pd.DataFrame:
     """Per-epoch metrics of the given runs, with each run's state in a ``state`` column.
 
@@ -589,6 +626,8 @@ def load_metrics(out: Path, run_ids: list[str]) -> pd.DataFrame:
         run = RunDir(out, rid)
         state = run.state()
         frame = read_parquet(run.metrics)
+        if frame is not None:
+            frame = current_metrics(frame)
         if frame is None or frame.empty:
             if state not in ("diverged", "failed"):
                 continue

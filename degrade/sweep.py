@@ -48,7 +48,8 @@ class LaunchError(RuntimeError):
 class SweepReporter(Protocol):
     """Receives the state of a sweep's runs, read from the run store while the sweep runs."""
 
-    def sweep_started(self, name: str, run_ids: list[str]) -> None: ...
+    def sweep_started(self, name: str, run_ids: list[str], labels: dict[str, str] | None = None) -> None:
+        """The sweep's runs, and per run the settings that tell it apart (``optim.lr=0.01``)."""
     def update(self, statuses: dict[str, dict[str, Any]]) -> None: ...
 
 
@@ -76,11 +77,11 @@ class _Watcher(threading.Thread):
 
 @contextlib.contextmanager
 def _watching(out: Path, name: str, run_ids: list[str], reporter: SweepReporter | None,
-              every: float = 0.5) -> Iterator[None]:
+              every: float = 0.5, labels: dict[str, str] | None = None) -> Iterator[None]:
     if reporter is None:
         yield
         return
-    reporter.sweep_started(name, run_ids)
+    reporter.sweep_started(name, run_ids, labels)
     watcher = _Watcher(out, run_ids, reporter, every)
     watcher.poll()
     watcher.start()
@@ -184,6 +185,13 @@ def _is_hydra_override(o: str) -> bool:
 
 def plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig]]:
     """The sweep's full override list and the validated config of every run in it."""
+    overrides, configs, _ = _plan(spec)
+    return overrides, configs
+
+
+def _plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig], dict[str, str]]:
+    """``plan``, and what the user asked for where the runs' configs hold what it resolved to
+    (``{"trainer.precision": "auto"}``)."""
     for name, values in (("--depths", spec.depths), ("--variants", spec.variants),
                          ("--seeds", spec.seeds)):
         if values is not None and not values:
@@ -197,7 +205,7 @@ def plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig]]:
         if any(_key(o).startswith(("hydra/launcher", "hydra.launcher")) for o in spec.overrides):
             raise ConfigError("--together trains in this process; it cannot be combined with a launcher")
     user_run = [o for o in spec.overrides if not _is_hydra_override(o)]
-    base = compose_run(expand_overrides(user_run)[0])
+    base = compose_run(expand_overrides(user_run)[0], pin=False)
     overrides = _flag_overrides(spec, base.sweep) + list(spec.overrides)
     for key in ("depths", "variants", "seeds"):
         if base.sweep.get(key) is not None and len(base.sweep[key]) == 0:
@@ -223,7 +231,11 @@ def plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig]]:
         # What auto means where the sweep is planned, for every job wherever it runs (a SLURM
         # node, another worker): the run ids the sweep records are the ones its jobs train.
         overrides.append(f"trainer.precision={precisions.pop()}")
-    return overrides, configs
+    # As the user asked (auto, unless an override or preset said otherwise): the runs' configs
+    # hold what it became. A sweep over precisions asked each run for its own value.
+    swept = any(_key(o) == "trainer.precision" and "," in o for o in run_overrides)
+    asked = {} if swept else {"trainer.precision": str(base.trainer.precision)}
+    return overrides, configs, asked
 
 
 def _parallel_on_cpu_by_default(configs: list[DictConfig], hydra_overrides: list[str]) -> bool:
@@ -347,13 +359,26 @@ def _workers_end_with(pid: int) -> Iterator[None]:
             os.environ[SWEEP_PID_ENV] = before
 
 
+def run_labels(configs: list[DictConfig]) -> dict[str, str]:
+    """Per run id, the settings the grid varies besides depth, variant and seed, as overrides
+    (``optim.lr=0.01``): what tells apart runs whose ids differ only in their hash. Empty when
+    the grid varies nothing else."""
+    from degrade import report  # pandas: only once the grid is checked and about to run
+
+    flat = {store.run_id(c): report.flatten(store.identity_config(c)) for c in configs}
+    keys = report.varied_keys(list(flat.values()))
+    if not keys:
+        return {}
+    return {rid: ", ".join(f"{k}={report.show(f.get(k))}" for k in keys) for rid, f in flat.items()}
+
+
 def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepResult:
     """Check, record and launch a sweep; return each run's outcome.
 
     Runs the store already holds finished are decided here, from their files, and nothing is
     launched for them: a finished sweep reruns in the time it takes to read its status files.
     """
-    overrides, configs = plan(spec)
+    overrides, configs, asked = _plan(spec)
     name = _sweep_name(spec, configs)
     root = Path(configs[0].out).expanduser().absolute()
     ids = [store.run_id(c) for c in configs]
@@ -371,6 +396,7 @@ def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepRe
         "runs": unique,
         "overrides": overrides,
         "command": " ".join(sys.argv[1:]),
+        "asked": asked,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
     for cfg, rid in zip(configs, ids, strict=True):
@@ -381,8 +407,9 @@ def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepRe
         rid: RunResult(rid, "skipped", int(store.RunDir(out, rid).status().get("epochs_done", 0)),
                        final=final, path=store.RunDir(out, rid).path)
         for rid, final in finished.items() if final is not None}
+    labels = run_labels(configs) if reporter is not None else {}
     if remaining:
-        with _watching(out, name, unique, reporter):
+        with _watching(out, name, unique, reporter, labels=labels):
             if spec.together is not None:
                 try:
                     launched = _run_together(remaining, out, name, spec.together)
@@ -396,7 +423,7 @@ def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepRe
                 launched = _multirun(overrides + check, out, name, unique)
         results.update((r.run_id, r) for r in launched)
     elif reporter is not None:
-        reporter.sweep_started(name, unique)
+        reporter.sweep_started(name, unique, labels)
         reporter.update({rid: store.RunDir(out, rid).status() for rid in unique})
     return SweepResult(name, out, folder, [results[rid] for rid in unique if rid in results])
 

@@ -57,7 +57,7 @@ def first_missing(folder: Path, epochs: list[int]) -> int:
 
 # TensorBoard tag, metrics column, scale.
 _SCALARS = (("error/train", "train_error", 100), ("error/test", "test_error", 100),
-            ("loss/train", "train_loss", 1), ("loss/test", "test_loss", 1), ("lr", "lr", 1),
+            ("loss/train", "train_loss", 1), ("loss/test", "test_loss", 1), ("lr", "scheduled_lr", 1),
             ("throughput/images_per_second", "images_per_second", 1))
 
 

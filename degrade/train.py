@@ -27,6 +27,7 @@ from degrade.spec import model_spec
 from degrade.step import Step, resolve_path
 from degrade.store import (
     RunDir,
+    current_row,
     device_change,
     load_checkpoint,
     recorded_threads,
@@ -164,7 +165,7 @@ class Trainer:
         self.stepper.forget_state()  # the optimizer's buffers are new tensors now
         self.epoch = int(state["epoch"])
         self.iteration = int(state["iteration"])
-        self.rows = list(state["rows"])
+        self.rows = [current_row(r) for r in state["rows"]]
         self.layer_rows = list(state.get("layer_rows", []))
 
     # -- one epoch ---------------------------------------------------------------------
@@ -222,7 +223,7 @@ class Trainer:
         return {
             "epoch": self.epoch,
             "iteration": self.iteration,
-            "lr": lr,
+            "scheduled_lr": lr,
             "train_loss": train_loss,
             "train_error": wrong / max(seen, 1),
             "test_loss": test_loss,

@@ -213,7 +213,7 @@ def compare_curves(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, float]:
     a, b = a.sort_values("epoch").reset_index(drop=True), b.sort_values("epoch").reset_index(drop=True)
     if len(a) != len(b) or not (a["epoch"] == b["epoch"]).all():
         raise StepFailed(f"the runs recorded different epochs ({len(a)} vs {len(b)})")
-    if not (a["lr"] == b["lr"]).all():
+    if not (a["scheduled_lr"] == b["scheduled_lr"]).all():
         raise StepFailed("the runs followed different learning-rate schedules")
     loss = ((a["train_loss"] - b["train_loss"]).abs() / b["train_loss"].abs()).max()
     error = (a["train_error"] - b["train_error"]).abs().max()
@@ -289,7 +289,7 @@ def graph_vs_eager(check: Check, r: StepResult) -> None:
         curves[path] = read_runs(store)
         if set(curves[path]["path"]) != {path}:
             raise StepFailed(f"the {path} run recorded path(s) {sorted(set(curves[path]['path']))}")
-    lrs = curves[fast]["lr"].round(8).unique()
+    lrs = curves[fast]["scheduled_lr"].round(8).unique()
     if len(lrs) < 3:
         raise StepFailed(f"the run crossed too few lr milestones to test the schedule: {sorted(lrs)}")
     r.data = {"paths": [fast, slow], "epochs": len(curves[fast]), "lrs": sorted(float(v) for v in lrs),

@@ -6,7 +6,7 @@ import pytest
 from tests.conftest import files_under, run_cli, run_subprocess
 
 SCHEMA = ["run_id", "family", "variant", "depth", "shortcut", "seed", "dataset", "device", "precision",
-          "epoch", "iteration", "lr", "train_loss", "train_error", "test_loss", "test_error",
+          "epoch", "iteration", "scheduled_lr", "train_loss", "train_error", "test_loss", "test_error",
           "epoch_seconds", "images_per_second", "path", "setup_seconds", "ended"]
 
 
@@ -71,7 +71,7 @@ def test_python_dash_m_and_help(tmp_path):
     assert r.returncode == 0
     listed = r.stdout.split("Commands:")[1].strip().splitlines()
     summaries = dict(line.strip().split(None, 1) for line in listed)
-    assert set(summaries) == {"sweep", "train", "show", "plot", "summary", "report", "bench", "ls"}
+    assert set(summaries) == {"sweep", "train", "show", "plot", "summary", "report", "bench", "export", "ls"}
     from degrade.cli import app
 
     for command in app.registered_commands:

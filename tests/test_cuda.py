@@ -33,9 +33,10 @@ def test_the_captured_step_trains_as_the_eager_step():
         if path == "graph":
             assert t.stepper.captured and t.stepper.path == "graph"
     for a, b in zip(rows["eager"], rows["graph"], strict=True):
-        assert a["lr"] == b["lr"]
+        assert a["scheduled_lr"] == b["scheduled_lr"]
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
-    assert rows["graph"][-1]["lr"] < rows["graph"][0]["lr"]  # the schedule stepped inside the graph
+    # the schedule stepped inside the graph
+    assert rows["graph"][-1]["scheduled_lr"] < rows["graph"][0]["scheduled_lr"]
     assert rows["graph"][0]["setup_seconds"] > 0 and rows["graph"][1]["setup_seconds"] == 0
 
 
@@ -59,7 +60,7 @@ def test_a_run_resumed_on_the_graph_path_continues_as_if_never_stopped():
     tail = [again.train_epoch() for _ in range(2)]
     assert again.stepper.captured  # captured anew against the loaded optimizer state
     for a, b in zip(rows, head + tail, strict=True):
-        assert (a["epoch"], a["lr"]) == (b["epoch"], b["lr"])
+        assert (a["epoch"], a["scheduled_lr"]) == (b["epoch"], b["scheduled_lr"])
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
 
 

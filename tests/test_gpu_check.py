@@ -66,7 +66,8 @@ def _rows(run, depth, seconds, its_per_epoch=100, epochs=4, loss=2.0):
         "run_id": run, "depth": depth, "epoch": range(1, epochs + 1),
         "iteration": [its_per_epoch * e for e in range(1, epochs + 1)],
         "epoch_seconds": took, "ended": pd.Series(took).cumsum(),
-        "images_per_second": 1.0, "lr": 0.1, "train_loss": loss, "train_error": 0.5, "test_loss": loss,
+        "images_per_second": 1.0, "scheduled_lr": 0.1,
+        "train_loss": loss, "train_error": 0.5, "test_loss": loss,
     })
 
 

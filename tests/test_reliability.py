@@ -15,7 +15,8 @@ import pandas as pd
 from tests.conftest import run_cli, run_subprocess
 
 GRID = ["--depths", "14", "--variants", "plain", "--epochs", "5", "--name", "k", "trainer.threads=1"]
-RESULT_COLUMNS = ["epoch", "iteration", "lr", "train_loss", "train_error", "test_loss", "test_error"]
+RESULT_COLUMNS = [
+    "epoch", "iteration", "scheduled_lr", "train_loss", "train_error", "test_loss", "test_error"]
 
 
 def _metrics(out: Path) -> dict[str, pd.DataFrame]:

@@ -85,7 +85,7 @@ def test_the_fast_path_trains_as_the_exact_path_within_tolerance(precision):
     for a, b in zip(rows["exact"], rows["eager"], strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=later)
         assert a["test_loss"] == pytest.approx(b["test_loss"], rel=later)
-        assert a["lr"] == b["lr"]
+        assert a["scheduled_lr"] == b["scheduled_lr"]
 
 
 @PRECISIONS

@@ -47,7 +47,7 @@ def test_a_run_writes_its_epochs_as_events_named_by_its_run_id(tmp_path, capsys)
         return [(e.step, e.value) for e in events.Scalars(tag)]
 
     expected = (("error/train", "train_error", 100), ("error/test", "test_error", 100),
-                ("loss/train", "train_loss", 1), ("loss/test", "test_loss", 1), ("lr", "lr", 1))
+                ("loss/train", "train_loss", 1), ("loss/test", "test_loss", 1), ("lr", "scheduled_lr", 1))
     for tag, column, scale in expected:
         got = scalars(tag)
         assert [s for s, _ in got] == [1, 2]

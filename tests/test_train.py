@@ -28,8 +28,8 @@ def test_a_run_learns_and_reports_every_column():
     assert r.state == "done" and r.epochs == 3
     f = r.final
     assert f["train_error"] < 0.5 and f["test_error"] < 0.5
-    for key in ("run_id", "family", "variant", "depth", "seed", "dataset", "epoch", "iteration", "lr",
-                "train_loss", "test_loss", "epoch_seconds", "images_per_second"):
+    for key in ("run_id", "family", "variant", "depth", "seed", "dataset", "epoch", "iteration",
+                "scheduled_lr", "train_loss", "test_loss", "epoch_seconds", "images_per_second"):
         assert key in f
     assert f["iteration"] == 3 * 12  # ceil(1437 / 128) steps per epoch
 
@@ -59,7 +59,7 @@ def test_resuming_from_a_checkpoint_gives_the_same_metrics_bit_for_bit(tmp_path,
     resumed = train_run(compose_run(cfg), tmp_path / "b")
     a = read_parquet(RunDir(tmp_path / "a", full.run_id).metrics)
     b = read_parquet(run.metrics)
-    cols = ["epoch", "iteration", "lr", "train_loss", "train_error", "test_loss", "test_error"]
+    cols = ["epoch", "iteration", "scheduled_lr", "train_loss", "train_error", "test_loss", "test_error"]
     assert b["epoch"].tolist() == [1, 2, 3] and set(b["precision"].iloc[1:]) == {precision}
     assert a[cols].equals(b[cols])
     assert resumed.state == "done"

@@ -1,0 +1,297 @@
+"""The notebook's face: a run store and its sweeps as tidy pandas DataFrames.
+
+    import degrade
+    store = degrade.open("outputs")
+    sweep = store.sweep()            # the latest sweep; store.sweep("name") for another
+    sweep.metrics()                  # one row per run and epoch
+
+Every table has one row per observation and one column per variable: a run's settings (the
+keys a sweep varied, by their dotted names such as ``optim.lr``) sit beside its per-epoch
+numbers, so ``groupby`` and ``pivot_table`` need no joins. Errors are fractions in [0, 1]
+everywhere (0.25 is 25 %); only the terminal prints percent. ``degrade summary``, ``plot``,
+``report`` and ``export`` read through the same functions, so terminal and notebook agree.
+Anything that cannot be read raises ``StoreError`` (a ``ValueError``) with one line saying why.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from degrade import report, store
+from degrade.store import StoreError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from omegaconf import DictConfig
+
+__all__ = ["FORMATS", "TABLES", "Store", "StoreError", "Sweep", "export", "open_store"]
+
+# What ``degrade export --table`` offers: the tables a sweep gives.
+TABLES = ("metrics", "layers", "summary", "runs")
+# What a run is, as columns, before the settings the sweep varied.
+_WHAT = ("family", "variant", "depth", "seed", "dataset")
+# The configured learning rate is always a column (beside the per-epoch ``scheduled_lr``).
+_ALWAYS = ("optim.lr",)
+_STATES = ("done", "running", "diverged", "failed", "new", "damaged")
+_KIND = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def open_store(path: str | Path = "outputs") -> Store:
+    """The run store at ``path`` (a folder ``degrade sweep --out`` wrote); StoreError when it is none."""
+    return Store(path)
+
+
+class Store:
+    """A run store: the sweeps recorded in it and their runs."""
+
+    def __init__(self, path: str | Path = "outputs") -> None:
+        self.path = Path(path).expanduser()
+        if not (self.path / "sweeps").is_dir():
+            raise StoreError(f"no sweeps in {self.path} (it is not a run store); run `degrade sweep` first")
+
+    def __repr__(self) -> str:
+        return f"<degrade store {str(self.path)!r}: {len(self.names())} sweeps, latest {self.latest()!r}>"
+
+    def names(self) -> list[str]:
+        """The names of the sweeps in the store, sorted."""
+        return store.sweep_names(self.path)
+
+    def latest(self) -> str | None:
+        """The sweep last started, the one ``sweep()`` opens by default."""
+        name = store.latest_sweep(self.path)
+        return name if name in self.names() else None
+
+    def sweep(self, name: str | None = None) -> Sweep:
+        """The sweep called ``name`` (default: the latest); StoreError, naming those there are, when
+        there is no such sweep."""
+        if name is None:
+            name = self.latest()
+            if name is None and self.names():
+                raise StoreError(f"no latest sweep recorded in {self.path}; name one: "
+                                 f"sweeps there: {', '.join(self.names())}")
+            if name is None:
+                raise StoreError(f"no sweeps in {self.path}; run `degrade sweep` first")
+        store.read_sweep(self.path, name)  # a clear error for a name that is not there
+        return Sweep(self.path, name)
+
+    def sweeps(self) -> pd.DataFrame:
+        """One row per sweep: its name, how many runs it has, how many are in each state
+        (done, running, diverged, failed, new, damaged), whether it is the latest, and when and how
+        it was started."""
+        import pandas as pd
+
+        latest = self.latest()
+        rows = []
+        for name in self.names():
+            record = store.read_sweep(self.path, name)
+            listing = store.list_runs(self.path, name)
+            states = listing["state"].value_counts() if not listing.empty else pd.Series(dtype=int)
+            rows.append({"sweep": name, "runs": len(record.get("runs", [])),
+                         **{s: int(states.get(s, 0)) for s in _STATES},
+                         "latest": name == latest, "started": record.get("started"),
+                         "command": record.get("command")})
+        columns = ["sweep", "runs", *_STATES, "latest", "started", "command"]
+        return pd.DataFrame(rows, columns=columns)
+
+
+class Sweep:
+    """One sweep of a store: its runs, their per-epoch metrics, per-layer diagnostics and probes."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        self.path = Path(path)
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<degrade sweep {self.name!r} in {str(self.path)!r}: {len(self.run_ids())} runs>"
+
+    def run_ids(self) -> list[str]:
+        """The ids of the runs the sweep asked for, in its order."""
+        return list(store.read_sweep(self.path, self.name).get("runs", []))
+
+    @functools.cached_property
+    def loaded(self) -> report.Sweep:
+        """The sweep as the summary, the figures and the report read it (``report.load``)."""
+        return report.load(self.path, self.name)
+
+    @property
+    def keys(self) -> list[str]:
+        """The settings the sweep varied besides depth, variant and seed (``optim.lr``, ...)."""
+        return list(self.loaded.keys)
+
+    def _settings(self) -> pd.DataFrame:
+        """One row per run that has a readable config: what it is and every setting column."""
+        import pandas as pd
+
+        ids = self.run_ids()
+        configs = store.load_configs(self.path, ids)
+        flat = {rid: report.flatten(store.identity_config(cfg)) for rid, cfg in configs.items()}
+        keys = report.varied_keys(list(flat.values()))
+        rows = []
+        for rid, cfg in configs.items():
+            rows.append({"run_id": rid, **_what(cfg), **{k: flat[rid].get(k) for k in (*keys, *_ALWAYS)}})
+        columns = ["run_id", *_WHAT, *keys, *(k for k in _ALWAYS if k not in keys)]
+        return pd.DataFrame(rows, columns=list(dict.fromkeys(columns)))
+
+    def runs(self) -> pd.DataFrame:
+        """One row per run of the sweep: id, state, what it is, its settings, epochs done and its
+        final errors (fractions), and the error of a failed run."""
+        listing = store.list_runs(self.path, self.name)
+        if listing.empty:
+            return listing
+        settings = self._settings()
+        extra = [c for c in settings if c not in listing]
+        frame = listing.merge(settings[["run_id", *extra]], on="run_id", how="left")
+        first = ["run_id", "state", *(c for c in _WHAT if c in frame), *extra]
+        return frame[[*first, *(c for c in frame if c not in first)]]
+
+    def metrics(self) -> pd.DataFrame:
+        """One row per run and finished epoch.
+
+        Columns: ``run_id``, what the run is (family, variant, depth, seed, dataset), the settings
+        the sweep varied by their dotted keys, ``optim.lr`` (the configured learning rate), the
+        run's ``state``, then the per-epoch numbers as ``metrics.parquet`` holds them
+        (``scheduled_lr`` is the rate of the epoch's last step; errors are fractions).
+        """
+        frame = self.loaded.metrics.copy()
+        missing = [k for k in _ALWAYS if k not in frame]
+        if missing:
+            settings = self._settings().set_index("run_id")[missing]
+            frame = frame.join(settings, on="run_id")
+        first = ["run_id", *(c for c in _WHAT if c in frame), *self.keys,
+                 *(k for k in _ALWAYS if k not in self.keys), "state"]
+        return frame[[*first, *(c for c in frame if c not in first)]].reset_index(drop=True)
+
+    def _run_columns(self) -> pd.DataFrame:
+        """Per run: what it is and its settings, indexed by run id (for joining onto other tables)."""
+        frame = self.metrics()
+        columns = [c for c in ("run_id", *_WHAT, *self.keys, *_ALWAYS) if c in frame]
+        return frame[list(dict.fromkeys(columns))].drop_duplicates("run_id").set_index("run_id")
+
+    def layers(self) -> pd.DataFrame:
+        """One row per run, epoch and weight layer: ``grad_norm`` and ``response_std`` (see
+        ``layers.parquet``) with the run's settings as columns; empty when no run recorded any."""
+        import pandas as pd
+
+        runs = self._run_columns()
+        frames = []
+        for rid in runs.index:
+            frame = store.read_parquet(store.RunDir(self.path, rid).layers)
+            if frame is not None and not frame.empty:
+                frames.append(frame)
+        if not frames:
+            return pd.DataFrame()
+        layers = pd.concat(frames, ignore_index=True)
+        return _with_settings(layers, runs)
+
+    def probe_kinds(self) -> list[str]:
+        """The probes some run of the sweep holds (``runs/<run_id>/probes/<kind>.parquet``)."""
+        kinds: set[str] = set()
+        for rid in self.run_ids():
+            folder = store.RunDir(self.path, rid).path / "probes"
+            kinds.update(p.stem for p in folder.glob("*.parquet") if _KIND.match(p.stem))
+        return sorted(kinds)
+
+    def probes(self, kind: str) -> pd.DataFrame:
+        """The probe ``kind`` of every run of the sweep that has it, in one tidy table: the rows of
+        each ``probes/<kind>.parquet`` with the run's settings as columns.
+
+        StoreError naming the kinds there are when no run of the sweep has this one.
+        """
+        import pandas as pd
+
+        if not _KIND.match(kind):
+            raise StoreError(f"probe kind {kind!r} must be a plain name such as 'landscape'")
+        frames = []
+        for rid in self.run_ids():
+            path = store.RunDir(self.path, rid).path / "probes" / f"{kind}.parquet"
+            if not path.is_file():
+                continue
+            frame = store.read_parquet(path)
+            if frame is None:
+                raise StoreError(f"probe file {path} cannot be read; run the probe again")
+            if "run_id" not in frame:
+                frame = frame.assign(run_id=rid)
+            frames.append(frame)
+        if not frames:
+            kinds = self.probe_kinds()
+            there = (f"probes there: {', '.join(kinds)}" if kinds
+                     else "no run of it has probes yet; run `degrade probe` first")
+            raise StoreError(f"no probe {kind!r} in sweep {self.name!r}; {there}")
+        probes = pd.concat(frames, ignore_index=True)
+        return _with_settings(probes, self._probe_settings())
+
+    def _probe_settings(self) -> pd.DataFrame:
+        # From the configs, not the metrics: a probe may be there for a run with no readable epoch.
+        return self._settings().set_index("run_id")
+
+    def summary(self) -> pd.DataFrame:
+        """The table ``degrade summary`` prints: one row per setting, variant and depth with the
+        mean and std over seeds of the final train and test error (fractions), seeds, epochs,
+        diverged runs and the published test error where it applies."""
+        loaded = self.loaded
+        return report.summarize(loaded.metrics, loaded.keys)
+
+    def verdicts(self) -> list[str]:
+        """The verdict lines ``degrade summary`` prints, one per combination of varied settings."""
+        return report.sweep_verdicts(self.loaded)
+
+    def table(self, which: str) -> pd.DataFrame:
+        """One of ``TABLES`` by name (what ``degrade export --table`` writes)."""
+        if which not in TABLES:
+            raise StoreError(f"unknown table {which!r}; choose one of {', '.join(TABLES)}")
+        return getattr(self, which)()
+
+
+FORMATS = ("csv", "parquet")
+
+
+def export_format(fmt: str | None, to: str | Path | None) -> str:
+    """The format to write: ``fmt`` when given, else what the file name ``to`` ends in, else csv."""
+    if fmt is None:
+        suffix = Path(to).suffix.lower().lstrip(".") if to is not None else ""
+        fmt = {"pq": "parquet"}.get(suffix, suffix) if suffix in (*FORMATS, "pq") else "csv"
+    if fmt not in FORMATS:
+        raise StoreError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def export(sweep: Sweep, which: str = "metrics", fmt: str | None = None,
+           to: str | Path | None = None) -> Path:
+    """Write one of the sweep's tables (``TABLES``) to one CSV or Parquet file, atomically.
+
+    ``to`` defaults to ``<store>/sweeps/<name>/<table>.<format>``. Everything is checked before
+    anything is written; StoreError says what is wrong (an unknown table or format, an empty
+    table, a folder that is not there or cannot be written).
+    """
+    fmt = export_format(fmt, to)
+    frame = sweep.table(which)
+    if frame.empty:
+        raise StoreError(f"sweep {sweep.name!r} has no {which} to export")
+    path = Path(to).expanduser() if to is not None else (
+        store.sweep_dir(sweep.path, sweep.name) / f"{which}.{fmt}")
+    if path.is_dir():
+        raise StoreError(f"cannot write to {path}: it is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise StoreError(f"cannot write to {path}: folder {path.parent} does not exist")
+    with store.writing(path):
+        if fmt == "csv":
+            store.atomic_write(path, lambda p: frame.to_csv(p, index=False))
+        else:
+            store.write_parquet_atomic(path, frame)
+    return path
+
+
+def _what(cfg: DictConfig) -> dict[str, Any]:
+    return {"family": str(cfg.model.family), "variant": str(cfg.model.variant), "depth": int(cfg.model.depth),
+            "seed": int(cfg.seed), "dataset": str(cfg.data.name)}
+
+
+def _with_settings(frame: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (rows with a ``run_id``) with the run columns it lacks joined on, placed first."""
+    extra = [c for c in runs.columns if c not in frame]
+    joined = frame.join(runs[extra], on="run_id")
+    first = ["run_id", *extra]
+    return joined[[*first, *(c for c in joined if c not in first)]]
