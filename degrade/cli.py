@@ -43,10 +43,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from degrade.compute import AccelError
     from degrade.config import ConfigError
     from degrade.plot import PlotError
+    from degrade.probes.settings import ProbeError
     from degrade.sources import DataError
     from degrade.store import StoreError
 
-    return (UserError, ConfigError, DataError, StoreError, AccelError, PlotError)
+    return (UserError, ConfigError, DataError, StoreError, AccelError, PlotError, ProbeError)
 
 
 def _guard(fn: Callable[[], T]) -> T:
@@ -334,6 +335,48 @@ def summary(sweep: SweepOption = None, out: OutOption = "outputs") -> None:
     Mean ± std over seeds, in %; for the he2016 presets, the paper's Table 6 beside ours.
     """
     _guard(lambda: _print_summary(out, sweep))
+
+
+@app.command()
+def probe(
+    overrides: Overrides = None,
+    kind: Annotated[str, typer.Option("--kind", help="Comma list of landscape, lesion, gradcorr, identity.")]
+    = "landscape,lesion,gradcorr,identity",
+    sweep: SweepOption = None,
+    out: OutOption = "outputs",
+) -> None:
+    """Measure why plain nets degrade: loss landscape, lesions, gradient correlation, identity.
+
+    On the final (and initial) weights of every finished run of a sweep; each run's results go to
+    probes/<kind>.parquet in its folder. Settings: probe.* overrides, e.g. probe.landscape.grid=21.
+    """
+    def go() -> Any:
+        from degrade.probes import runner as probes
+
+        bad = [o for o in overrides or [] if not o.lstrip("+~").startswith("probe.")]
+        if bad:
+            raise UserError(f"degrade probe takes probe.* overrides only, got {bad[0]!r}")
+        from degrade.config import compose_run
+
+        settings = compose_run(list(overrides or [])).probe
+        plan = probes.plan(out, sweep, _str_list(kind), settings)
+        for rid in plan.unfinished:
+            err_console.print(f"warning: run {rid} is not finished; not probed", markup=False,
+                              highlight=False)
+        todo = plan.todo
+        err_console.print(f"sweep {plan.name}: {len(todo)} of {len(plan.jobs)} probe files to measure, "
+                          f"{plan.evaluations:,} evaluations", markup=False, highlight=False)
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TimeElapsedColumn(), console=err_console, transient=False, disable=not todo)
+        with bar:
+            task = bar.add_task("evaluations", total=plan.evaluations)
+            probes.run(plan, tick=lambda n: bar.advance(task, n),
+                       done=lambda job: print(f"{job.run_id} {job.kind}: measured -> {job.path}", flush=True))
+        return plan
+
+    plan = _guard(go)
+    print(f"sweep {plan.name}: {len(plan.todo)} probe files measured, "
+          f"{len(plan.jobs) - len(plan.todo)} unchanged (skipped)")
 
 
 @app.command("report")
