@@ -329,12 +329,40 @@ def plot(
 
 
 @app.command()
-def summary(sweep: SweepOption = None, out: OutOption = "outputs") -> None:
+def summary(
+    sweep: SweepOption = None,
+    out: OutOption = "outputs",
+    probes: Annotated[bool, typer.Option("--probes", help="Add the numbers of every probe the sweep has.")]
+    = False,
+) -> None:
     """Final errors per setting, variant and depth, and a verdict.
 
     Mean ± std over seeds, in %; for the he2016 presets, the paper's Table 6 beside ours.
     """
     _guard(lambda: _print_summary(out, sweep))
+    if probes:
+        _guard(lambda: _print_probe_numbers(out, sweep))
+
+
+def _print_probe_numbers(out: str, name: str | None) -> None:
+    from degrade.probes import tables
+
+    table = tables.summary(out, name)
+    if table.empty:
+        out_console.print("no probes in this sweep yet: run `degrade probe`", highlight=False)
+        return
+    multi = bool((table["runs"] > 1).any())
+    depths = sorted(table["depth"].unique())
+    for kind, rows in table.groupby("kind", sort=False):
+        t = Table(title=f"probe {kind}, by depth" + (": mean ± std over seeds" if multi else ""))
+        for col in ("quantity", "weights", "variant", *map(str, depths)):
+            t.add_column(col, justify="left" if col in ("quantity", "weights", "variant") else "right")
+        for (q, w, v), part in rows.groupby(["quantity", "weights", "variant"], sort=False):
+            cells = {int(r["depth"]): f"{r['mean']:.4g}"
+                     + (f" ± {r['std']:.2g}" if multi and r["std"] == r["std"] else "")
+                     for r in part.to_dict("records")}
+            t.add_row(q, w, v, *(cells.get(int(d), "-") for d in depths))
+        out_console.print(t)
 
 
 @app.command()

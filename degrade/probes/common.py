@@ -192,11 +192,6 @@ def branch(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- files
 
 
-def path(out: Path, run_id: str, kind: str) -> Path:
-    """Where the probe ``kind`` of a run is written."""
-    return RunDir(out, run_id).path / "probes" / f"{kind}.parquet"
-
-
 def record(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
     """What a probe's file says it measured: the kind, the settings, the probe version."""
     return {"kind": kind, "version": VERSION, "settings": settings}

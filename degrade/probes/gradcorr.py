@@ -22,10 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from degrade.probes import tables
 from degrade.probes.common import Subject, Tick
 
 KIND = "gradcorr"
-NUMBERS = ("corr_lag1", "half_lag")
+NUMBERS = tables.NUMBERS[KIND]
 WEIGHTS = ("initial", "final")
 
 

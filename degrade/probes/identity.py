@@ -19,10 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from degrade.probes import tables
 from degrade.probes.common import Subject, Tick, blocks, branch, downsamples
 
 KIND = "identity"
-NUMBERS = ("ratio",)
+NUMBERS = tables.NUMBERS[KIND]
 WEIGHTS = ("initial", "final")
 
 

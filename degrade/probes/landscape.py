@@ -21,10 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from degrade.probes import tables
 from degrade.probes.common import Subject, Tick, loss_and_error
 
 KIND = "landscape"
-NUMBERS = ("centre_loss", "basin_width", "nonconvex_fraction")
+NUMBERS = tables.NUMBERS[KIND]
 
 
 def evaluations(settings: dict[str, Any], model: nn.Module) -> int:

@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from degrade.probes import tables
 from degrade.probes.common import Subject, Tick, blocks, downsamples, loss_and_error
 
 KIND = "lesion"
-NUMBERS = ("base_test_error", "single_test_error_mean", "single_test_error_max", "base_train_error",
-           "single_train_error_mean")
+NUMBERS = tables.NUMBERS[KIND]
 
 
 class Lesioned(nn.Module):

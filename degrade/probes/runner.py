@@ -14,7 +14,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pandas as pd
 from omegaconf import DictConfig
 
 from degrade import hold
@@ -22,8 +21,9 @@ from degrade.models import build_model
 from degrade.probes import common, gradcorr, identity, landscape, lesion
 from degrade.probes.common import Tick
 from degrade.probes.settings import NAMES, parse_kinds, settings_of
+from degrade.probes.tables import path, sweep_runs
 from degrade.spec import model_spec
-from degrade.store import RunDir, StoreError, latest_sweep, read_parquet, read_sweep
+from degrade.store import RunDir
 
 KINDS: dict[str, ModuleType] = {m.KIND: m for m in (landscape, lesion, gradcorr, identity)}
 assert tuple(KINDS) == NAMES
@@ -60,15 +60,6 @@ class Plan:
         return sum(j.evaluations for j in self.todo)
 
 
-def sweep_runs(out: str | Path, name: str | None) -> tuple[Path, str, list[str]]:
-    """(store, sweep name, its run ids) of the named (default: latest) sweep; StoreError if none."""
-    root = Path(out).expanduser()
-    name = name or latest_sweep(root)
-    if name is None:
-        raise StoreError(f"no sweeps in {root}; run `degrade sweep` first")
-    return root, name, list(read_sweep(root, name).get("runs", []))
-
-
 def plan(out: str | Path, name: str | None, kinds: list[str] | None,
          probe: DictConfig | dict[str, Any]) -> Plan:
     """The probes of sweep ``name`` (default: the latest) to measure with settings ``probe``."""
@@ -86,7 +77,7 @@ def plan(out: str | Path, name: str | None, kinds: list[str] | None,
         shape = (3, 32, 32) if cfg.model.family == "cnn" else (64,)
         skeleton = build_model(model_spec(cfg), shape, 10)
         for kind in kinds:
-            where = common.path(root, rid, kind)
+            where = path(root, rid, kind)
             current = common.recorded(where) == common.record(kind, settings[kind])
             jobs.append(Job(rid, kind, settings[kind], KINDS[kind].evaluations(settings[kind], skeleton),
                             where, current))
@@ -125,56 +116,3 @@ def run(p: Plan, tick: Tick | None = None, done: Callable[[Job], None] | None = 
         if pause is not None:
             pause(len(measured))
     return measured
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def load(out: str | Path, run_ids: list[str], kind: str) -> pd.DataFrame:
-    """The rows of probe ``kind`` of the given runs (those that have its file), in one table."""
-    frames = [f for rid in run_ids if (f := read_parquet(common.path(Path(out), rid, kind))) is not None]
-    frames = [f for f in frames if not f.empty]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def sweep_probe(out: str | Path, name: str | None, kind: str) -> pd.DataFrame:
-    """The rows of probe ``kind`` of every run of the named (default: latest) sweep."""
-    root, _, run_ids = sweep_runs(out, name)
-    return load(root, run_ids, parse_kinds([kind])[0])
-
-
-def kinds_present(out: str | Path, run_ids: list[str]) -> list[str]:
-    """The probe kinds at least one of the runs has a file of."""
-    return [k for k in KINDS if any(common.path(Path(out), rid, k).is_file() for rid in run_ids)]
-
-
-def numbers(frame: pd.DataFrame) -> pd.DataFrame:
-    """Each probe's numbers per kind, quantity, weights, variant and depth: mean, std, runs."""
-    if frame.empty:
-        return pd.DataFrame(columns=["kind", "quantity", "weights", "variant", "depth", "runs", "mean",
-                                     "std"])
-    parts = []
-    for kind, rows in frame.groupby("kind"):
-        rows = rows[rows["quantity"].isin(KINDS[str(kind)].NUMBERS)].copy()
-        if rows.empty:
-            continue
-        rows["weights"] = rows["weights"].fillna("final") if "weights" in rows else "final"
-        g = rows.groupby(["kind", "quantity", "weights", "variant", "depth"], sort=False)["value"]
-        parts.append(pd.DataFrame({"runs": g.count(), "mean": g.mean(), "std": g.std()}).reset_index())
-    if not parts:
-        return numbers(pd.DataFrame())
-    table = pd.concat(parts, ignore_index=True)
-    order = {q: i for m in KINDS.values() for i, q in enumerate(m.NUMBERS)}
-    table["_q"] = table["quantity"].map(order)
-    table["_k"] = table["kind"].map({k: i for i, k in enumerate(KINDS)})
-    table["_w"] = table["weights"].map({"initial": 0, "final": 1})
-    table = table.sort_values(["_k", "_q", "_w", "variant", "depth"]).drop(columns=["_q", "_k", "_w"])
-    return table.reset_index(drop=True)
-
-
-def summary(out: str | Path, name: str | None = None, kinds: list[str] | None = None) -> pd.DataFrame:
-    """Every probe's numbers the sweep has (or those of ``kinds``), per variant and depth, over seeds."""
-    root, _, run_ids = sweep_runs(out, name)
-    chosen = kinds_present(root, run_ids) if kinds is None else parse_kinds(kinds)
-    frames = [f for k in chosen if not (f := load(root, run_ids, k)).empty]
-    return numbers(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
