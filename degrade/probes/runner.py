@@ -72,15 +72,19 @@ def plan(out: str | Path, name: str | None, kinds: list[str] | None,
         if run.status().get("state") != "done" or not run.checkpoint.is_file():
             unfinished.append(rid)
             continue
-        cfg = common.run_config(root, rid)
-        # Only the blocks matter for counting evaluations: any input shape builds them.
-        shape = (3, 32, 32) if cfg.model.family == "cnn" else (64,)
-        skeleton = build_model(model_spec(cfg), shape, 10)
+        skeleton = None
         for kind in kinds:
             where = path(root, rid, kind)
-            current = common.recorded(where) == common.record(kind, settings[kind])
-            jobs.append(Job(rid, kind, settings[kind], KINDS[kind].evaluations(settings[kind], skeleton),
-                            where, current))
+            if common.recorded(where) == common.record(kind, settings[kind]):
+                jobs.append(Job(rid, kind, settings[kind], 0, where, current=True))
+                continue
+            if skeleton is None:
+                cfg = common.run_config(root, rid)
+                # Only the blocks matter for counting evaluations: any input shape builds them.
+                shape = (3, 32, 32) if cfg.model.family == "cnn" else (64,)
+                skeleton = build_model(model_spec(cfg), shape, 10)
+            cost = KINDS[kind].evaluations(settings[kind], skeleton)
+            jobs.append(Job(rid, kind, settings[kind], cost, where, current=False))
     return Plan(name, root, jobs, unfinished)
 
 
