@@ -367,17 +367,20 @@ def _print_probe_numbers(out: str, name: str | None) -> None:
 
 @app.command()
 def probe(
-    overrides: Overrides = None,
+    overrides: Annotated[list[str] | None, typer.Argument(
+        help="probe.* overrides, e.g. probe.landscape.grid=21 probe.images=512", show_default=False)] = None,
     kind: Annotated[str, typer.Option("--kind", help="Comma list of landscape, lesion, gradcorr, identity.")]
     = "landscape,lesion,gradcorr,identity",
     sweep: SweepOption = None,
     out: OutOption = "outputs",
 ) -> None:
-    """Measure why plain nets degrade: loss landscape, lesions, gradient correlation, identity.
+    """Measure why plain nets degrade, on a sweep's runs.
 
-    On the final (and initial) weights of every finished run of a sweep; each run's results go to
+    Loss landscape, lesions, gradient correlation and distance from the identity, on the final
+    (and initial) weights of every finished run of a sweep; each run's results go to
     probes/<kind>.parquet in its folder. Settings: probe.* overrides, e.g. probe.landscape.grid=21.
     """
+
     def go() -> Any:
         from degrade.probes import runner as probes
 
