@@ -382,7 +382,7 @@ def probe(
     """
 
     def go() -> Any:
-        from degrade.probes import runner as probes
+        from degrade.probes import planning
 
         bad = [o for o in overrides or [] if not o.lstrip("+~").startswith("probe.")]
         if bad:
@@ -390,18 +390,23 @@ def probe(
         from degrade.config import compose_run
 
         settings = compose_run(list(overrides or [])).probe
-        plan = probes.plan(out, sweep, _str_list(kind), settings)
+        plan = planning.plan(out, sweep, _str_list(kind), settings)
         for rid in plan.unfinished:
             err_console.print(f"warning: run {rid} is not finished; not probed", markup=False,
                               highlight=False)
         todo = plan.todo
+        if not todo:
+            return plan
+        from degrade.probes import runner
+
+        runner.count(plan)
         err_console.print(f"sweep {plan.name}: {len(todo)} of {len(plan.jobs)} probe files to measure, "
                           f"{plan.evaluations:,} evaluations", markup=False, highlight=False)
         bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                        TimeElapsedColumn(), console=err_console, transient=False, disable=not todo)
         with bar:
             task = bar.add_task("evaluations", total=plan.evaluations)
-            probes.run(plan, tick=lambda n: bar.advance(task, n),
+            runner.run(plan, tick=lambda n: bar.advance(task, n),
                        done=lambda job: print(f"{job.run_id} {job.kind}: measured -> {job.path}", flush=True))
         return plan
 

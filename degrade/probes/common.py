@@ -22,12 +22,10 @@ from torch import nn
 from degrade.data import Dataset, load_dataset
 from degrade.models import build_model
 from degrade.probes.settings import ProbeError
+from degrade.probes.tables import META_KEY
 from degrade.spec import model_spec
 from degrade.store import RunDir, atomic_write, recorded_device
 
-# Bumped when a probe's measurement changes meaning: files of an older version are measured again.
-VERSION = 1
-META_KEY = b"degrade.probe"
 Tick = Callable[[int], None]
 
 
@@ -190,22 +188,6 @@ def branch(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- files
-
-
-def record(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """What a probe's file says it measured: the kind, the settings, the probe version."""
-    return {"kind": kind, "version": VERSION, "settings": settings}
-
-
-def recorded(where: Path) -> dict[str, Any] | None:
-    """The record a probe file holds; None when there is no readable file."""
-    import pyarrow.parquet as pq
-
-    try:
-        meta = pq.read_schema(where).metadata or {}
-        return json.loads(meta[META_KEY])
-    except Exception:  # noqa: BLE001 - absent, half-written by another tool or damaged: measure again
-        return None
 
 
 def write(where: Path, rows: list[dict[str, Any]], rec: dict[str, Any]) -> None:

@@ -5,7 +5,9 @@ No torch here: reading results needs only pandas and pyarrow.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -22,9 +24,30 @@ NUMBERS = {
 }
 
 
+# Bumped when a probe's measurement changes meaning: files of an older version are measured again.
+VERSION = 1
+META_KEY = b"degrade.probe"
+
+
 def path(out: Path, run_id: str, kind: str) -> Path:
     """Where the probe ``kind`` of a run is written."""
     return RunDir(out, run_id).path / "probes" / f"{kind}.parquet"
+
+
+def record(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """What a probe's file says it measured: the kind, the settings, the probe version."""
+    return {"kind": kind, "version": VERSION, "settings": settings}
+
+
+def recorded(where: Path) -> dict[str, Any] | None:
+    """The record a probe file holds; None when there is no readable file."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(where).metadata or {}
+        return json.loads(meta[META_KEY])
+    except Exception:  # noqa: BLE001 - absent, half-written by another tool or damaged: measure again
+        return None
 
 
 def sweep_runs(out: str | Path, name: str | None) -> tuple[Path, str, list[str]]:
