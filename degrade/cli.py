@@ -288,7 +288,8 @@ def show(overrides: Overrides = None) -> None:
 def plot(
     sweep: SweepOption = None,
     out: OutOption = "outputs",
-    kind: Annotated[str, typer.Option("--kind", help="curves | depth | grid | gradients | responses")]
+    kind: Annotated[str, typer.Option("--kind", help="curves | depth | grid | gradients | responses, "
+                                      "or a probe: landscape | lesion | gradcorr | identity")]
     = "curves",
     epochs: Annotated[str | None, typer.Option("--epochs", help="Epochs for gradients/responses, e.g. 1,15.")]
     = None,
