@@ -43,10 +43,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from degrade.compute import AccelError
     from degrade.config import ConfigError
     from degrade.plot import PlotError
+    from degrade.probes.settings import ProbeError
     from degrade.sources import DataError
     from degrade.store import StoreError
 
-    return (UserError, ConfigError, DataError, StoreError, AccelError, PlotError)
+    return (UserError, ConfigError, DataError, StoreError, AccelError, PlotError, ProbeError)
 
 
 def _guard(fn: Callable[[], T]) -> T:
@@ -307,7 +308,8 @@ def show(overrides: Overrides = None) -> None:
 def plot(
     sweep: SweepOption = None,
     out: OutOption = "outputs",
-    kind: Annotated[str, typer.Option("--kind", help="curves | depth | grid | gradients | responses")]
+    kind: Annotated[str, typer.Option("--kind", help="curves | depth | grid | gradients | responses, "
+                                      "or a probe: landscape | lesion | gradcorr | identity")]
     = "curves",
     epochs: Annotated[str | None, typer.Option("--epochs", help="Epochs for gradients/responses, e.g. 1,15.")]
     = None,
@@ -348,12 +350,90 @@ def plot(
 
 
 @app.command()
-def summary(sweep: SweepOption = None, out: OutOption = "outputs") -> None:
+def summary(
+    sweep: SweepOption = None,
+    out: OutOption = "outputs",
+    probes: Annotated[bool, typer.Option("--probes", help="Add the numbers of every probe the sweep has.")]
+    = False,
+) -> None:
     """Final errors per setting, variant and depth, and a verdict.
 
     Mean ± std over seeds, in %; for the he2016 presets, the paper's Table 6 beside ours.
     """
     _guard(lambda: _print_summary(out, sweep))
+    if probes:
+        _guard(lambda: _print_probe_numbers(out, sweep))
+
+
+def _print_probe_numbers(out: str, name: str | None) -> None:
+    from degrade.probes import tables
+
+    table = tables.summary(out, name)
+    if table.empty:
+        out_console.print("no probes in this sweep yet: run `degrade probe`", highlight=False)
+        return
+    multi = bool((table["runs"] > 1).any())
+    depths = sorted(table["depth"].unique())
+    for kind, rows in table.groupby("kind", sort=False):
+        t = Table(title=f"probe {kind}, by depth" + (": mean ± std over seeds" if multi else ""))
+        for col in ("quantity", "weights", "variant", *map(str, depths)):
+            t.add_column(col, justify="left" if col in ("quantity", "weights", "variant") else "right")
+        for (q, w, v), part in rows.groupby(["quantity", "weights", "variant"], sort=False):
+            cells = {int(r["depth"]): f"{r['mean']:.4g}"
+                     + (f" ± {r['std']:.2g}" if multi and r["std"] == r["std"] else "")
+                     for r in part.to_dict("records")}
+            t.add_row(q, w, v, *(cells.get(int(d), "-") for d in depths))
+        out_console.print(t)
+
+
+@app.command()
+def probe(
+    overrides: Annotated[list[str] | None, typer.Argument(
+        help="probe.* overrides, e.g. probe.landscape.grid=21 probe.images=512", show_default=False)] = None,
+    kind: Annotated[str, typer.Option("--kind", help="Comma list of landscape, lesion, gradcorr, identity.")]
+    = "landscape,lesion,gradcorr,identity",
+    sweep: SweepOption = None,
+    out: OutOption = "outputs",
+) -> None:
+    """Measure why plain nets degrade, on a sweep's runs.
+
+    Loss landscape, lesions, gradient correlation and distance from the identity, on the final
+    (and initial) weights of every finished run of a sweep; each run's results go to
+    probes/<kind>.parquet in its folder. Settings: probe.* overrides, e.g. probe.landscape.grid=21.
+    """
+
+    def go() -> Any:
+        from degrade.probes import planning
+
+        bad = [o for o in overrides or [] if not o.lstrip("+~").startswith("probe.")]
+        if bad:
+            raise UserError(f"degrade probe takes probe.* overrides only, got {bad[0]!r}")
+        from degrade.config import compose_run
+
+        settings = compose_run(list(overrides or [])).probe
+        plan = planning.plan(out, sweep, _str_list(kind), settings)
+        for rid in plan.unfinished:
+            err_console.print(f"warning: run {rid} is not finished; not probed", markup=False,
+                              highlight=False)
+        todo = plan.todo
+        if not todo:
+            return plan
+        from degrade.probes import runner
+
+        runner.count(plan)
+        err_console.print(f"sweep {plan.name}: {len(todo)} of {len(plan.jobs)} probe files to measure, "
+                          f"{plan.evaluations:,} evaluations", markup=False, highlight=False)
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TimeElapsedColumn(), console=err_console, transient=False, disable=not todo)
+        with bar:
+            task = bar.add_task("evaluations", total=plan.evaluations)
+            runner.run(plan, tick=lambda n: bar.advance(task, n),
+                       done=lambda job: print(f"{job.run_id} {job.kind}: measured -> {job.path}", flush=True))
+        return plan
+
+    plan = _guard(go)
+    print(f"sweep {plan.name}: {len(plan.todo)} probe files measured, "
+          f"{len(plan.jobs) - len(plan.todo)} unchanged (skipped)")
 
 
 @app.command("report")

@@ -5,6 +5,9 @@ SLURM jobs with the rest of the environment), a run that has just taken optimize
 ITERATION while the file PATH exists writes its pid to ``PATH.held`` and waits until PATH is
 removed. A test creates PATH, starts a sweep, waits for ``PATH.held`` and then kills, requeues
 or cancels the run knowing exactly how far it got, on a fast CPU or a slow one alike.
+
+`degrade probe` counts probe files written instead of optimizer steps: with ITERATION 1 it
+holds right after its first file.
 """
 
 from __future__ import annotations

@@ -18,8 +18,21 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from degrade import compute, environment, plot, report, store
+from degrade.probes import tables
 
 FILE = "report.html"
+# What each probe's figure shows (docs/probes.md has the whole story).
+PROBE_CAPTIONS = {
+    "landscape": "Probe: the training loss around the final weights along two filter-normalised random "
+                 "directions (Li et al. 2018): the deepest plain net beside the ResNet of its depth, one "
+                 "colour scale; below, the 1-D slices of every depth.",
+    "lesion": "Probe: error when blocks are removed at test time (Veit et al. 2016), against the number "
+              "removed; triangles: a down-sampling block removed alone.",
+    "gradcorr": "Probe: correlation of input gradients against distance along a line between two training "
+                "images (Balduzzi et al. 2017), at initialisation (dotted) and after training (solid).",
+    "identity": "Probe: each block's distance from the identity, ‖F(x)‖/‖x‖ (ResNet) and "
+                "‖block(x) − x‖/‖x‖ (plain), at initialisation (dotted) and after training (solid).",
+}
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -114,6 +127,8 @@ def _figures(sweep: report.Sweep) -> str:
              "its training data gets small gradients, one stuck at a high error keeps larger ones."),
             ("responses", {}, "Std of each layer's response after BN (the paper's Fig. 7), last epoch."),
         ]
+    wanted += [(kind, {}, PROBE_CAPTIONS[kind])
+               for kind in tables.kinds_present(sweep.out, list(sweep.metrics["run_id"].unique()))]
     parts = []
     for i, (kind, args, caption) in enumerate(wanted):
         fig = plot.draw(kind, sweep, layers=layers, **args)

@@ -22,9 +22,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from degrade import report, store  # noqa: E402
+from degrade.probes.settings import NAMES as PROBE_KINDS  # noqa: E402
 
 FORMATS = ("png", "svg", "pdf")
-KINDS = ("curves", "depth", "grid", "gradients", "responses")
+KINDS = ("curves", "depth", "grid", "gradients", "responses", *PROBE_KINDS)
 # Legend labels as the paper writes them (plain-20, ResNet-20), and one name for each panel.
 TITLES = {"plain": "plain", "residual": "ResNet"}
 PANELS = {"plain": "plain networks", "residual": "residual networks (ResNet)"}
@@ -313,11 +314,26 @@ def draw(kind: str, sweep: report.Sweep, epochs: list[int] | None = None, x: str
     if kind == "grid":
         x, y = grid_axes(sweep, x, y)
         return grid(sweep.metrics, x, y, keys=keys, title=f"{title}\nfinal training error\n{said}")
+    if kind in PROBE_KINDS:
+        return probe_figure(kind, sweep, title)
     layers = sweep_layers(sweep) if layers is None else layers
     if layers.empty:
         raise PlotError(f"sweep {sweep.name!r} has no per-layer diagnostics (trainer.diagnostics=false?)")
     draw_layers = gradients if kind == "gradients" else responses
     return draw_layers(layers, epochs, title=f"{title}\n{kind}", keys=keys)
+
+
+def probe_figure(kind: str, sweep: report.Sweep, title: str) -> plt.Figure:
+    """The figure of the probe ``kind`` (``degrade probe``) of the sweep's runs."""
+    from degrade import probeplot
+
+    settings = sweep.metrics.groupby("run_id")[sweep.keys].first() if sweep.keys else None
+    frame = probeplot.probe_frame(sweep.out, list(sweep.metrics["run_id"].unique()), kind, settings)
+    if frame.empty:
+        raise PlotError(f"sweep {sweep.name!r} has no {kind} probes; run `degrade probe --kind {kind}` first")
+    if settings is not None:
+        title += "\n(the first setting: " + ", ".join(sweep.keys) + " varied)"
+    return probeplot.draw(kind, frame, f"{title}\n{kind}")
 
 
 def grid_axes(sweep: report.Sweep, x: str, y: str | None) -> tuple[str, str]:

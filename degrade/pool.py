@@ -139,11 +139,13 @@ class Pool:
             w.stop(wait=5.0)
         self.idle = []
 
-    def map(self, fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> list[Outcome]:
+    def map(self, fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]],
+            on_result: Callable[[int, Outcome], None] | None = None) -> list[Outcome]:
         """``fn(*args)`` for each ``args`` of ``jobs``; the outcomes in the order of ``jobs``.
 
         A job that raises gives its exception; a worker that dies mid-job fails that job with
-        WorkerDied and the rest go on in a new worker.
+        WorkerDied and the rest go on in a new worker. ``on_result(index, outcome)`` is called
+        as each job's outcome arrives.
         """
         outcomes: list[Outcome | None] = [None] * len(jobs)
         pending = list(range(len(jobs)))
@@ -189,6 +191,8 @@ class Pool:
                     except Exception as e:  # noqa: BLE001 - e.g. an exception type that cannot be rebuilt
                         ok, payload = False, RuntimeError(f"a job's result could not be read back: {e}")
                     outcomes[w.job] = Outcome(value=payload) if ok else Outcome(error=payload)  # type: ignore[index]
+                    if on_result is not None:
+                        on_result(w.job, outcomes[w.job])  # type: ignore[arg-type]
                     feed(w)
         finally:
             sel.close()

@@ -43,7 +43,8 @@ INTERRUPTED = "interrupted"
 STATES = ("running", "done", "diverged", "failed", INTERRUPTED)
 # Config keys that say where or how a run is computed, not what it computes.
 # How a run computes, not what: the device, its threads and the step path (all within rounding).
-_NOT_IDENTITY = ("out", "name", "sweep", "trainer.device", "trainer.threads", "trainer.path",
+# The probe settings measure a finished run afterwards; each probe file records its own.
+_NOT_IDENTITY = ("out", "name", "sweep", "probe", "trainer.device", "trainer.threads", "trainer.path",
                  "trainer.tensorboard")
 
 
