@@ -71,7 +71,8 @@ def test_python_dash_m_and_help(tmp_path):
     assert r.returncode == 0
     listed = r.stdout.split("Commands:")[1].strip().splitlines()
     summaries = dict(line.strip().split(None, 1) for line in listed)
-    assert set(summaries) == {"sweep", "train", "show", "plot", "summary", "report", "bench", "export", "ls", "probe"}
+    assert set(summaries) == {"sweep", "train", "show", "plot", "summary", "report", "bench", "export", "ls",
+                              "probe"}
     from degrade.cli import app
 
     for command in app.registered_commands:
