@@ -294,7 +294,8 @@ def run_steps(
             before, now = ckpt.get("device", trainer.acc.device.type), trainer.acc.device.type
             if before != now:  # the sweep refuses this before launching; a lone job says so here
                 raise ResumeError(device_change(rid, before, now))
-            began = ckpt.get("threads") or recorded_threads(run)
+            # On the CPU its thread count shapes a run's numbers; a GPU's kernels do not use it.
+            began = (ckpt.get("threads") or recorded_threads(run)) if now == "cpu" else None
             if isinstance(began, int) and began >= 1 and began != trainer.threads:
                 warnings.append(f"resumed on {began} CPU thread{'s' if began != 1 else ''}, the count it "
                                 f"began with, not {trainer.threads}: a run keeps its thread count so that "
