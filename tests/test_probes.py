@@ -194,3 +194,19 @@ def test_bad_settings_are_refused(key: str, value: object) -> None:
     kind = part or "landscape"
     with pytest.raises(ProbeError, match=f"probe.{key}"):
         settings_of(probe, kind)
+
+
+def test_initial_weights_are_those_training_started_from(tmp_path) -> None:
+    """The probes rebuild a run's initial weights from its seed: the same tensors train built."""
+    from degrade.config import compose_run
+    from degrade.train import Trainer
+
+    cfg = compose_run(["model.depth=8", "seed=3", f"out={tmp_path}", "trainer.threads=1"])
+    started = Trainer(cfg).model.state_dict()
+    subject = common.Subject("run", cfg, torch.device("cpu"), Trainer(cfg).data, images=32)
+    rebuilt = subject.model("initial").state_dict()
+    weights = [k for k in started if "running" not in k and "num_batches" not in k]
+    assert weights and all(torch.equal(started[k].cpu(), rebuilt[k]) for k in weights)
+    other = common.Subject("run", compose_run(["model.depth=8", "seed=4"]), torch.device("cpu"),
+                           subject.data, images=32).model("initial").state_dict()
+    assert not torch.equal(other["stem.weight"], rebuilt["stem.weight"])

@@ -157,3 +157,11 @@ def test_probe_summary_table(store: Path, capsys: pytest.CaptureFixture[str]) ->
     assert set(table["depth"]) == {8, 14} and set(table["variant"]) == {"plain", "residual"}
     ratio = table[(table["quantity"] == "ratio")]
     assert len(ratio) == 2 * 2 * 2 and (ratio["runs"] == 1).all() and ratio["mean"].gt(0).all()
+
+
+def test_damaged_checkpoint_is_one_line(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = sorted((store / "runs").iterdir())[0]
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    code, _, err = _probe(store, capsys, "--kind", "identity")
+    assert code == 2 and "cannot read the weights" in err and "Traceback" not in err
+    assert not (run / "probes" / "identity.parquet").exists()
