@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -77,6 +78,7 @@ def _str_list(text: str | None) -> list[str] | None:
 
 
 FINAL = ("done", "diverged", "failed")
+_invoked: list[str] = []
 
 
 class _NewWarnings:
@@ -247,7 +249,7 @@ def sweep(
             variants=_str_list(variants) if variants is None or variants.strip() else [],
             seeds=_int_list(seeds, "--seeds"),
             epochs=epochs, device=device, name=name, out=out, overrides=list(overrides or []),
-            together=together,
+            together=together, command=shlex.join(_invoked),
         )
         with _reporter() as rep:
             result = run_sweep(spec, rep)
@@ -537,9 +539,11 @@ def _print_sweeps(out: str, sweep: str | None) -> None:
 
     sweeps = _guard(go)
     t = Table(title=f"sweeps in {out}")
-    states = [s for s in ("done", "running", "diverged", "failed", "new", "damaged") if sweeps[s].any()]
+    states = [s for s in results.STATES if sweeps[s].any()]
     for col in ("sweep", "runs", *states, "started", "command"):
-        t.add_column(col, justify="right" if col == "runs" or col in states else "left")
+        # Names and counts stay whole; a long command (a store's path in it) folds instead.
+        t.add_column(col, justify="right" if col == "runs" or col in states else "left",
+                     no_wrap=col != "command")
     for r in sweeps.to_dict("records"):
         name = r["sweep"] + (" (latest)" if r["latest"] else "")
         t.add_row(name, str(r["runs"]), *(str(r[s]) for s in states), str(r["started"] or "?"),
@@ -607,6 +611,8 @@ def main(argv: list[str] | None = None) -> int:
         log.addHandler(_WarningLine())
         log.setLevel(logging.WARNING)
         log.propagate = False
+    # What the user typed, as the sweep records it (not sys.argv: main may be called with its own).
+    _invoked[:] = sys.argv[1:] if argv is None else argv
     try:
         rc = app(args=argv, prog_name="degrade", standalone_mode=False)
     except typer.Exit as e:

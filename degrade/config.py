@@ -65,6 +65,13 @@ _VARIANT_WORDS = {"resnet": "residual", "residual": "residual", "res": "residual
                   "plainnet": "plain"}
 
 
+def _variant_as_model(option: str, families: list[str]) -> str:
+    """The line for a variant asked for as a family (``model=resnet``): where variants are chosen."""
+    variant = _VARIANT_WORDS[option.lower()]
+    return (f"unknown model option {option!r}: model= picks the family ({', '.join(families)}); "
+            f"plain or residual is model.variant, e.g. model=cnn model.variant={variant}")
+
+
 def one_line(err: BaseException) -> str:
     """A one-line message for a Hydra / OmegaConf error, naming the offending key or option."""
     text = str(err).strip()
@@ -85,10 +92,7 @@ def one_line(err: BaseException) -> str:
                 options.append(ln)
         choose = f"; choose one of {', '.join(options)}" if options else ""
         if group == "model" and option.lower() in _VARIANT_WORDS:
-            # A variant asked for as a family: say where variants are chosen.
-            variant = _VARIANT_WORDS[option.lower()]
-            return (f"unknown model option {option!r}: model= picks the family ({', '.join(options)}); "
-                    f"plain or residual is model.variant, e.g. model=cnn model.variant={variant}")
+            return _variant_as_model(option, options)
         if group:
             return f"unknown {group} option {option!r}{choose}"
         return f"config {option!r} not found"
@@ -210,6 +214,8 @@ def _refuse_unknown_options(overrides: list[str]) -> None:
         for option in value if isinstance(value, list) else [value]:
             if option is not None and not (folder / f"{option}.yaml").is_file():
                 there = sorted(p.stem for p in folder.glob("*.yaml"))
+                if o.key_or_group == "model" and str(option).lower() in _VARIANT_WORDS:
+                    raise ConfigError(_variant_as_model(str(option), there))
                 raise ConfigError(f"unknown {o.key_or_group} option {str(option)!r}; choose one of "
                                   f"{', '.join(there)}")
 

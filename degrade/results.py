@@ -35,7 +35,7 @@ TABLES = ("metrics", "layers", "summary", "runs")
 _WHAT = ("family", "variant", "depth", "seed", "dataset")
 # The configured learning rate is always a column (beside the per-epoch ``scheduled_lr``).
 _ALWAYS = ("optim.lr",)
-_STATES = ("done", "running", "diverged", "failed", "new", "damaged")
+STATES = ("done", "running", "interrupted", "diverged", "failed", "new", "damaged")
 _KIND = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -48,7 +48,7 @@ class Store:
     """A run store: the sweeps recorded in it and their runs."""
 
     def __init__(self, path: str | Path = "outputs") -> None:
-        self.path = Path(path).expanduser()
+        self.path = store.store_root(path)
         if not (self.path / "sweeps").is_dir():
             raise StoreError(f"no sweeps in {self.path} (it is not a run store); run `degrade sweep` first")
 
@@ -79,8 +79,8 @@ class Store:
 
     def sweeps(self) -> pd.DataFrame:
         """One row per sweep: its name, how many runs it has, how many are in each state
-        (done, running, diverged, failed, new, damaged), whether it is the latest, and when and how
-        it was started."""
+        (done, running, interrupted, diverged, failed, new, damaged), whether it is the latest,
+        and when and how it was started."""
         import pandas as pd
 
         latest = self.latest()
@@ -90,10 +90,10 @@ class Store:
             listing = store.list_runs(self.path, name)
             states = listing["state"].value_counts() if not listing.empty else pd.Series(dtype=int)
             rows.append({"sweep": name, "runs": len(record.get("runs", [])),
-                         **{s: int(states.get(s, 0)) for s in _STATES},
+                         **{s: int(states.get(s, 0)) for s in STATES},
                          "latest": name == latest, "started": record.get("started"),
                          "command": record.get("command")})
-        columns = ["sweep", "runs", *_STATES, "latest", "started", "command"]
+        columns = ["sweep", "runs", *STATES, "latest", "started", "command"]
         return pd.DataFrame(rows, columns=columns)
 
 

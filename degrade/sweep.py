@@ -104,6 +104,7 @@ class SweepSpec:
     out: str | None = None
     overrides: list[str] = field(default_factory=list)
     together: int | None = None  # runs trained at once in this process, on CUDA streams
+    command: str | None = None  # the command line as typed, for the sweep's record
 
 
 @dataclass
@@ -395,7 +396,7 @@ def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepRe
         "name": name,
         "runs": unique,
         "overrides": overrides,
-        "command": " ".join(sys.argv[1:]),
+        "command": spec.command if spec.command is not None else " ".join(sys.argv[1:]),
         "asked": asked,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })

@@ -100,7 +100,9 @@ def test_report_through_the_cli_is_one_offline_file_with_verdict_table_figures_a
     record = json.loads((depth_lr_sweep / "sweeps" / NAME / "sweep.json").read_text())
     assert sorted(row[0] for row in runs[1:]) == sorted(record["runs"])
     assert {row[1] for row in runs[1:]} == {"done"}
-    assert f"degrade {record['command']}" in text
+    # As typed, but with the store's folder (a local path) said as <out>.
+    assert f"degrade {record['command'].replace(str(depth_lr_sweep), '<out>')}" in text
+    assert str(depth_lr_sweep) not in text
     assert "model.depth=8,14" in text and "optim.lr=0.05,0.1" in text  # the overrides as swept
     assert "fp32 -> fp32" in text  # precision asked for and used, from the runs' records
 
