@@ -6,6 +6,9 @@ Both come as twins: ``variant="residual"`` adds the shortcut to every block,
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -239,3 +242,21 @@ def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1024,
+    numerics: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> tuple[float, float]:
+    """Mean cross-entropy and error of ``model`` on (x, y), in batches of ``batch``, in the mode the
+    caller set (eval for a test set and for the probes) and under ``numerics`` (e.g. autocast)."""
+    loss = torch.zeros((), device=x.device)
+    wrong = torch.zeros((), device=x.device, dtype=torch.long)
+    with numerics():
+        for i in range(0, len(x), batch):
+            logits = model(x[i : i + batch]).float()
+            loss += F.cross_entropy(logits, y[i : i + batch], reduction="sum")
+            wrong += (logits.argmax(1) != y[i : i + batch]).sum()
+    n = max(len(x), 1)
+    return loss.item() / n, wrong.item() / n

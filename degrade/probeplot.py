@@ -141,7 +141,12 @@ def lesion(frame: pd.DataFrame, title: str = "") -> plt.Figure:
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, title="bold: test, dashed: train", title_fontsize=7)
-    axes[0].set_ylabel("error (%)")
+    return _finish(fig, axes, "error (%)", title)
+
+
+def _finish(fig: plt.Figure, axes: list[plt.Axes], ylabel: str, title: str) -> plt.Figure:
+    """The shared y label and the figure's title, laid out."""
+    axes[0].set_ylabel(ylabel)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -165,11 +170,7 @@ def gradcorr(frame: pd.DataFrame, title: str = "") -> plt.Figure:
         ax.set_title(PANELS[v], fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0].set_ylabel("correlation of input gradients")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, axes, "correlation of input gradients", title)
 
 
 def identity(frame: pd.DataFrame, title: str = "") -> plt.Figure:
@@ -195,11 +196,7 @@ def identity(frame: pd.DataFrame, title: str = "") -> plt.Figure:
                      fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0].set_ylabel("distance from the identity")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, axes, "distance from the identity", title)
 
 
 DRAW = {"landscape": landscape, "lesion": lesion, "gradcorr": gradcorr, "identity": identity}

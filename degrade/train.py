@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from degrade import accel as accel_mod
 from degrade import diagnostics, environment, hold, tblog
 from degrade.data import Dataset, augment_batch, load_dataset
 from degrade.job import RunResult, Steps, drain, process_started
-from degrade.models import build_model
+from degrade.models import build_model, evaluate
 from degrade.spec import model_spec
 from degrade.step import Step, resolve_path
 from degrade.store import (
@@ -68,22 +67,6 @@ def _epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Gener
     gen = torch.Generator(device=device)
     gen.manual_seed(seed * 1_000_003 + epoch)
     return gen
-
-
-def _evaluate(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, acc: accel_mod.Accel
-) -> tuple[float, float]:
-    """Mean loss and error of ``model`` in eval mode on (x, y), in batches of ``batch``."""
-    model.eval()
-    loss_sum = torch.zeros((), device=x.device)
-    wrong = torch.zeros((), device=x.device, dtype=torch.long)
-    with torch.no_grad(), acc.autocast():
-        for i in range(0, len(x), batch):
-            logits = model(x[i : i + batch]).float()
-            loss_sum += F.cross_entropy(logits, y[i : i + batch], reduction="sum")
-            wrong += (logits.argmax(1) != y[i : i + batch]).sum()
-    n = max(len(x), 1)
-    return loss_sum.item() / n, wrong.item() / n
 
 
 class Trainer:
@@ -216,8 +199,9 @@ class Trainer:
         if self.diag_batch is not None:
             for r in diagnostics.measure(model, *self.diag_batch, acc.autocast()):
                 self.layer_rows.append({"epoch": self.epoch + 1, **r})
-        test_loss, test_error = _evaluate(
-            model, d.x_test, d.y_test, int(self.cfg.trainer.eval_batch_size), acc
+        model.eval()
+        test_loss, test_error = evaluate(
+            model, d.x_test, d.y_test, int(self.cfg.trainer.eval_batch_size), acc.autocast
         )
         self.epoch += 1
         return {

@@ -152,20 +152,6 @@ def calibrate_bn(model: nn.Module, x: torch.Tensor, batch: int = 512) -> None:
     model.eval()
 
 
-@torch.no_grad()
-def loss_and_error(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                   batch: int = 1024) -> tuple[float, float]:
-    """Mean cross-entropy and error of ``model`` (as it is set, eval mode for probes) on (x, y)."""
-    loss = torch.zeros((), device=x.device)
-    wrong = torch.zeros((), device=x.device)
-    for i in range(0, len(x), batch):
-        logits = model(x[i : i + batch]).float()
-        loss += F.cross_entropy(logits, y[i : i + batch], reduction="sum")
-        wrong += (logits.argmax(1) != y[i : i + batch]).sum()
-    n = max(len(x), 1)
-    return loss.item() / n, wrong.item() / n
-
-
 def blocks(model: nn.Module) -> list[nn.Module]:
     """The residual (or, for a plain net, would-be residual) blocks of ``model`` in forward order."""
     return list(getattr(model, "blocks", []))

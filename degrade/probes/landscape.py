@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from degrade.models import evaluate
 from degrade.probes import tables
-from degrade.probes.common import Subject, Tick, loss_and_error
+from degrade.probes.common import Subject, Tick
 
 KIND = "landscape"
 NUMBERS = tables.NUMBERS[KIND]
@@ -122,7 +123,7 @@ def measure_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: 
     def loss_at(a: float, b: float) -> float:
         for p, w, u, v in zip(params, origin, d1, d2, strict=True):
             p.copy_(w + a * u + b * v)
-        return loss_and_error(model, x, y)[0]
+        return evaluate(model, x, y)[0]
 
     alphas = np.linspace(-span, span, int(settings["points"]))
     axis = np.linspace(-span, span, int(settings["grid"]))

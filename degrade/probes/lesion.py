@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from degrade.models import evaluate
 from degrade.probes import tables
-from degrade.probes.common import Subject, Tick, blocks, downsamples, loss_and_error
+from degrade.probes.common import Subject, Tick, blocks, downsamples
 
 KIND = "lesion"
 NUMBERS = tables.NUMBERS[KIND]
@@ -88,8 +89,8 @@ def measure_model(model: nn.Module, train: Pair, test: Pair, settings: dict[str,
         for i in removed:
             seq[i] = Lesioned(originals[i])
         try:
-            train_error = loss_and_error(model, *train)[1]
-            test_error = loss_and_error(model, *test)[1]
+            train_error = evaluate(model, *train)[1]
+            test_error = evaluate(model, *test)[1]
         finally:
             for i in removed:
                 seq[i] = originals[i]
