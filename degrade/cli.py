@@ -407,13 +407,7 @@ def probe(
     def go() -> Any:
         from degrade.probes import planning
 
-        bad = [o for o in overrides or [] if not o.lstrip("+~").startswith("probe.")]
-        if bad:
-            raise UserError(f"degrade probe takes probe.* overrides only, got {bad[0]!r}")
-        from degrade.config import compose_run
-
-        settings = compose_run(list(overrides or [])).probe
-        plan = planning.plan(out, sweep, _str_list(kind), settings)
+        plan = planning.plan_asked(out, sweep, _str_list(kind), list(overrides or []))
         for rid in plan.unfinished:
             err_console.print(f"warning: run {rid} is not finished; not probed", markup=False,
                               highlight=False)

@@ -294,21 +294,20 @@ class RunDir:
         shared, so no training session can begin or end between the two.
         """
         try:
-            fd = os.open(self.path / "lock", os.O_RDONLY)
+            fd: int | None = os.open(self.path / "lock", os.O_RDONLY)
         except OSError:  # never locked: whatever the status says, no process trains it
-            state = self.status().get("state", "new")
-            return INTERRUPTED if state == "running" else state
+            fd = None
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return str(self.status().get("state", "new"))  # a process trains it
-            except OSError:
-                return str(self.status().get("state", "new"))  # cannot tell: as recorded
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except OSError:  # a process trains it (or it cannot be told): as recorded
+                    return str(self.status().get("state", "new"))
             state = str(self.status().get("state", "new"))
             return INTERRUPTED if state == "running" else state
         finally:
-            os.close(fd)  # drops the probe's lock with it
+            if fd is not None:
+                os.close(fd)  # drops the probe's lock with it
 
     def mark_interrupted(self, error: str) -> bool:
         """Record that a run left ``running`` by a process that is gone was stopped by ``error``

@@ -197,8 +197,8 @@ def _plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig], dict[str, str]]
                          ("--seeds", spec.seeds)):
         if values is not None and not values:
             raise ConfigError(f"{name} is empty: the sweep would run nothing")
-    if spec.out is not None and not spec.out.strip():
-        raise ConfigError("--out is empty: name the run store's folder (default: outputs)")
+    if spec.out is not None:
+        store.store_root(spec.out)  # an empty --out is refused before anything is composed
     _refuse_conflicts(spec)
     if spec.together is not None:
         if spec.together < 1:

@@ -14,7 +14,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from degrade.probes.settings import parse_kinds, settings_of
+from degrade.config import compose_run
+from degrade.probes.settings import ProbeError, parse_kinds, settings_of
 from degrade.probes.tables import path, record, recorded, sweep_runs
 from degrade.store import RunDir
 
@@ -67,3 +68,12 @@ def plan(out: str | Path, name: str | None, kinds: list[str] | None,
             current = recorded(where) == record(kind, settings[kind])
             jobs.append(Job(rid, kind, settings[kind], 0, where, current))
     return Plan(name, root, jobs, unfinished)
+
+
+def plan_asked(out: str | Path, name: str | None, kinds: list[str] | None, overrides: list[str]) -> Plan:
+    """``plan`` with the settings of the ``probe`` config group and the user's ``probe.*``
+    overrides; ProbeError for an override of anything else (a run's settings are its own)."""
+    bad = [o for o in overrides if not o.lstrip("+~").startswith("probe.")]
+    if bad:
+        raise ProbeError(f"degrade probe takes probe.* overrides only, got {bad[0]!r}")
+    return plan(out, name, kinds, compose_run(list(overrides)).probe)
