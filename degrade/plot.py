@@ -21,7 +21,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from degrade import report, store  # noqa: E402
+from degrade import (  # noqa: E402
+    figstyle,  # noqa: E402
+    report,
+    store,
+)
 from degrade.probes.settings import NAMES as PROBE_KINDS  # noqa: E402
 
 FORMATS = ("png", "svg", "pdf")
@@ -38,14 +42,6 @@ class PlotError(ValueError):
     """A figure that cannot be drawn from what the sweep holds (the message is one line)."""
 
 
-def _depth_colours(depths: list[int]) -> dict[int, tuple]:
-    cmap = plt.get_cmap("viridis")
-    n = max(len(depths) - 1, 1)
-    return {d: cmap(0.85 * i / n) for i, d in enumerate(sorted(depths))}
-
-
-def _variants(frame: pd.DataFrame) -> list[str]:
-    return [v for v in ("plain", "residual") if v in set(frame["variant"])]
 
 
 def _settings(frame: pd.DataFrame, keys: list[str]) -> list[tuple[str, pd.DataFrame]]:
@@ -72,9 +68,9 @@ def curves(metrics: pd.DataFrame, title: str = "", keys: list[str] | None = None
     One colour per depth; with several seeds each line is the mean, with a band of one std.
     One row of panels per combination of the settings ``keys``.
     """
-    variants = _variants(metrics)
+    variants = figstyle.variants(metrics)
     settings = _settings(metrics, keys or [])
-    colours = _depth_colours(sorted(metrics["depth"].unique()))
+    colours = figstyle.depth_colours(sorted(metrics["depth"].unique()))
     fig, axes = plt.subplots(len(settings), len(variants), figsize=(5.2 * len(variants), 4.2 * len(settings)),
                              sharey=True, squeeze=False)
     top = max(metrics[["train_error", "test_error"]].max().max() * 100 * 1.05, 5)
@@ -166,7 +162,7 @@ def grid(metrics: pd.DataFrame, x: str, y: str, keys: list[str] | None = None, t
     """
     last = report.final_rows(metrics)
     others = [k for k in (keys or []) if k not in (x, y)]
-    variants = _variants(last)
+    variants = figstyle.variants(last)
     xs = report.sorted_values(list(last[x].unique()))
     ys = report.sorted_values(list(last[y].unique()))
     state = last["state"] if "state" in last else pd.Series("done", index=last.index)
@@ -225,11 +221,11 @@ def grid(metrics: pd.DataFrame, x: str, y: str, keys: list[str] | None = None, t
 def _per_layer(layers: pd.DataFrame, column: str, ylabel: str, epochs: list[int] | None,
                title: str, log: bool, keys: list[str]) -> plt.Figure:
     """``column`` against layer index: a panel per variant (and setting), a line per depth (and epoch)."""
-    variants = _variants(layers)
+    variants = figstyle.variants(layers)
     settings = _settings(layers, keys)
     all_epochs = sorted(layers["epoch"].unique())
     chosen = [e for e in (epochs or [all_epochs[-1]]) if e in all_epochs] or [all_epochs[-1]]
-    colours = _depth_colours(sorted(layers["depth"].unique()))
+    colours = figstyle.depth_colours(sorted(layers["depth"].unique()))
     styles = ["-", "--", ":", "-."]
     fig, axes = plt.subplots(len(settings), len(variants), figsize=(5.2 * len(variants), 4.2 * len(settings)),
                              sharey=True, squeeze=False)

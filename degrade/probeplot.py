@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from degrade import figstyle  # noqa: E402
 from degrade.probes import tables  # noqa: E402
 from degrade.probes.settings import NAMES, ProbeError  # noqa: E402
 
@@ -24,14 +25,6 @@ PANELS = {"plain": "plain networks", "residual": "residual networks (ResNet)"}
 STYLES = {"initial": ":", "final": "-"}
 
 
-def _colours(depths: list[int]) -> dict[int, Any]:
-    cmap = plt.get_cmap("viridis")
-    n = max(len(depths) - 1, 1)
-    return {d: cmap(0.85 * i / n) for i, d in enumerate(sorted(depths))}
-
-
-def _variants(frame: pd.DataFrame) -> list[str]:
-    return [v for v in ("plain", "residual") if v in set(frame["variant"])]
 
 
 def _line(ax: plt.Axes, rows: pd.DataFrame, x: str, colour: Any, label: str | None, style: str = "-",
@@ -48,7 +41,7 @@ def _line(ax: plt.Axes, rows: pd.DataFrame, x: str, colour: Any, label: str | No
 
 
 def _panels(frame: pd.DataFrame) -> tuple[plt.Figure, list[plt.Axes]]:
-    variants = _variants(frame)
+    variants = figstyle.variants(frame)
     fig, axes = plt.subplots(1, len(variants), figsize=(5.2 * len(variants), 4.2), sharey=True, squeeze=False)
     return fig, list(axes[0])
 
@@ -58,7 +51,7 @@ def landscape(frame: pd.DataFrame, title: str = "") -> plt.Figure:
     same depth on one (log) colour scale, above the 1-D slices of every depth."""
     grid = frame[(frame["quantity"] == "loss") & (frame["section"] == "grid")]
     line = frame[(frame["quantity"] == "loss") & (frame["section"] == "slice")]
-    variants = _variants(frame)
+    variants = figstyle.variants(frame)
     deepest = int(grid.groupby("variant")["depth"].max().min()) if not grid.empty else None
     fig, axes = plt.subplots(2, len(variants), figsize=(5.4 * len(variants), 9.0), squeeze=False,
                              layout="constrained")
@@ -95,7 +88,7 @@ def landscape(frame: pd.DataFrame, title: str = "") -> plt.Figure:
                                label="training loss (log scale, shared)")
             bar.set_ticks([t for t in 10.0 ** np.arange(np.floor(np.log10(low)), np.ceil(np.log10(high)) + 1)
                            if low <= t <= high])
-    colours = _colours(sorted(frame["depth"].unique()))
+    colours = figstyle.depth_colours(sorted(frame["depth"].unique()))
     for ax, v in zip(axes[1], variants, strict=True):
         part = line[line["variant"] == v]
         for d in sorted(part["depth"].unique()):
@@ -116,8 +109,8 @@ def lesion(frame: pd.DataFrame, title: str = "") -> plt.Figure:
     removed, a line per depth; one block removed is the mean of every single lesion, k > 1 the
     mean of the random draws. Down-sampling blocks removed alone are the triangles."""
     fig, axes = _panels(frame)
-    colours = _colours(sorted(frame["depth"].unique()))
-    for ax, v in zip(axes, _variants(frame), strict=True):
+    colours = figstyle.depth_colours(sorted(frame["depth"].unique()))
+    for ax, v in zip(axes, figstyle.variants(frame), strict=True):
         part = frame[frame["variant"] == v]
         for d in sorted(part["depth"].unique()):
             rows = part[part["depth"] == d]
@@ -157,9 +150,9 @@ def gradcorr(frame: pd.DataFrame, title: str = "") -> plt.Figure:
     """Balduzzi et al. (2017): correlation of input gradients against their distance along the
     line between two images; dotted at initialisation, solid after training."""
     fig, axes = _panels(frame)
-    colours = _colours(sorted(frame["depth"].unique()))
+    colours = figstyle.depth_colours(sorted(frame["depth"].unique()))
     corr = frame[frame["quantity"] == "correlation"]
-    for ax, v in zip(axes, _variants(frame), strict=True):
+    for ax, v in zip(axes, figstyle.variants(frame), strict=True):
         part = corr[corr["variant"] == v]
         for d in sorted(part["depth"].unique()):
             for w in ("initial", "final"):
@@ -178,8 +171,8 @@ def identity(frame: pd.DataFrame, title: str = "") -> plt.Figure:
     nets, against the block's last layer index; dotted at initialisation, solid after training.
     Hollow markers: down-sampling blocks (ResNet only: a plain one has no identity to compare)."""
     fig, axes = _panels(frame)
-    colours = _colours(sorted(frame["depth"].unique()))
-    for ax, v in zip(axes, _variants(frame), strict=True):
+    colours = figstyle.depth_colours(sorted(frame["depth"].unique()))
+    for ax, v in zip(axes, figstyle.variants(frame), strict=True):
         q = "branch_ratio" if v == "residual" else "change_ratio"
         part = frame[(frame["variant"] == v) & (frame["quantity"] == q)]
         for d in sorted(part["depth"].unique()):
