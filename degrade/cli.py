@@ -180,20 +180,11 @@ def _reporter() -> RichReporter | QuietReporter:
     return RichReporter() if err_console.is_terminal else QuietReporter()
 
 
-def _say_damaged(out: str, name: str | None) -> None:
-    """One line on stderr for each run of the sweep whose files could not be read."""
-    from degrade import store
-
-    for damage in store.damaged_runs(out, name, latest=True):
-        err_console.print(f"warning: {damage}", markup=False, highlight=False)
-
-
 def _print_summary(out: str, name: str | None) -> None:
     from degrade import report, results
 
     results_sweep = results.open_store(out).sweep(name)
     data = results_sweep.loaded
-    _say_damaged(out, data.name)
     table = results_sweep.summary()
     multi = bool((table["seeds"] > 1).any())
     paper = bool(table["paper_test_error"].notna().any())
@@ -341,7 +332,6 @@ def plot(
             raise UserError("--x and --y belong to --kind grid")
         chosen = _int_list(epochs, "--epochs")
         data = report.load(out, sweep)
-        _say_damaged(out, data.name)
         fig = plots.draw(kind, data, chosen, x=x or "depth", y=y)
         folder = store.sweep_dir(Path(out), data.name)
         with store.writing(folder):
@@ -376,8 +366,11 @@ def _print_probe_numbers(out: str, name: str | None) -> None:
         return
     multi = bool((table["runs"] > 1).any())
     depths = sorted(table["depth"].unique())
-    for kind, rows in table.groupby("kind", sort=False):
-        t = Table(title=f"probe {kind}, by depth" + (": mean ± std over seeds" if multi else ""))
+    for (kind, settings), rows in table.groupby(["kind", "settings"], sort=False):
+        # Runs probed with other settings get a table of their own, titled with them.
+        apart = table.loc[table["kind"] == kind, "settings"].nunique() > 1
+        t = Table(title=f"probe {kind}, by depth" + (": mean ± std over seeds" if multi else "")
+                  + (f" ({settings})" if apart else ""))
         for col in ("quantity", "weights", "variant", *map(str, depths)):
             t.add_column(col, justify="left" if col in ("quantity", "weights", "variant") else "right")
         for (q, w, v), part in rows.groupby(["quantity", "weights", "variant"], sort=False):
@@ -408,12 +401,11 @@ def probe(
         from degrade.probes import planning
 
         plan = planning.plan_asked(out, sweep, _str_list(kind), list(overrides or []))
-        for rid in plan.unfinished:
-            err_console.print(f"warning: run {rid} is not finished; not probed", markup=False,
-                              highlight=False)
+        for rid, why in plan.unfinished.items():
+            err_console.print(f"warning: run {rid} not probed: {why}", markup=False, highlight=False)
         todo = plan.todo
         if not todo:
-            return plan
+            return plan, []
         from degrade.probes import runner
 
         runner.count(plan)
@@ -423,13 +415,17 @@ def probe(
                        TimeElapsedColumn(), console=err_console, transient=False, disable=not todo)
         with bar:
             task = bar.add_task("evaluations", total=plan.evaluations)
-            runner.run(plan, tick=lambda n: bar.advance(task, n),
-                       done=lambda job: print(f"{job.run_id} {job.kind}: measured -> {job.path}", flush=True))
-        return plan
+            measured = runner.run(plan, tick=lambda n: bar.advance(task, n),
+                                  done=lambda job: print(f"{job.run_id} {job.kind}: measured -> {job.path}",
+                                                         flush=True))
+        for rid, why in measured.not_probed.items():
+            err_console.print(f"warning: run {rid} not probed: {why}", markup=False, highlight=False)
+        return plan, measured.jobs
 
-    plan = _guard(go)
-    print(f"sweep {plan.name}: {len(plan.todo)} probe files measured, "
-          f"{len(plan.jobs) - len(plan.todo)} unchanged (skipped)")
+    plan, measured = _guard(go)
+    print(f"sweep {plan.name}: {len(measured)} probe files measured, "
+          f"{len(plan.jobs) - len(plan.todo)} unchanged (skipped)"
+          + (f", {len(plan.todo) - len(measured)} not measured" if len(plan.todo) > len(measured) else ""))
 
 
 @app.command("report")
@@ -508,6 +504,8 @@ def export(
     to: Annotated[str | None, typer.Option(
         "--to", help="The file to write (default: <out>/sweeps/<name>/<table>.<format>).")] = None,
     table: Annotated[str, typer.Option("--table", help="metrics | layers | summary | runs")] = "metrics",
+    force: Annotated[bool, typer.Option("--force", help="Replace the file --to names if it exists.")]
+    = False,
 ) -> None:
     """Write a sweep's tidy table to one CSV or Parquet file.
 
@@ -517,7 +515,7 @@ def export(
     """
     from degrade import results
 
-    print(_guard(lambda: results.export(results.open_store(out).sweep(sweep), table, format, to)))
+    print(_guard(lambda: results.export(results.open_store(out).sweep(sweep), table, format, to, force)))
 
 
 def _print_sweeps(out: str, sweep: str | None) -> None:
@@ -557,14 +555,14 @@ def list_runs(
     Runs with epochs done and final errors, sorted by family, variant, depth and seed; sweeps with
     how many of their runs are in each state.
     """
-    from degrade import store
+    from degrade import frames
 
     if sweeps:
         _print_sweeps(out, sweep)
         return
 
     def go() -> Any:
-        runs = store.list_runs(out, sweep)
+        runs = frames.list_runs(out, sweep)
         if runs.empty:
             raise UserError(f"no runs in {out}; run `degrade sweep` first")
         return runs
@@ -594,8 +592,15 @@ def list_runs(
 class _WarningLine(logging.Handler):
     """Library warnings (a damaged file, a fallback) as one line on stderr."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.said: set[str] = set()
+
     def emit(self, record: logging.LogRecord) -> None:
-        err_console.print(f"warning: {record.getMessage()}", markup=False, highlight=False)
+        line = record.getMessage()
+        if line not in self.said:  # two readers of one damaged file: said once
+            self.said.add(line)
+            err_console.print(f"warning: {line}", markup=False, highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -605,6 +610,9 @@ def main(argv: list[str] | None = None) -> int:
         log.addHandler(_WarningLine())
         log.setLevel(logging.WARNING)
         log.propagate = False
+    for handler in log.handlers:
+        if isinstance(handler, _WarningLine):
+            handler.said.clear()  # each command says its own warnings
     # What the user typed, as the sweep records it (not sys.argv: main may be called with its own).
     _invoked[:] = sys.argv[1:] if argv is None else argv
     try:

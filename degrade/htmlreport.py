@@ -17,8 +17,10 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
-from degrade import compute, environment, plot, report, store
+from degrade import compute, environment, frames, plot, report, store
+from degrade.atomic import write_text_atomic
 from degrade.probes import tables
+from degrade.runids import identity_config
 
 FILE = "report.html"
 # What each probe's figure shows (docs/probes.md has the whole story).
@@ -142,13 +144,16 @@ def _figures(sweep: report.Sweep) -> str:
 
 def _runs(sweep: report.Sweep, listing: pd.DataFrame) -> str:
     plotted = _plotted(sweep)
-    settings = {rid: report.flatten(store.identity_config(cfg)) for rid, cfg in sweep.configs.items()}
+    settings = {rid: report.flatten(identity_config(cfg)) for rid, cfg in sweep.configs.items()}
     header = ["run", "state", *sweep.keys, "epochs", "metrics", "in figures", "train error (%)",
               "test error (%)", "error"]
     rows, bad, missing = [], [], []
     for r in listing.to_dict("records"):
         rid = r["run_id"]
-        has_file = store.RunDir(sweep.out, rid).metrics.is_file()
+        try:
+            has_file = store.RunDir(sweep.out, rid).metrics.is_file()
+        except store.StoreError:  # a link: unreadable, as the listing says
+            has_file = True
         readable = "readable" if rid in plotted else ("unreadable" if has_file else "none yet")
         epochs = f"{r['epochs_done']}/{r['epochs']}" if r.get("epochs") else str(r["epochs_done"])
         values = [report.show(settings[rid].get(k)) if rid in settings else "?" for k in sweep.keys]
@@ -203,7 +208,10 @@ def _environment(sweep: report.Sweep, listing: pd.DataFrame) -> str:
     last = report.final_rows(sweep.metrics).set_index("run_id")
     seen: Counter[tuple] = Counter()
     for rid in listing["run_id"]:
-        sessions = store.RunDir(sweep.out, rid).status().get("sessions", [])
+        try:
+            sessions = store.RunDir(sweep.out, rid).status().get("sessions") or []
+        except store.StoreError:  # named in the runs table
+            sessions = []
         if not sessions and rid not in last.index:
             continue  # never started: it ran nowhere
         env = next((s["environment"] for s in reversed(sessions) if s.get("environment")), {})
@@ -242,7 +250,7 @@ def _environment(sweep: report.Sweep, listing: pd.DataFrame) -> str:
 def build(sweep: report.Sweep) -> str:
     """The whole report page of ``sweep`` as one HTML string."""
     table = report.summarize(sweep.metrics, sweep.keys)
-    listing = store.list_runs(sweep.out, sweep.name)
+    listing = frames.list_runs(sweep.out, sweep.name)
     lines = "".join(f"<li>{_e(v)}</li>" for v in report.sweep_verdicts(sweep))
     sections = [
         ("Verdict", f'<ul class="verdict">{lines}</ul>'),
@@ -282,7 +290,7 @@ def write(out: str | Path, name: str | None = None) -> Path:
     sweep = report.load(out, name)
     page = build(sweep)
     folder = store.sweep_dir(sweep.out, sweep.name)
-    path = folder / FILE
+    path = store.resolve(folder, FILE)
     with store.writing(folder):  # a full disk, no permission: one line, as for a figure
-        store.write_text_atomic(path, page)
+        write_text_atomic(path, page)
     return path

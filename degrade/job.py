@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from omegaconf import DictConfig
 
 from degrade import store, tblog
+from degrade.runids import run_id
 
 # Set by a sweep before it launches: the pid its workers must outlive no longer than.
 SWEEP_PID_ENV = "DEGRADE_SWEEP_PID"
@@ -149,7 +150,7 @@ def job_steps(cfg: DictConfig, train: Training, settle: bool = True) -> Steps[di
 
     pin_precision(cfg)  # as the sweep planned it; a launcher's worker composes "auto" anew
     out = Path(cfg.out)
-    rid = store.run_id(cfg)
+    rid = run_id(cfg)
     try:
         # The sweep checked the run's folder before launching; a link planted since is refused here.
         run = store.RunDir(out, rid)
@@ -188,9 +189,9 @@ def log_finished(cfg: DictConfig, run: store.RunDir) -> None:
     switches TensorBoard on: a run done before the switch was on is shown like the others."""
     if not tblog.wanted(cfg):
         return
-    metrics, layers = store.read_parquet(run.metrics), store.read_parquet(run.layers)
-    rows = [] if metrics is None else metrics.to_dict("records")
-    tblog.catch_up(cfg, run.path, rows, [] if layers is None else layers.to_dict("records"))
+    metrics, layers = run.metrics_table(), run.layers_table()
+    rows = [] if metrics is None else metrics.to_pylist()
+    tblog.catch_up(cfg, run.path, rows, [] if layers is None else layers.to_pylist())
 
 
 def _failed(run: store.RunDir, e: BaseException) -> RunResult:

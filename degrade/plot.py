@@ -21,11 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from degrade import (  # noqa: E402
-    figstyle,  # noqa: E402
-    report,
-    store,
-)
+from degrade import figstyle, frames, report, store  # noqa: E402
+from degrade.atomic import atomic_write  # noqa: E402
 from degrade.probes.settings import NAMES as PROBE_KINDS  # noqa: E402
 
 FORMATS = ("png", "svg", "pdf")
@@ -282,11 +279,11 @@ def responses(layers: pd.DataFrame, epochs: list[int] | None = None, title: str 
 
 def sweep_layers(sweep: report.Sweep) -> pd.DataFrame:
     """The sweep's per-layer diagnostics, with each run's variant, depth, seed and settings."""
-    layers = store.load_layers(sweep.out, sweep.metrics)
-    if layers.empty or not sweep.keys:
+    layers = frames.load_layers(sweep.out, list(sweep.metrics["run_id"].unique()))
+    if layers.empty:
         return layers
-    settings = sweep.metrics.groupby("run_id")[sweep.keys].first()
-    return layers.join(settings, on="run_id")
+    what = sweep.metrics.groupby("run_id")[["variant", "depth", "seed", *sweep.keys]].first()
+    return layers.join(what, on="run_id")
 
 
 def draw(kind: str, sweep: report.Sweep, epochs: list[int] | None = None, x: str = "depth",
@@ -356,7 +353,7 @@ def save(fig: plt.Figure, folder: Path, stem: str, formats: list[str]) -> list[P
     """Write ``fig`` as ``folder/stem.<fmt>`` for each format; return the paths."""
     paths = []
     for fmt in formats:
-        path = Path(folder) / f"{stem}.{fmt}"
+        path = store.resolve(Path(folder), f"{stem}.{fmt}")
         atomic_write_figure(fig, path, fmt)
         paths.append(path)
     plt.close(fig)
@@ -365,7 +362,7 @@ def save(fig: plt.Figure, folder: Path, stem: str, formats: list[str]) -> list[P
 
 def atomic_write_figure(fig: plt.Figure, path: Path, fmt: str) -> None:
     """Write one figure file atomically (bbox tight, so colour bars and titles fit)."""
-    store.atomic_write(path, lambda p: fig.savefig(p, format=fmt, dpi=150, bbox_inches="tight"))
+    atomic_write(path, lambda p: fig.savefig(p, format=fmt, dpi=150, bbox_inches="tight"))
 
 
 # SVG that lives inside an HTML page: ids made unique per figure, nothing that names a URL.

@@ -4,6 +4,7 @@ degradation, and the published numbers beside ours."""
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -15,7 +16,10 @@ import pandas as pd
 import yaml
 from omegaconf import DictConfig
 
-from degrade import store
+from degrade import frames, store
+from degrade.runids import identity_config
+
+log = logging.getLogger("degrade")
 
 # A difference in final training error smaller than this (2 percentage points) is no difference.
 MARGIN = 0.02
@@ -114,10 +118,14 @@ def load(out: str | Path, name: str | None = None) -> Sweep:
     StoreError when there is no such sweep or nothing of it has finished an epoch.
     """
     root = store.store_root(out)
-    name, metrics = store.sweep_metrics(root, name)
+    name, metrics = frames.sweep_metrics(root, name)
     record = store.read_sweep(root, name)
-    configs = store.load_configs(root, list(metrics["run_id"].unique()))
-    flat = {rid: flatten(store.identity_config(cfg)) for rid, cfg in configs.items()}
+    present = set(metrics["run_id"])
+    for damage in store.damaged_runs(root, name):
+        if damage.run_id in present:  # a run left out of the metrics was named as it was left out
+            log.warning(str(damage))
+    configs = frames.load_configs(root, list(metrics["run_id"].unique()))
+    flat = {rid: flatten(identity_config(cfg)) for rid, cfg in configs.items()}
     keys = varied_keys(list(flat.values()))
     for key in keys:
         metrics[key] = _setting_column([flat.get(rid, {}).get(key) for rid in metrics["run_id"]])

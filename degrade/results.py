@@ -16,18 +16,20 @@ Anything that cannot be read raises ``StoreError`` (a ``ValueError``) with one l
 from __future__ import annotations
 
 import functools
-import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from degrade import report, store
-from degrade.store import StoreError
+from degrade import frames, report, store
+from degrade.atomic import atomic_write, write_parquet_atomic
+from degrade.probes import tables as probe_tables
+from degrade.probes.settings import NAMES as PROBE_KINDS
+from degrade.runids import identity_config
+from degrade.store import STATES, StoreError
 
 if TYPE_CHECKING:
     import pandas as pd
-    from omegaconf import DictConfig
 
-__all__ = ["FORMATS", "TABLES", "Store", "StoreError", "Sweep", "export", "open_store"]
+__all__ = ["FORMATS", "STATES", "TABLES", "Store", "StoreError", "Sweep", "export", "open_store"]
 
 # What ``degrade export --table`` offers: the tables a sweep gives.
 TABLES = ("metrics", "layers", "summary", "runs")
@@ -35,8 +37,6 @@ TABLES = ("metrics", "layers", "summary", "runs")
 _WHAT = ("family", "variant", "depth", "seed", "dataset")
 # The configured learning rate is always a column (beside the per-epoch ``scheduled_lr``).
 _ALWAYS = ("optim.lr",)
-STATES = ("done", "running", "interrupted", "diverged", "failed", "new", "damaged")
-_KIND = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def open_store(path: str | Path = "outputs") -> Store:
@@ -49,7 +49,7 @@ class Store:
 
     def __init__(self, path: str | Path = "outputs") -> None:
         self.path = store.store_root(path)
-        if not (self.path / "sweeps").is_dir():
+        if not store.resolve(self.path, "sweeps").is_dir():
             raise StoreError(f"no sweeps in {self.path} (it is not a run store); run `degrade sweep` first")
 
     def __repr__(self) -> str:
@@ -67,13 +67,7 @@ class Store:
     def sweep(self, name: str | None = None) -> Sweep:
         """The sweep called ``name`` (default: the latest); StoreError, naming those there are, when
         there is no such sweep."""
-        if name is None:
-            name = self.latest()
-            if name is None and self.names():
-                raise StoreError(f"no latest sweep recorded in {self.path}; name one: "
-                                 f"sweeps there: {', '.join(self.names())}")
-            if name is None:
-                raise StoreError(f"no sweeps in {self.path}; run `degrade sweep` first")
+        name = store.chosen_sweep(self.path, name)
         store.read_sweep(self.path, name)  # a clear error for a name that is not there
         return Sweep(self.path, name)
 
@@ -87,7 +81,7 @@ class Store:
         rows = []
         for name in self.names():
             record = store.read_sweep(self.path, name)
-            listing = store.list_runs(self.path, name)
+            listing = frames.list_runs(self.path, name)
             states = listing["state"].value_counts() if not listing.empty else pd.Series(dtype=int)
             rows.append({"sweep": name, "runs": len(record.get("runs", [])),
                          **{s: int(states.get(s, 0)) for s in STATES},
@@ -109,7 +103,7 @@ class Sweep:
 
     def run_ids(self) -> list[str]:
         """The ids of the runs the sweep asked for, in its order."""
-        return list(store.read_sweep(self.path, self.name).get("runs", []))
+        return list(store.read_sweep(self.path, self.name)["runs"])
 
     @functools.cached_property
     def loaded(self) -> report.Sweep:
@@ -126,19 +120,20 @@ class Sweep:
         import pandas as pd
 
         ids = self.run_ids()
-        configs = store.load_configs(self.path, ids)
-        flat = {rid: report.flatten(store.identity_config(cfg)) for rid, cfg in configs.items()}
+        configs = frames.load_configs(self.path, ids)
+        flat = {rid: report.flatten(identity_config(cfg)) for rid, cfg in configs.items()}
         keys = report.varied_keys(list(flat.values()))
         rows = []
         for rid, cfg in configs.items():
-            rows.append({"run_id": rid, **_what(cfg), **{k: flat[rid].get(k) for k in (*keys, *_ALWAYS)}})
+            settings = {k: flat[rid].get(k) for k in (*keys, *_ALWAYS)}
+            rows.append({"run_id": rid, **store.run_record(cfg), **settings})
         columns = ["run_id", *_WHAT, *keys, *(k for k in _ALWAYS if k not in keys)]
         return pd.DataFrame(rows, columns=list(dict.fromkeys(columns)))
 
     def runs(self) -> pd.DataFrame:
         """One row per run of the sweep: id, state, what it is, its settings, epochs done and its
         final errors (fractions), and the error of a failed run."""
-        listing = store.list_runs(self.path, self.name)
+        listing = frames.list_runs(self.path, self.name)
         if listing.empty:
             return listing
         settings = self._settings()
@@ -172,55 +167,31 @@ class Sweep:
 
     def layers(self) -> pd.DataFrame:
         """One row per run, epoch and weight layer: ``grad_norm`` and ``response_std`` (see
-        ``layers.parquet``) with the run's settings as columns; empty when no run recorded any."""
-        import pandas as pd
-
+        ``layers.parquet``) with the run's settings as columns; empty when no run recorded any.
+        A damaged file is left out with a warning on the ``degrade`` logger."""
         runs = self._run_columns()
-        frames = []
-        for rid in runs.index:
-            frame = store.read_parquet(store.RunDir(self.path, rid).layers)
-            if frame is not None and not frame.empty:
-                frames.append(frame)
-        if not frames:
-            return pd.DataFrame()
-        layers = pd.concat(frames, ignore_index=True)
-        return _with_settings(layers, runs)
+        layers = frames.load_layers(self.path, list(runs.index))
+        return layers if layers.empty else _with_settings(layers, runs)
 
     def probe_kinds(self) -> list[str]:
         """The probes some run of the sweep holds (``runs/<run_id>/probes/<kind>.parquet``)."""
-        kinds: set[str] = set()
-        for rid in self.run_ids():
-            folder = store.RunDir(self.path, rid).path / "probes"
-            kinds.update(p.stem for p in folder.glob("*.parquet") if _KIND.match(p.stem))
-        return sorted(kinds)
+        return probe_tables.kinds_present(self.path, self.run_ids())
 
     def probes(self, kind: str) -> pd.DataFrame:
         """The probe ``kind`` of every run of the sweep that has it, in one tidy table: the rows of
-        each ``probes/<kind>.parquet`` with the run's settings as columns.
+        each ``probes/<kind>.parquet`` with the run's settings and the probe's own settings
+        (``probe.*``) as columns. A damaged file is left out with a warning.
 
         StoreError naming the kinds there are when no run of the sweep has this one.
         """
-        import pandas as pd
-
-        if not _KIND.match(kind):
-            raise StoreError(f"probe kind {kind!r} must be a plain name such as 'landscape'")
-        frames = []
-        for rid in self.run_ids():
-            path = store.RunDir(self.path, rid).path / "probes" / f"{kind}.parquet"
-            if not path.is_file():
-                continue
-            frame = store.read_parquet(path)
-            if frame is None:
-                raise StoreError(f"probe file {path} cannot be read; run the probe again")
-            if "run_id" not in frame:
-                frame = frame.assign(run_id=rid)
-            frames.append(frame)
-        if not frames:
+        if kind not in PROBE_KINDS:
+            raise StoreError(f"unknown probe kind {kind!r}; choose one of {', '.join(PROBE_KINDS)}")
+        probes = probe_tables.load(self.path, self.run_ids(), kind)
+        if probes.empty:
             kinds = self.probe_kinds()
             there = (f"probes there: {', '.join(kinds)}" if kinds
                      else "no run of it has probes yet; run `degrade probe` first")
             raise StoreError(f"no probe {kind!r} in sweep {self.name!r}; {there}")
-        probes = pd.concat(frames, ignore_index=True)
         return _with_settings(probes, self._probe_settings())
 
     def _probe_settings(self) -> pd.DataFrame:
@@ -246,47 +217,71 @@ class Sweep:
 
 
 FORMATS = ("csv", "parquet")
+# What a file name ends in for each format (``.pq`` is Parquet too).
+_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
 def export_format(fmt: str | None, to: str | Path | None) -> str:
-    """The format to write: ``fmt`` when given, else what the file name ``to`` ends in, else csv."""
+    """The format to write: ``fmt`` when given, else what the file name ``to`` ends in, else csv.
+    StoreError for an unknown format, or one that the name's suffix contradicts."""
+    said = _SUFFIXES.get(Path(to).suffix.lower()) if to is not None else None
     if fmt is None:
-        suffix = Path(to).suffix.lower().lstrip(".") if to is not None else ""
-        fmt = {"pq": "parquet"}.get(suffix, suffix) if suffix in (*FORMATS, "pq") else "csv"
+        fmt = said or "csv"
     if fmt not in FORMATS:
         raise StoreError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if said is not None and said != fmt:
+        raise StoreError(f"--format {fmt} but {Path(to).name} names a {said} file; give a name that ends in "
+                         f".{fmt}, or leave out --format")
     return fmt
 
 
-def export(sweep: Sweep, which: str = "metrics", fmt: str | None = None,
-           to: str | Path | None = None) -> Path:
-    """Write one of the sweep's tables (``TABLES``) to one CSV or Parquet file, atomically.
-
-    ``to`` defaults to ``<store>/sweeps/<name>/<table>.<format>``. Everything is checked before
-    anything is written; StoreError says what is wrong (an unknown table or format, an empty
-    table, a folder that is not there or cannot be written).
-    """
-    fmt = export_format(fmt, to)
-    frame = sweep.table(which)
-    if frame.empty:
-        raise StoreError(f"sweep {sweep.name!r} has no {which} to export")
-    path = Path(to).expanduser() if to is not None else (
-        store.sweep_dir(sweep.path, sweep.name) / f"{which}.{fmt}")
+def export_path(sweep: Sweep, which: str, fmt: str, to: str | Path | None, force: bool = False) -> Path:
+    """Where ``export`` writes: ``<store>/sweeps/<name>/<table>.<format>`` (through the store's
+    resolver) when ``to`` is None, else ``to``, checked. StoreError for a ``to`` inside a store (a
+    store's files are its own), an existing file unless ``force`` (never a link, a folder or
+    anything but a regular file), or a folder that is not there."""
+    if to is None:
+        return store.sweep_file(sweep.path, sweep.name, f"{which}.{fmt}")
+    path = Path(to).expanduser()
+    if not str(to).strip():
+        raise StoreError("--to is empty: name the file to write")
+    inside = store.inside_store(path.parent) or store.inside_store(path)
+    if inside is not None:
+        raise StoreError(f"{path} is inside the run store {inside}, whose files are its own: write the "
+                         "export elsewhere, or leave out --to to write it in the sweep's folder")
+    if path.is_symlink():
+        raise StoreError(f"{path} is a symbolic link; export replaces no link: name another file")
     if path.is_dir():
         raise StoreError(f"cannot write to {path}: it is a folder; give a file name")
+    if path.exists() and not path.is_file():
+        raise StoreError(f"cannot write to {path}: it is not a regular file")
+    if path.exists() and not force:
+        raise StoreError(f"{path} exists; give --force to replace it, or another name")
     if not path.parent.is_dir():
         raise StoreError(f"cannot write to {path}: folder {path.parent} does not exist")
-    with store.writing(path):
-        if fmt == "csv":
-            store.atomic_write(path, lambda p: frame.to_csv(p, index=False))
-        else:
-            store.write_parquet_atomic(path, frame)
     return path
 
 
-def _what(cfg: DictConfig) -> dict[str, Any]:
-    return {"family": str(cfg.model.family), "variant": str(cfg.model.variant), "depth": int(cfg.model.depth),
-            "seed": int(cfg.seed), "dataset": str(cfg.data.name)}
+def export(sweep: Sweep, which: str = "metrics", fmt: str | None = None,
+           to: str | Path | None = None, force: bool = False) -> Path:
+    """Write one of the sweep's tables (``TABLES``) to one CSV or Parquet file, atomically.
+
+    ``to`` defaults to ``<store>/sweeps/<name>/<table>.<format>`` (replaced when it is there:
+    it is the export's own file). Everything is checked before anything is written; StoreError
+    says what is wrong (an unknown table or format, a suffix that contradicts the format, an
+    empty table, a ``to`` inside a store, an existing file without ``force``, a link).
+    """
+    fmt = export_format(fmt, to)
+    path = export_path(sweep, which, fmt, to, force)
+    frame = sweep.table(which)
+    if frame.empty:
+        raise StoreError(f"sweep {sweep.name!r} has no {which} to export")
+    with store.writing(path):
+        if fmt == "csv":
+            atomic_write(path, lambda p: frame.to_csv(p, index=False))
+        else:
+            write_parquet_atomic(path, frame)
+    return path
 
 
 def _with_settings(frame: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:

@@ -1,59 +1,61 @@
-"""The run store: one folder per run, named by what the run computes, files replaced atomically.
+"""The run store, and its trust boundary: every path into a store is built here, and every file of
+a store is read here, through one validated reader per kind of file.
 
     <out>/runs/<run_id>/config.yaml       the resolved run config
                         metrics.parquet   one row per finished epoch
+                        layers.parquet    per-layer diagnostics, one row per layer and epoch
                         checkpoint.pt     model, optimizer and progress after the last epoch
                         status.json       running | done | diverged | failed | interrupted (+ error)
-                        lock              held by the process that trains the run
+                        lock              held by the process that trains or probes the run
+                        probes/<kind>.parquet   what ``degrade probe`` measured
     <out>/sweeps/<name>/sweep.json        the runs a sweep asked for, and its command
     <out>/LATEST                          name of the sweep last started
+
+A store's files are data that someone else may have written. ``resolve`` refuses a name that is
+not a plain name, a symbolic link anywhere below the store's root, and anything that would lead
+out of it; each ``read_*`` function checks its file's type and schema and returns plain values,
+or raises ``StoreError`` naming the file and what is wrong with it. No pandas here: the tables a
+user reads are built from these values in ``degrade.frames``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
+import logging
 import os
-import re
 import socket
+import stat
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from degrade import compute
+from degrade.atomic import FILE_MODE, previous, write_text_atomic
+from degrade.runids import is_run_id
 
-# pandas, pyarrow and torch are imported where a table or checkpoint is read or written: a
-# config error or a finished sweep then answers without them, and a worker without pandas.
 if TYPE_CHECKING:
-    import pandas as pd
     import pyarrow as pa
 
-# What a reader shows for a run recorded as running that no process holds: it was stopped
-# (killed, out of memory, a full disk, a lost node) and a rerun of its sweep resumes it. A sweep
-# whose launcher stopped records it, with the error, where the folder can still be written.
+log = logging.getLogger("degrade")
+
+# The states a run's status file records, and what a reader shows besides them: ``new`` for a
+# run that never started, ``damaged`` for one whose files cannot all be read. A run recorded as
+# running that no process holds was stopped (killed, out of memory, a full disk, a lost node):
+# it shows as ``interrupted``, and a rerun of its sweep resumes it.
 INTERRUPTED = "interrupted"
-STATES = ("running", "done", "diverged", "failed", INTERRUPTED)
-# Config keys that say where or how a run is computed, not what it computes.
-# How a run computes, not what: the device, its threads and the step path (all within rounding).
-# The probe settings measure a finished run afterwards; each probe file records its own.
-_NOT_IDENTITY = ("out", "name", "sweep", "probe", "trainer.device", "trainer.threads", "trainer.path",
-                 "trainer.tensorboard")
+RECORDED = ("running", "done", "diverged", "failed", INTERRUPTED)
+STATES = ("done", "running", INTERRUPTED, "diverged", "failed", "new", "damaged")
 
 
 class StoreError(ValueError):
-    """A store location or file a user pointed at that cannot be used."""
-
-
-# What run_id makes: family-variant-depth-s<seed>-<hash>, letters, digits and a few marks.
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
+    """A store location or file that cannot be used: the message names it and says why."""
 
 
 def store_root(out: str | Path) -> Path:
@@ -63,228 +65,489 @@ def store_root(out: str | Path) -> Path:
     return Path(out).expanduser()
 
 
+# --------------------------------------------------------------------------- the resolver
+
+
+def _plain(part: object) -> str:
+    """``part`` when it is one plain, UTF-8 name of a file or folder; StoreError otherwise."""
+    if not isinstance(part, str) or not part or part in (".", "..") or any(c in part for c in "/\\\0"):
+        raise StoreError(f"{part!r} is not a plain file or folder name inside the store")
+    try:
+        part.encode("utf-8")
+    except UnicodeEncodeError:
+        raise StoreError(
+            f"name {part.encode('utf-8', 'surrogateescape')!r} in the store is not UTF-8"
+        ) from None
+    return part
+
+
+def _link_target(path: Path) -> str:
+    try:
+        return f" (to {os.readlink(path)})"
+    except OSError:
+        return ""
+
+
+def resolve(root: Path, *parts: str) -> Path:
+    """The path ``root/parts...`` of a store: the only way a store path is made.
+
+    StoreError when a part is not a plain name, when any folder or file below ``root`` on the way
+    is a symbolic link, or when the path would lead out of ``root``. The root itself may be a
+    link (the user chose it); nothing inside it is followed. Nothing is read or written here.
+    """
+    path = Path(root)
+    for i, part in enumerate(parts):
+        path = path / _plain(part)
+        if path.is_symlink():
+            raise StoreError(
+                f"{_entry(parts[: i + 1])} {path} is a symbolic link{_link_target(path)}; the store follows "
+                "no links: remove it (or copy what it points to in its place), then rerun"
+            )
+    return path
+
+
+def _entry(parts: tuple[str, ...]) -> str:
+    """What the store entry at ``parts`` is, in words: "run folder", "sweep record", ..."""
+    top, depth = parts[0], len(parts)
+    if top in ("runs", "sweeps") and depth == 1:
+        return f"the {top} folder"
+    if top == "runs":
+        return "run folder" if depth == 2 else "run file"
+    if top == "sweeps":
+        return "sweep folder" if depth == 2 else "sweep record" if parts[-1] == "sweep.json" else "sweep file"
+    return "the store file" if parts == ("LATEST",) else "store entry"
+
+
 def check_run_id(rid: object) -> str:
     """``rid`` when it is a plain run id (a name directly inside ``runs/``); StoreError otherwise.
 
     Run ids read from a file (``sweep.json``) are data: one that would lead out of ``runs/``
     (``../x``, ``/abs``) is refused, never opened.
     """
-    if not isinstance(rid, str) or not _RUN_ID.fullmatch(rid) or ".." in rid:
-        raise StoreError(f"{rid!r} is not a run id (a plain name inside runs/); the sweep record "
-                         "that names it is damaged or was edited by hand")
+    if not is_run_id(rid):
+        raise StoreError(
+            f"{rid!r} is not a run id (a plain name inside runs/); the sweep record "
+            "that names it is damaged or was edited by hand"
+        )
+    assert isinstance(rid, str)
     return rid
 
 
-def refuse_link(path: Path, what: str) -> Path:
-    """``path`` unless it is a symbolic link; StoreError naming it otherwise.
+def check_sweep_name(name: object) -> str:
+    """``name`` when it names a folder directly inside ``sweeps/``; StoreError otherwise."""
+    if (
+        not isinstance(name, str)
+        or not name
+        or name.startswith(".")
+        or any(c in name for c in "/\\\0")
+        or len(name) > 200
+    ):
+        raise StoreError(
+            f"sweep name {name!r} must be a plain folder name (no '/', not starting "
+            "with '.'): sweeps live in <out>/sweeps/<name>"
+        )
+    return _plain(name)
 
-    The store follows no links inside itself: a run or sweep folder (or one of their files)
-    that is a link could lead its reads and writes anywhere. Nothing is written before this
-    is checked.
-    """
-    if path.is_symlink():
+
+# --------------------------------------------------------------------------- the readers
+
+
+def _damaged(path: Path, why: str) -> StoreError:
+    return StoreError(f"{path} is damaged: {why}")
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    """The bytes of the regular file at ``path``; None when there is none; StoreError for a
+    folder, a device or a file that cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise _damaged(path, "a folder where a file belongs") from None
+    except OSError as e:
+        raise StoreError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _damaged(path, "not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    except IsADirectoryError:
+        raise _damaged(path, "a folder where a file belongs") from None
+    except OSError as e:
+        raise StoreError(f"cannot read {path}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+
+
+def _read_text(path: Path) -> str | None:
+    data = _read_bytes(path)
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _damaged(path, "not UTF-8 text") from None
+
+
+def _read_json_object(path: Path) -> dict[str, Any] | None:
+    text = _read_text(path)
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise _damaged(path, "not JSON") from None
+    if not isinstance(value, dict):
+        raise _damaged(path, f"holds a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# What each key of a status file must hold when it is there (None is allowed where it says so).
+_STATUS_KEYS: dict[str, tuple[str, Any]] = {
+    "epochs_done": ("a whole number of at least 0", lambda v: _is_int(v) and v >= 0),
+    "epochs": ("a whole number of at least 0", lambda v: v is None or (_is_int(v) and v >= 0)),
+    "train_error": ("a number", lambda v: v is None or _is_number(v)),
+    "test_error": ("a number", lambda v: v is None or _is_number(v)),
+    "error": ("text", lambda v: v is None or isinstance(v, str)),
+    "updated": ("text", lambda v: v is None or isinstance(v, str)),
+    "sessions": ("a list of objects", lambda v: isinstance(v, list) and all(isinstance(s, dict) for s in v)),
+    "warnings": ("a list of text", lambda v: isinstance(v, list) and all(isinstance(w, str) for w in v)),
+}
+
+
+def read_status(path: Path) -> dict[str, Any] | None:
+    """A run's status file: a JSON object whose ``state`` is one of ``RECORDED`` and whose known
+    keys hold what they should; None when there is no file; StoreError when it is damaged."""
+    status = _read_json_object(path)
+    if status is None:
+        return None
+    if status.get("state") not in RECORDED:
+        raise _damaged(path, f"state {status.get('state')!r} is not one of {', '.join(RECORDED)}")
+    for key, (rule, ok) in _STATUS_KEYS.items():
+        if key in status and not ok(status[key]):
+            raise _damaged(path, f"{key} must be {rule}, got {status[key]!r}")
+    return status
+
+
+# What every run config holds, and the type each must have: the run record comes from these.
+_CONFIG_KEYS = (
+    ("model.family", str),
+    ("model.variant", str),
+    ("model.depth", int),
+    ("seed", int),
+    ("data.name", str),
+)
+
+
+def read_config(path: Path) -> DictConfig | None:
+    """A run's resolved config: a YAML mapping that places the run (``model.family``,
+    ``model.variant``, ``model.depth``, ``seed``, ``data.name`` of the right types); None when
+    there is no file; StoreError when it is damaged."""
+    text = _read_text(path)
+    if text is None:
+        return None
+    try:
+        cfg = OmegaConf.create(text)
+    except Exception as e:  # noqa: BLE001 - any failure to parse is damage
+        raise _damaged(path, f"not YAML ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if not isinstance(cfg, DictConfig):
+        raise _damaged(path, "holds a YAML list, not a mapping")
+    for key, kind in _CONFIG_KEYS:
         try:
-            target = f" (to {os.readlink(path)})"
-        except OSError:
-            target = ""
-        raise StoreError(f"{what} {path} is a symbolic link{target}; the store follows no links: "
-                         "remove it (or copy what it points to in its place), then rerun")
-    return path
+            value = OmegaConf.select(cfg, key, throw_on_missing=True)
+        except Exception:  # noqa: BLE001 - an unresolvable interpolation is damage
+            value = None
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise _damaged(
+                path, f"{key} must be {'a whole number' if kind is int else 'text'}, got {value!r}"
+            )
+    return cfg
+
+
+def run_record(cfg: DictConfig) -> dict[str, Any]:
+    """What a run is, as every table's leading columns: family, variant, depth, seed, dataset."""
+    return {
+        "family": str(cfg.model.family),
+        "variant": str(cfg.model.variant),
+        "depth": int(cfg.model.depth),
+        "seed": int(cfg.seed),
+        "dataset": str(cfg.data.name),
+    }
+
+
+def read_sweep_record(path: Path) -> dict[str, Any] | None:
+    """A sweep's record: a JSON object with ``runs`` (plain run ids; one named twice is counted
+    once, with a warning), ``overrides`` (a list of text), ``command`` and ``started`` (text) and
+    ``asked`` (an object) where present; None when there is no file; StoreError otherwise."""
+    record = _read_json_object(path)
+    if record is None:
+        return None
+    runs = record.get("runs", [])
+    if not isinstance(runs, list):
+        raise _damaged(path, f"runs must be a list of run ids, got {runs!r}")
+    for rid in runs:
+        if not is_run_id(rid):
+            raise _damaged(path, f"{rid!r} is not a run id (a plain name inside runs/)")
+    unique = list(dict.fromkeys(runs))
+    if len(unique) < len(runs):
+        twice = sorted({r for r in runs if runs.count(r) > 1})
+        log.warning(f"sweep record {path} names run {', '.join(twice)} more than once; counted once")
+    checks = (
+        ("overrides", "a list of text", lambda v: isinstance(v, list) and all(isinstance(o, str) for o in v)),
+        ("command", "text", lambda v: v is None or isinstance(v, str)),
+        ("started", "text", lambda v: v is None or isinstance(v, str)),
+        ("name", "text", lambda v: v is None or isinstance(v, str)),
+        ("asked", "an object", lambda v: v is None or isinstance(v, dict)),
+    )
+    for key, rule, ok in checks:
+        if key in record and not ok(record[key]):
+            raise _damaged(path, f"{key} must be {rule}, got {record[key]!r}")
+    return {**record, "runs": unique}
+
+
+def _read_parquet(path: Path) -> pa.Table | None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = _read_bytes(path)
+    if data is None:
+        return None
+    try:
+        return pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise _damaged(
+            path, f"not a Parquet table ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from None
+
+
+def _check_columns(path: Path, table: pa.Table, rid: str, columns: dict[str, str]) -> None:
+    """StoreError unless ``table`` has each of ``columns`` with the kind of type named (string,
+    integer, number), and every row is of run ``rid``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kinds = {
+        "string": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+        "integer": pa.types.is_integer,
+        "number": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_null(t),
+    }
+    for column, kind in columns.items():
+        if column not in table.column_names:
+            raise _damaged(path, f"it has no column {column!r}")
+        if not kinds[kind](table.schema.field(column).type):
+            raise _damaged(path, f"column {column!r} holds {table.schema.field(column).type}, not {kind}s")
+    if table.num_rows and not pc.all(pc.equal(table["run_id"], rid)).as_py():
+        raise _damaged(path, f"it holds rows of another run than {rid}")
+
+
+# The columns every metrics row has (the others are documented in docs/store.md).
+METRICS_COLUMNS = {
+    "run_id": "string",
+    "epoch": "integer",
+    "train_loss": "number",
+    "train_error": "number",
+    "test_loss": "number",
+    "test_error": "number",
+}
+LAYERS_COLUMNS = {
+    "run_id": "string",
+    "epoch": "integer",
+    "layer": "integer",
+    "grad_norm": "number",
+    "response_std": "number",
+}
+PROBE_COLUMNS = {"run_id": "string", "kind": "string", "quantity": "string", "value": "number"}
+
+
+def read_metrics(path: Path, rid: str) -> pa.Table | None:
+    """A run's ``metrics.parquet``: one row per epoch of run ``rid`` with ``METRICS_COLUMNS``;
+    None when there is no file; StoreError when it is damaged or of another schema."""
+    table = _read_parquet(path)
+    if table is not None:
+        _check_columns(path, table, rid, METRICS_COLUMNS)
+    return table
+
+
+def read_layers(path: Path, rid: str) -> pa.Table | None:
+    """A run's ``layers.parquet`` (``LAYERS_COLUMNS``); None when absent; StoreError when damaged."""
+    table = _read_parquet(path)
+    if table is not None:
+        _check_columns(path, table, rid, LAYERS_COLUMNS)
+    return table
+
+
+# The key of a probe file's metadata that records what it measured (kind, settings, version).
+PROBE_META_KEY = b"degrade.probe"
+
+
+def read_probe(path: Path, rid: str, kind: str) -> tuple[pa.Table, dict[str, Any]] | None:
+    """A probe file of run ``rid``: its rows (``PROBE_COLUMNS``, every row of ``kind``) and the
+    record of what it measured; None when absent; StoreError when damaged."""
+    import pyarrow.compute as pc
+
+    table = _read_parquet(path)
+    if table is None:
+        return None
+    _check_columns(path, table, rid, PROBE_COLUMNS)
+    if table.num_rows and not pc.all(pc.equal(table["kind"], kind)).as_py():
+        raise _damaged(path, f"it holds rows of another probe than {kind}")
+    meta = table.schema.metadata or {}
+    try:
+        rec = json.loads(meta[PROBE_META_KEY])
+    except (KeyError, ValueError):
+        raise _damaged(path, "it does not record what it measured") from None
+    if not isinstance(rec, dict) or rec.get("kind") != kind or not isinstance(rec.get("settings"), dict):
+        raise _damaged(path, "its record of what it measured is not a probe's")
+    return table, rec
+
+
+def probe_record(path: Path, rid: str, kind: str) -> dict[str, Any] | None:
+    """What the probe file at ``path`` says it measured; None when it is absent or damaged (so a
+    probe measures it again)."""
+    try:
+        found = read_probe(path, rid, kind)
+    except StoreError:
+        return None
+    return None if found is None else found[1]
+
+
+def read_checkpoint(path: Path) -> dict[str, Any] | None:
+    """A checkpoint: tensors, containers and plain values (never an object's code: a planted
+    pickle fails here, unexecuted) with a whole ``epoch`` and ``model`` weights by name; None
+    when there is no file; StoreError when it is damaged."""
+    import io
+
+    import torch
+
+    data = _read_bytes(path)
+    if data is None:
+        return None
+    try:
+        with warnings.catch_warnings():  # torch notes the pickle protocol of every checkpoint
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to load is damage
+        raise _damaged(
+            path, f"not a checkpoint ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})"
+        ) from None
+    if not isinstance(state, dict) or not _is_int(state.get("epoch")) or state["epoch"] < 0:
+        raise _damaged(path, "it records no epoch")
+    model = state.get("model")
+    if (
+        not isinstance(model, dict)
+        or not model
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items())
+    ):
+        raise _damaged(path, "it holds no model weights")
+    return state
+
+
+def load_checkpoint(path: Path, warn: Any = None) -> dict[str, Any] | None:
+    """The newest readable checkpoint at ``path`` (or the one before it); None if neither is.
+
+    A damaged file is reported through ``warn`` with its path; the run then resumes from the
+    checkpoint before it, or starts over.
+    """
+    for candidate in (path, previous(path)):
+        try:
+            state = read_checkpoint(candidate)
+        except StoreError:
+            state = None
+            if warn is not None:
+                warn(f"damaged checkpoint {candidate}; falling back to an earlier one")
+        if state is not None:
+            return state
+    return None
+
+
+def read_latest(root: Path) -> str | None:
+    """The sweep name ``LATEST`` holds; None when there is no file or it is empty; StoreError
+    when it is not UTF-8 text naming a sweep."""
+    path = resolve(root, "LATEST")
+    text = _read_text(path)
+    if text is None or not text.strip():
+        return None
+    try:
+        return check_sweep_name(text.strip())
+    except StoreError:
+        raise _damaged(path, f"{text.strip()[:60]!r} is not a sweep name") from None
+
+
+# --------------------------------------------------------------------------- run folders
 
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
 
 
-# --------------------------------------------------------------------------- identity
-
-
-def identity_config(cfg: DictConfig) -> dict[str, Any]:
-    """The part of a resolved config that decides a run's results."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(plain, dict)
-    plain.pop("hydra", None)
-    trainer = plain.get("trainer")
-    if isinstance(trainer, dict) and trainer.get("precision") == "auto":
-        # What auto becomes here: the id names the numerics that run, not the word "auto".
-        trainer["precision"] = compute.resolve_precision("auto", compute.device_type(str(trainer["device"])))
-    for key in _NOT_IDENTITY:
-        node = plain
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node.get(p, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(last, None)
-    return plain
-
-
-def run_id(cfg: DictConfig) -> str:
-    """A readable, stable name for the run ``cfg`` describes: family-variant-depth-seed-hash."""
-    blob = json.dumps(identity_config(cfg), sort_keys=True, default=str)
-    digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
-    m = cfg.model
-    return f"{m.family}-{m.variant}-{m.depth}-s{cfg.seed}-{digest}"
-
-
-# --------------------------------------------------------------------------- atomic files
-
-
-def _file_mode() -> int:
-    # mkstemp makes owner-only files; results should get the permissions the user's umask gives.
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_FILE_MODE = _file_mode()
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write`` on a temporary file beside ``path``, flush it to disk, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, _FILE_MODE)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with tmp.open("rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that no reader sees half of it."""
-    atomic_write(path, lambda p: p.write_text(text))
-
-
-def write_parquet_atomic(path: Path, frame: pd.DataFrame) -> None:
-    """Replace ``path`` with ``frame`` as Parquet so that no reader sees half a file."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    atomic_write(path, lambda p: pq.write_table(table, p))
-
-
-def write_rows_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Replace ``path`` with ``rows`` (one dict per row) as Parquet, atomically.
-
-    The columns are every key any row has, in the order they first appear (a missing value is
-    null): rows a checkpoint kept from an older version of degrade lack the newer columns.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    table = pa.Table.from_pydict({c: [r.get(c) for r in rows] for c in columns})
-    atomic_write(path, lambda p: pq.write_table(table, p))
-
-
-def _previous(path: Path) -> Path:
-    return path.with_name(path.stem + ".prev" + path.suffix)
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Replace the checkpoint at ``path`` atomically, keeping the one before as ``*.prev.pt``."""
-
-    import torch
-
-    def write(tmp: Path) -> None:
-        torch.save(state, tmp)
-        if path.exists():
-            os.replace(path, _previous(path))
-
-    atomic_write(path, write)
-
-
-def _read_checkpoint(path: Path) -> dict[str, Any] | None:
-    import torch
-
-    try:
-        # weights_only: tensors, containers and plain values, never an object's code; a
-        # planted pickle fails here, unexecuted, and is reported as a damaged checkpoint.
-        with warnings.catch_warnings():  # torch notes the pickle protocol of every checkpoint
-            warnings.simplefilter("ignore", UserWarning)
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - any damage means "not usable"
-        return None
-    return state if isinstance(state, dict) and "epoch" in state else None
-
-
-def load_checkpoint(path: Path, warn: Callable[[str], None] | None = None) -> dict[str, Any] | None:
-    """The newest readable checkpoint at ``path`` (or the one before it); None if neither is.
-
-    A damaged file is reported through ``warn`` with its path; the run then resumes from the
-    checkpoint before it, or starts over.
-    """
-    for candidate in (path, _previous(path)):
-        if not candidate.is_file():
-            continue
-        state = _read_checkpoint(candidate)
-        if state is not None:
-            return state
-        if warn is not None:
-            warn(f"damaged checkpoint {candidate}; falling back to an earlier one")
-    return None
-
-
-def read_table(path: Path) -> pa.Table | None:
-    """The Parquet table at ``path`` as pyarrow reads it; None when absent or unreadable."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if not path.is_file():
-        return None
-    try:
-        return pq.read_table(path)
-    except (pa.ArrowException, OSError):
-        return None
-
-
-def read_parquet(path: Path) -> pd.DataFrame | None:
-    """The table at ``path``; None when absent or unreadable."""
-    table = read_table(path)
-    return None if table is None else table.to_pandas()
-
-
-# --------------------------------------------------------------------------- run folders
-
-
-_RUN_FILES = ("config.yaml", "metrics.parquet", "layers.parquet", "checkpoint.pt", "checkpoint.prev.pt",
-              "status.json", "lock")
-
-
 class RunDir:
-    """The files of one run.
+    """The files of one run, each named through the resolver.
 
-    StoreError when ``rid`` is not a plain run id, or when the run's folder (or ``runs/``, or
-    one of the run's files) is a symbolic link: nothing of such a run is read or written.
+    StoreError when ``rid`` is not a plain run id or when ``runs/`` or the run's folder is a
+    symbolic link; a file of the run that is a link is refused when it is named.
     """
 
-    def __init__(self, out: Path, rid: str) -> None:
+    def __init__(self, out: Path | str, rid: str) -> None:
         self.id = check_run_id(rid)
-        self.path = Path(out) / "runs" / rid
-        refuse_link(self.path.parent, "the runs folder")
-        refuse_link(self.path, "run folder")
-        if self.path.is_dir():
-            for name in _RUN_FILES:
-                refuse_link(self.path / name, "run file")
+        self.root = Path(out)
+        self.path = resolve(self.root, "runs", rid)
 
-    config = property(lambda self: self.path / "config.yaml")
-    metrics = property(lambda self: self.path / "metrics.parquet")
-    layers = property(lambda self: self.path / "layers.parquet")
-    checkpoint = property(lambda self: self.path / "checkpoint.pt")
-    status_file = property(lambda self: self.path / "status.json")
+    def file(self, *parts: str) -> Path:
+        """A file (or folder) of the run, through the resolver."""
+        return resolve(self.root, "runs", self.id, *parts)
+
+    config = property(lambda self: self.file("config.yaml"))
+    metrics = property(lambda self: self.file("metrics.parquet"))
+    layers = property(lambda self: self.file("layers.parquet"))
+    checkpoint = property(lambda self: self.file("checkpoint.pt"))
+    status_file = property(lambda self: self.file("status.json"))
+    lock_file = property(lambda self: self.file("lock"))
+
+    def probe_file(self, kind: str) -> Path:
+        """Where the probe ``kind`` of this run is kept: ``probes/<kind>.parquet``."""
+        return self.file("probes", f"{kind}.parquet")
+
+    def probes_folder(self) -> Path:
+        """The run's ``probes/`` folder, made if needed; StoreError when a file is in its place."""
+        folder = self.file("probes")
+        if folder.exists() and not folder.is_dir():
+            raise _damaged(folder, "a file where the probes folder belongs")
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def read_status(self) -> dict[str, Any]:
+        """The run's status record, validated; ``{"state": "new"}`` when it never started;
+        StoreError when the file is damaged."""
+        return read_status(self.status_file) or {"state": "new"}
 
     def status(self) -> dict[str, Any]:
-        """The run's status record; ``{"state": "new"}`` when it never started."""
+        """The run's status record as a reader that can go on shows it: ``{"state": "new"}`` when
+        it never started, and the damage named (``{"state": "damaged", "error": ...}``) when the
+        file cannot be read."""
         try:
-            return json.loads(self.status_file.read_text())
-        except (OSError, ValueError):
-            return {"state": "new"}
+            return self.read_status()
+        except StoreError as e:
+            return {"state": "damaged", "error": str(e)}
+
+    def read_config(self) -> DictConfig:
+        """The run's config, validated; StoreError when it is missing or damaged."""
+        cfg = read_config(self.config)
+        if cfg is None:
+            raise StoreError(f"run {self.id} has no config.yaml")
+        return cfg
+
+    def record(self) -> dict[str, Any]:
+        """What the run is (``run_record`` of its config); StoreError when the config is damaged."""
+        return run_record(self.read_config())
 
     def state(self) -> str:
         """The run's state as it is now: its recorded state, except that a run recorded as
@@ -294,7 +557,7 @@ class RunDir:
         shared, so no training session can begin or end between the two.
         """
         try:
-            fd: int | None = os.open(self.path / "lock", os.O_RDONLY)
+            fd: int | None = os.open(self.lock_file, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError:  # never locked: whatever the status says, no process trains it
             fd = None
         try:
@@ -314,8 +577,8 @@ class RunDir:
         (``degrade ls`` then shows it); False when a process holds the run (nothing written)
         or it is not recorded as running. OSError when the status cannot be written."""
         try:
-            fd = os.open(self.path / "lock", os.O_RDONLY)
-        except FileNotFoundError:
+            fd = os.open(self.lock_file, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
             return False
         try:
             try:
@@ -331,13 +594,16 @@ class RunDir:
         finally:
             os.close(fd)
 
+    def _sessions(self) -> list[dict[str, Any]]:
+        # A damaged status is replaced by the one a training session writes: its history is lost.
+        return list(self.status().get("sessions") or [])
+
     def set_status(self, state: str, **extra: Any) -> None:
-        """Record ``state`` (one of STATES) with a time stamp and any details.
+        """Record ``state`` (one of RECORDED) with a time stamp and any details.
 
         The list of training sessions (who trained the run, from which epoch) is kept.
         """
-        sessions = self.status().get("sessions", [])
-        record = {"state": state, "updated": _now(), **extra, "sessions": sessions}
+        record = {"state": state, "updated": _now(), **extra, "sessions": self._sessions()}
         write_text_atomic(self.status_file, json.dumps(record, indent=1, default=str) + "\n")
 
     def begin_session(self, from_epoch: int, epochs: int, **details: Any) -> None:
@@ -346,26 +612,36 @@ class RunDir:
         ``details`` (the software and hardware it trains with, the set-up timeline) are kept
         with the session.
         """
-        status = self.status()
-        session = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now(),
-                   "from_epoch": from_epoch, **details}
+        session = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": _now(),
+            "from_epoch": from_epoch,
+            **details,
+        }
         for var in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
             if os.environ.get(var):
                 session[var.lower()] = os.environ[var]
-        record = {"state": "running", "updated": _now(), "epochs_done": from_epoch,
-                  "epochs": epochs, "sessions": [*status.get("sessions", []), session]}
+        record = {
+            "state": "running",
+            "updated": _now(),
+            "epochs_done": from_epoch,
+            "epochs": epochs,
+            "sessions": [*self._sessions(), session],
+        }
         write_text_atomic(self.status_file, json.dumps(record, indent=1, default=str) + "\n")
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the run's lock, waiting while another process holds it.
+        """Hold the run's lock, waiting while another process holds it (training and probing
+        both take it).
 
         An OS file lock: the kernel drops it when its holder dies, even by SIGKILL, so a lock
         left by a killed process is taken over at once.
         """
         self.path.mkdir(parents=True, exist_ok=True)
         # O_NOFOLLOW: a link planted as the lock after this run was checked is not followed.
-        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE)
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
@@ -379,34 +655,57 @@ class RunDir:
         """Keep the resolved run config beside its results."""
         write_text_atomic(self.config, OmegaConf.to_yaml(cfg, resolve=True))
 
+    def metrics_table(self) -> pa.Table | None:
+        """The run's metrics (``read_metrics``); None when there are none yet."""
+        return read_metrics(self.metrics, self.id)
+
+    def layers_table(self) -> pa.Table | None:
+        """The run's per-layer diagnostics (``read_layers``); None when there are none."""
+        return read_layers(self.layers, self.id)
+
     def damaged(self) -> list[str]:
-        """The run's files that are there but cannot be read (or rows its status counts that
+        """The run's files that are there but fail their reader (or rows its status counts that
         ``metrics.parquet`` lacks), by file name; empty when every file reads."""
         bad = []
+        status: dict[str, Any] = {}
+        for name, read in (
+            ("status.json", lambda: self.read_status()),
+            ("config.yaml", lambda: read_config(self.config)),
+            ("layers.parquet", self.layers_table),
+        ):
+            try:
+                got = read()
+                if name == "status.json":
+                    status = got
+            except StoreError:
+                bad.append(name)
         try:
-            json.loads(self.status_file.read_text())
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError):
-            bad.append(self.status_file.name)
+            metrics = self.metrics_table()
+            done = int(status.get("epochs_done") or 0)
+            if (metrics is None and done) or (metrics is not None and metrics.num_rows < done):
+                bad.append("metrics.parquet")
+        except StoreError:
+            bad.append("metrics.parquet")
+        return sorted(bad, key=["status.json", "config.yaml", "metrics.parquet", "layers.parquet"].index)
+
+    def damage(self, error: StoreError | None = None) -> Damage | None:
+        """The run's damage (``damaged``) with whether a rerun can rebuild it; None when none.
+        ``error``: a reader's error that names the damage where a run folder cannot be looked at."""
         try:
-            OmegaConf.load(self.config)
-        except FileNotFoundError:
-            pass
-        except Exception:  # noqa: BLE001 - any failure to parse is damage
-            bad.append(self.config.name)
-        done = int(self.status().get("epochs_done") or 0)
-        metrics = read_table(self.metrics)
-        if (metrics is None and (self.metrics.exists() or done)) or (metrics is not None
-                                                                      and metrics.num_rows < done):
-            bad.append(self.metrics.name)
-        if self.layers.exists() and read_table(self.layers) is None:
-            bad.append(self.layers.name)
-        return bad
+            bad = self.damaged()
+        except StoreError as e:  # a file of the run is a link, or not a plain name
+            error = e
+            bad = []
+        if error is not None:
+            return Damage(self.id, (), False, str(error))
+        return Damage(self.id, tuple(bad), self.rebuildable()) if bad else None
 
     def rebuildable(self) -> bool:
         """Whether a checkpoint is there to rebuild the run's files from."""
-        return self.checkpoint.is_file() or _previous(self.checkpoint).is_file()
+        try:
+            return self.checkpoint.is_file() or previous(self.checkpoint).is_file()
+        except StoreError:
+            return False
 
     def finished(self) -> dict[str, Any] | None:
         """The final metrics row of a run that needs no more training, or None.
@@ -419,49 +718,55 @@ class RunDir:
             return None
         if status.get("state") == "diverged" and not status.get("epochs_done"):
             return {}  # blew up in its first epoch: there are no rows to check
-        metrics = read_table(self.metrics)
+        metrics = self.metrics_table()
         if metrics is None or metrics.num_rows != int(status.get("epochs_done", -1)):
             return None
         return metrics.slice(metrics.num_rows - 1).to_pylist()[0]
 
 
-def recorded_device(run: RunDir) -> str | None:
-    """The device type (cpu, cuda, mps) the run's last training session used, if it recorded one."""
+def _last_environment(run: RunDir) -> dict[str, Any]:
     sessions = run.status().get("sessions") or []
     env = sessions[-1].get("environment") if sessions else None
-    return env.get("device") if isinstance(env, dict) else None
+    return env if isinstance(env, dict) else {}
+
+
+def recorded_device(run: RunDir) -> str | None:
+    """The device type (cpu, cuda, mps) the run's last training session used, if it recorded one."""
+    device = _last_environment(run).get("device")
+    return device if isinstance(device, str) else None
 
 
 def recorded_threads(run: RunDir) -> int | None:
     """The CPU threads the run's last training session used, if it recorded them."""
-    sessions = run.status().get("sessions") or []
-    env = sessions[-1].get("environment") if sessions else None
-    threads = env.get("threads") if isinstance(env, dict) else None
-    return threads if isinstance(threads, int) and not isinstance(threads, bool) else None
+    threads = _last_environment(run).get("threads")
+    return threads if _is_int(threads) else None
 
 
 def device_change(run_id: str, before: str, now: str) -> str:
     """Why a run begun on device type ``before`` may not resume on ``now``, and what to do."""
-    return (f"run {run_id} began on {before} and would resume on {now}, which would change its numerics "
-            f"mid-run: resume it with --device {before}, or train it afresh in another store (--out)")
+    return (
+        f"run {run_id} began on {before} and would resume on {now}, which would change its numerics "
+        f"mid-run: resume it with --device {before}, or train it afresh in another store (--out)"
+    )
 
 
 def make_out(out: str | Path) -> Path:
     """The store root, created; a clear StoreError when it cannot be written."""
     root = store_root(out).absolute()
-    refuse_link(root / "runs", "the runs folder")
-    refuse_link(root / "sweeps", "the sweeps folder")
-    refuse_link(root / "LATEST", "the store file")
+    runs, sweeps = resolve(root, "runs"), resolve(root, "sweeps")
+    resolve(root, "LATEST")
     try:
-        (root / "runs").mkdir(parents=True, exist_ok=True)
-        (root / "sweeps").mkdir(exist_ok=True)
+        runs.mkdir(parents=True, exist_ok=True)
+        sweeps.mkdir(exist_ok=True)
         # A few real bytes: an empty file can be made on a full disk, a sweep record cannot.
-        with tempfile.NamedTemporaryFile(dir=root / "sweeps", prefix=".probe", delete=True) as probe:
+        with tempfile.NamedTemporaryFile(dir=sweeps, prefix=".probe", delete=True) as probe:
             probe.write(b"\0" * 4096)
             probe.flush()
             os.fsync(probe.fileno())
-    except FileExistsError:
-        raise StoreError(f"cannot write to output folder {root}: {root / 'sweeps'} is not a folder") from None
+    except (FileExistsError, NotADirectoryError):
+        raise StoreError(
+            f"cannot write to output folder {root}: {runs} or {sweeps} is not a folder"
+        ) from None
     except OSError as e:
         raise StoreError(f"cannot write to output folder {root}: {e.strerror or e}") from None
     return root
@@ -476,54 +781,69 @@ def writing(where: Path | str) -> Iterator[None]:
         raise StoreError(f"cannot write to {where}: {e.strerror or e}") from None
 
 
+def inside_store(path: Path) -> Path | None:
+    """The store ``path`` lies in (a folder above it holding ``runs/`` and ``sweeps/``), or None."""
+    try:
+        here = path.expanduser().absolute().resolve()
+    except (OSError, RuntimeError):
+        return None
+    for folder in (here, *here.parents):
+        if (folder / "runs").is_dir() and (folder / "sweeps").is_dir():
+            return folder
+    return None
+
+
 # --------------------------------------------------------------------------- sweeps
-
-
-def check_sweep_name(name: str) -> str:
-    """``name`` when it names a folder directly inside ``sweeps/``; StoreError otherwise."""
-    if (not name or name.startswith(".") or any(c in name for c in "/\\\0")
-            or Path(name).is_absolute() or len(name) > 200):
-        raise StoreError(f"sweep name {name!r} must be a plain folder name (no '/', not starting "
-                         "with '.'): sweeps live in <out>/sweeps/<name>")
-    return name
 
 
 def sweep_dir(out: Path, name: str) -> Path:
     """Folder of the sweep called ``name``; StoreError when the name would lead elsewhere, or
     when the folder (or ``sweeps/``, or its record) is a symbolic link."""
-    folder = Path(out) / "sweeps" / check_sweep_name(name)
-    refuse_link(folder.parent, "the sweeps folder")
-    refuse_link(folder, "sweep folder")
-    refuse_link(folder / "sweep.json", "sweep record")
+    folder = resolve(Path(out), "sweeps", check_sweep_name(name))
+    resolve(folder, "sweep.json")
     return folder
+
+
+def sweep_file(out: Path, name: str, filename: str) -> Path:
+    """A file of the sweep ``name`` (its record, a figure, the report, an export)."""
+    return resolve(sweep_dir(out, name), filename)
 
 
 def write_sweep(out: Path, name: str, record: dict[str, Any]) -> Path:
     """Record a sweep (its run ids and command) and mark it as the latest."""
     folder = sweep_dir(out, name)
-    refuse_link(Path(out) / "LATEST", "the store file")
+    latest = resolve(Path(out), "LATEST")
     with writing(folder):
-        write_text_atomic(folder / "sweep.json", json.dumps(record, indent=1, default=str) + "\n")
-        write_text_atomic(Path(out) / "LATEST", name + "\n")
+        write_text_atomic(resolve(folder, "sweep.json"), json.dumps(record, indent=1, default=str) + "\n")
+        write_text_atomic(latest, name + "\n")
     return folder
 
 
 def latest_sweep(out: Path) -> str | None:
-    """Name of the sweep last started in ``out``, if any."""
-    try:
-        name = refuse_link(Path(out) / "LATEST", "the store file").read_text().strip()
-    except OSError:
-        return None
-    return name or None
+    """Name of the sweep last started in ``out``, if any; StoreError when ``LATEST`` is damaged."""
+    return read_latest(Path(out))
 
 
 def sweep_names(out: Path | str) -> list[str]:
-    """The names of the sweeps recorded in ``out`` (those with a ``sweep.json``), sorted."""
+    """The names of the sweeps recorded in ``out`` (those with a ``sweep.json``), sorted. A
+    folder whose name is not UTF-8 or that is a link is left out with a warning."""
     folder = Path(out).expanduser() / "sweeps"
+    names = []
     try:
-        return sorted(p.parent.name for p in folder.glob("*/sweep.json") if not p.parent.name.startswith("."))
+        entries = sorted(os.listdir(folder))
     except OSError:
         return []
+    for entry in entries:
+        if entry.startswith("."):
+            continue
+        try:
+            record = sweep_file(Path(out).expanduser(), entry, "sweep.json")
+        except StoreError as e:
+            log.warning(f"left out sweep folder {entry.encode('utf-8', 'surrogateescape')!r}: {e}")
+            continue
+        if record.is_file():
+            names.append(entry)
+    return names
 
 
 def no_sweep(out: Path | str, name: str) -> StoreError:
@@ -535,21 +855,23 @@ def no_sweep(out: Path | str, name: str) -> StoreError:
 
 def read_sweep(out: Path, name: str) -> dict[str, Any]:
     """The record of sweep ``name``; StoreError (naming the sweeps there are) when there is none."""
-    path = sweep_dir(out, name) / "sweep.json"
-    try:
-        record = json.loads(path.read_text())
-    except OSError:
-        raise no_sweep(out, name) from None
-    except ValueError:
-        raise StoreError(f"sweep record {path} is damaged") from None
-    if not isinstance(record, dict) or not isinstance(record.get("runs", []), list):
-        raise StoreError(f"sweep record {path} is damaged")
-    for rid in record.get("runs", []):
-        try:
-            check_run_id(rid)
-        except StoreError as e:
-            raise StoreError(f"sweep record {path}: {e}") from None
+    record = read_sweep_record(sweep_file(out, name, "sweep.json"))
+    if record is None:
+        raise no_sweep(out, name)
     return record
+
+
+def chosen_sweep(out: Path, name: str | None) -> str:
+    """``name``, or the latest sweep of ``out`` when it is None; StoreError when there is none."""
+    if name is not None:
+        return name
+    latest = latest_sweep(out)
+    if latest is None:
+        names = sweep_names(out)
+        if names:
+            raise StoreError(f"no latest sweep recorded in {out}; name one: sweeps there: {', '.join(names)}")
+        raise StoreError(f"no sweeps in {out}; run `degrade sweep` first")
+    return latest
 
 
 @dataclass(frozen=True)
@@ -559,9 +881,12 @@ class Damage:
     run_id: str
     files: tuple[str, ...]
     rebuildable: bool
+    reason: str | None = None  # where the run's folder cannot be looked at: the reader's error
 
     def note(self) -> str:
         """What is damaged and what a rerun does about it."""
+        if self.reason is not None:
+            return self.reason
         files = ", ".join(self.files)
         if self.rebuildable:
             return f"{files} unreadable; rerunning its sweep rebuilds it from the checkpoint"
@@ -571,10 +896,27 @@ class Damage:
         return f"could not read run {self.run_id}: {self.note()}"
 
 
-def _run_ids(root: Path, name: str | None) -> list[str]:
+def run_ids(root: Path, name: str | None) -> list[str]:
+    """The run ids of sweep ``name``, or of every run folder in the store when it is None (a
+    folder whose name is not a run id is left out with a warning)."""
     if name is not None:
-        return list(read_sweep(root, name).get("runs", []))
-    return sorted(p.name for p in (root / "runs").glob("*") if p.is_dir() and _RUN_ID.fullmatch(p.name))
+        return list(read_sweep(root, name)["runs"])
+    try:
+        entries = sorted(os.listdir(resolve(root, "runs")))
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        if entry.startswith("."):
+            continue
+        if not is_run_id(entry):
+            log.warning(
+                f"left out {entry.encode('utf-8', 'surrogateescape')!r} in {root / 'runs'}: not a run id"
+            )
+            continue
+        if (root / "runs" / entry).is_dir() or (root / "runs" / entry).is_symlink():
+            found.append(entry)
+    return found
 
 
 def damaged_runs(out: str | Path, name: str | None = None, latest: bool = False) -> list[Damage]:
@@ -585,11 +927,13 @@ def damaged_runs(out: str | Path, name: str | None = None, latest: bool = False)
         if name is None:
             return []
     found = []
-    for rid in _run_ids(root, name):
-        run = RunDir(root, rid)
-        bad = run.damaged()
-        if bad:
-            found.append(Damage(rid, tuple(bad), run.rebuildable()))
+    for rid in run_ids(root, name):
+        try:
+            damage = RunDir(root, rid).damage()
+        except StoreError as e:
+            damage = Damage(rid, (), False, str(e))
+        if damage is not None:
+            found.append(damage)
     return found
 
 
@@ -600,129 +944,8 @@ RENAMED_COLUMNS = {"lr": "scheduled_lr"}
 
 def current_row(row: dict[str, Any]) -> dict[str, Any]:
     """A metrics row (as a checkpoint of any version kept it) under today's column names."""
-    return {RENAMED_COLUMNS.get(k, k): v for k, v in row.items()
-            if not (k in RENAMED_COLUMNS and RENAMED_COLUMNS[k] in row)}
-
-
-def current_metrics(frame: pd.DataFrame) -> pd.DataFrame:
-    """``metrics.parquet`` of any version under today's column names (old and new rows merged)."""
-    for old, new in RENAMED_COLUMNS.items():
-        if old in frame and new in frame:  # a run resumed across versions: rows of both
-            frame = frame.assign(**{new: frame[new].fillna(frame[old])}).drop(columns=[old])
-        elif old in frame:
-            frame = frame.rename(columns={old: new})
-    return frame
-
-
-def load_metrics(out: Path, run_ids: list[str]) -> pd.DataFrame:
-    """Per-epoch metrics of the given runs, with each run's state in a ``state`` column.
-
-    A run whose metrics cannot be read is left out (``damaged_runs`` names it).
-    """
-    import pandas as pd
-
-    frames = []
-    for rid in run_ids:
-        run = RunDir(out, rid)
-        state = run.state()
-        frame = read_parquet(run.metrics)
-        if frame is not None:
-            frame = current_metrics(frame)
-        if frame is None or frame.empty:
-            if state not in ("diverged", "failed"):
-                continue
-            # No finished epoch, but the run must still be shown for what it is.
-            frame = _empty_row(run)
-            if frame is None:
-                continue
-        frames.append(frame.assign(state=state))
-    if not frames:
-        return pd.DataFrame()
-    return pd.concat(frames, ignore_index=True)
-
-
-def _empty_row(run: RunDir) -> pd.DataFrame | None:
-    import pandas as pd
-
-    try:
-        cfg = OmegaConf.load(run.config)
-    except Exception:  # noqa: BLE001 - without its config the run cannot be placed
-        return None
-    nan = float("nan")
-    return pd.DataFrame([{"run_id": run.id, "family": cfg.model.family, "variant": cfg.model.variant,
-                          "depth": int(cfg.model.depth), "seed": int(cfg.seed), "dataset": cfg.data.name,
-                          "epoch": 0, "train_error": nan, "test_error": nan, "train_loss": nan,
-                          "test_loss": nan}])
-
-
-def sweep_metrics(out: str | Path, name: str | None = None) -> tuple[str, pd.DataFrame]:
-    """The named (default: latest) sweep's per-epoch metrics; StoreError when there are none."""
-    root = store_root(out)
-    name = name or latest_sweep(root)
-    if name is None:
-        raise StoreError(f"no sweeps in {root}; run `degrade sweep` first")
-    record = read_sweep(root, name)
-    metrics = load_metrics(root, record.get("runs", []))
-    if metrics.empty:
-        raise StoreError(f"sweep {name!r} in {root} has no finished runs or epochs yet")
-    return name, metrics
-
-
-def list_runs(out: str | Path, name: str | None = None) -> pd.DataFrame:
-    """One row per run of sweep ``name`` (default: every run in the store) with its state.
-
-    A run with files that cannot be read has state ``damaged`` and their names in ``damaged``.
-    """
-    import pandas as pd
-
-    root = store_root(out)
-    rows = []
-    for rid in _run_ids(root, name):
-        run = RunDir(root, rid)
-        status = run.status()
-        try:
-            cfg = OmegaConf.load(run.config)
-            what = {"family": cfg.model.family, "variant": cfg.model.variant,
-                    "depth": int(cfg.model.depth), "seed": int(cfg.seed), "dataset": cfg.data.name}
-        except Exception:  # noqa: BLE001 - a damaged config still lists the run
-            what = {}
-        bad = run.damaged()
-        rows.append({"run_id": rid, "state": "damaged" if bad else run.state(), **what,
-                     "epochs_done": status.get("epochs_done", 0), "epochs": status.get("epochs"),
-                     "train_error": status.get("train_error"), "test_error": status.get("test_error"),
-                     "error": status.get("error"), "updated": status.get("updated"),
-                     "damaged": Damage(rid, tuple(bad), run.rebuildable()).note() if bad else None})
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    order = [c for c in ("family", "variant", "depth", "seed", "run_id") if c in frame]
-    frame = frame.sort_values(order, na_position="last").reset_index(drop=True)
-    for c in ("depth", "seed", "epochs"):  # whole numbers, None where unknown (not NaN floats)
-        if c in frame:
-            frame[c] = pd.Series([None if pd.isna(v) else int(v) for v in frame[c]], dtype=object)
-    return frame
-
-
-def load_configs(out: str | Path, run_ids: list[str]) -> dict[str, DictConfig]:
-    """The resolved config of each run that has a readable one (the others are left out)."""
-    configs = {}
-    for rid in run_ids:
-        try:
-            configs[rid] = OmegaConf.load(RunDir(Path(out), rid).config)
-        except Exception:  # noqa: BLE001 - a missing or damaged config: the run has no settings to show
-            continue
-    return configs
-
-
-def load_layers(out: str | Path, metrics: pd.DataFrame) -> pd.DataFrame:
-    """Per-layer diagnostics of the runs in ``metrics``, with their variant, depth and seed."""
-    import pandas as pd
-
-    root = Path(out).expanduser()
-    what = metrics.groupby("run_id")[["variant", "depth", "seed"]].first()
-    frames = []
-    for rid in what.index:
-        frame = read_parquet(RunDir(root, rid).layers)
-        if frame is not None and not frame.empty:
-            frames.append(frame.join(what, on="run_id"))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return {
+        RENAMED_COLUMNS.get(k, k): v
+        for k, v in row.items()
+        if not (k in RENAMED_COLUMNS and RENAMED_COLUMNS[k] in row)
+    }

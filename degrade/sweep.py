@@ -38,6 +38,7 @@ from degrade.config import (
     quoted,
 )
 from degrade.job import SWEEP_PID_ENV, RunResult, Steps, job_steps
+from degrade.runids import identity_config, run_id
 from degrade.sources import prepare_dataset
 
 
@@ -308,7 +309,7 @@ def _launcher_config(run_overrides: list[str], hydra_overrides: list[str]) -> Di
 
 def default_name(configs: list[DictConfig]) -> str:
     """A name that is the same whenever the same runs are swept."""
-    ids = sorted({store.run_id(c) for c in configs})
+    ids = sorted({run_id(c) for c in configs})
     digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:6]
     first = configs[0]
     return f"{first.model.family}-{first.data.name}-{digest}"
@@ -321,7 +322,7 @@ def _check_same_device(configs: list[DictConfig], root: Path) -> None:
     device type (cuDNN's kernels are not the CPU's) is what its last session recorded.
     """
     for cfg in configs:
-        run = store.RunDir(root, store.run_id(cfg))
+        run = store.RunDir(root, run_id(cfg))
         before = store.recorded_device(run)
         now = compute.device_type(str(cfg.trainer.device))
         if before is not None and before != now:
@@ -331,7 +332,7 @@ def _check_same_device(configs: list[DictConfig], root: Path) -> None:
 def _check_writable(runs: list[store.RunDir]) -> None:
     """StoreError for a run folder that is there but this process may not write."""
     for run in runs:
-        lock = run.path / "lock"
+        lock = run.lock_file
         if (run.path.exists() and not os.access(run.path, os.W_OK | os.X_OK)) or (
                 lock.exists() and not os.access(lock, os.W_OK)):
             raise store.StoreError(f"cannot write to run folder {run.path}; make it writable, then rerun")
@@ -366,7 +367,7 @@ def run_labels(configs: list[DictConfig]) -> dict[str, str]:
     the grid varies nothing else."""
     from degrade import report  # pandas: only once the grid is checked and about to run
 
-    flat = {store.run_id(c): report.flatten(store.identity_config(c)) for c in configs}
+    flat = {run_id(c): report.flatten(identity_config(c)) for c in configs}
     keys = report.varied_keys(list(flat.values()))
     if not keys:
         return {}
@@ -382,14 +383,16 @@ def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepRe
     overrides, configs, asked = _plan(spec)
     name = _sweep_name(spec, configs)
     root = Path(configs[0].out).expanduser().absolute()
-    ids = [store.run_id(c) for c in configs]
+    ids = [run_id(c) for c in configs]
     unique = list(dict.fromkeys(ids))
-    store.sweep_dir(root, name)  # a sweep folder that is a link is refused before anything is written
+    # A sweep folder, or a file Hydra writes in it, that is a link is refused before anything is written.
+    for written in ("multirun.yaml", ".submitit"):
+        store.sweep_file(root, name, written)
     finished = {rid: store.RunDir(root, rid).finished() for rid in unique}
     remaining = [c for c, rid in zip(configs, ids, strict=True) if finished[rid] is None]
     check_fits(remaining)
     _check_same_device(remaining, root)
-    _check_writable([store.RunDir(root, store.run_id(c)) for c in remaining])
+    _check_writable([store.RunDir(root, run_id(c)) for c in remaining])
     prepare_data(remaining)
     out = store.make_out(root)
     folder = store.write_sweep(out, name, {
@@ -544,11 +547,11 @@ def train_one(overrides: list[str], reporter: SweepReporter | None = None) -> Ru
     cfg = compose_run(overrides)
     check_fits([cfg])
     root = Path(cfg.out).expanduser().absolute()
-    _check_writable([store.RunDir(root, store.run_id(cfg))])
+    _check_writable([store.RunDir(root, run_id(cfg))])
     prepare_data([cfg])
     out = store.make_out(root)
     cfg.out = str(out)
-    rid = store.run_id(cfg)
+    rid = run_id(cfg)
     with _watching(out, "train", [rid], reporter):
         try:
             r = run_job(cfg)

@@ -19,21 +19,14 @@ from omegaconf import DictConfig
 
 from degrade import accel as accel_mod
 from degrade import diagnostics, environment, hold, tblog
+from degrade.atomic import save_checkpoint, write_rows_atomic
 from degrade.data import Dataset, augment_batch, load_dataset
 from degrade.job import RunResult, Steps, drain, process_started
 from degrade.models import build_model, evaluate
+from degrade.runids import run_id
 from degrade.spec import model_spec
 from degrade.step import Step, resolve_path
-from degrade.store import (
-    RunDir,
-    current_row,
-    device_change,
-    load_checkpoint,
-    recorded_threads,
-    run_id,
-    save_checkpoint,
-    write_rows_atomic,
-)
+from degrade.store import RunDir, current_row, device_change, load_checkpoint, recorded_threads
 
 log = logging.getLogger("degrade")
 EpochCallback = Callable[[dict[str, Any]], None]

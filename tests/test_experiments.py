@@ -3,9 +3,10 @@
 import pytest
 import torch
 from omegaconf import OmegaConf
+from pandas import read_parquet
 
 from degrade.config import compose_run, config_dir
-from degrade.store import RunDir, read_parquet
+from degrade.store import RunDir
 from degrade.train import Trainer, lr_at, model_spec, train_run
 from tests.conftest import run_cli
 

@@ -10,7 +10,7 @@ import pytest
 
 from degrade import plot, report
 from degrade.config import compose_run
-from degrade.store import identity_config
+from degrade.runids import identity_config
 from tests.conftest import DEPTH_LR as NAME
 from tests.conftest import run_cli
 

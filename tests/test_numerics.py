@@ -9,7 +9,8 @@ import pytest
 
 from degrade import compute
 from degrade.config import compose_run
-from degrade.store import RunDir, run_id
+from degrade.runids import run_id
+from degrade.store import RunDir
 from tests.conftest import run_cli
 
 ONE_RUN = ["sweep", "--depths", "8", "--variants", "residual", "--epochs", "1", "model.width=4",
@@ -73,7 +74,7 @@ def test_a_run_begun_on_another_device_type_is_refused_before_anything_runs(caps
 
 
 def test_a_lone_job_will_not_resume_a_checkpoint_of_another_device_type(tmp_path):
-    from degrade.store import save_checkpoint
+    from degrade.atomic import save_checkpoint
     from degrade.train import ResumeError, Trainer, train_run
 
     cfg = compose_run(["model.depth=8", "model.width=4", "trainer.epochs=2", "trainer.threads=1"])

@@ -162,9 +162,94 @@ def test_probe_summary_table(store: Path, capsys: pytest.CaptureFixture[str]) ->
     assert len(ratio) == 2 * 2 * 2 and (ratio["runs"] == 1).all() and ratio["mean"].gt(0).all()
 
 
-def test_damaged_checkpoint_is_one_line(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+
+
+def test_probe_settings_are_checked_before_anything_runs(store: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    for args, says in ((["probe.landscape=5"], "probe.landscape is a group of settings"),
+                       (["probe.lesion=5"], "probe.lesion is a group of settings"),
+                       ([f"probe.landscape.seed={2**64}"], "at most 4,294,967,295"),
+                       (["probe.images=100000000"], "the most is probe.images=1437"),
+                       (["probe.landscape.grid=100001"], "the largest that fits is 141"),
+                       (["probe.gradcorr.points=1000000"], "the largest that fits is 10,000"),
+                       (["probe.lesion.draws=100000000"], "the largest that fits is"),
+                       (["--out", ""], "--out is empty")):
+        code, _, err = _probe(store, capsys, *args)
+        assert code == 2, (args, err)
+        assert says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (args, err)
+    assert _files(store) == {}
+
+
+def test_a_diverged_run_is_named_not_probed(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = sorted((store / "runs").iterdir())[0]
+    status = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps({**status, "state": "diverged"}))
+    code, out, err = _probe(store, capsys, "--kind", "identity")
+    assert code == 0, err
+    assert f"warning: run {run.name} not probed: it diverged" in err
+    assert "3 probe files measured" in out and not (run / "probes").exists()
+
+
+def test_a_damaged_checkpoint_names_the_run_and_the_others_are_probed(
+        store: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = sorted((store / "runs").iterdir())[0]
     (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    code, _, err = _probe(store, capsys, "--kind", "identity")
-    assert code == 2 and "cannot read the weights" in err and "Traceback" not in err
+    code, out, err = _probe(store, capsys, "--kind", "identity")
+    assert code == 0 and "Traceback" not in err, err
+    assert f"warning: run {run.name} not probed: cannot read the weights in" in err
+    assert "3 probe files measured" in out and "1 not measured" in out
     assert not (run / "probes" / "identity.parquet").exists()
+
+
+def test_the_last_run_is_measured_as_the_first_bit_for_bit(store: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A rerun that has one run left measures it in a one-thread worker, as the full call did."""
+    from degrade.probes import planning, runner
+
+    assert _probe(store, capsys, "--kind", "gradcorr,identity")[0] == 0
+    before = {p: pq.read_table(p).to_pandas() for p in _files(store)}
+    lone = sorted(before)[0]
+    lone.unlink()
+    plan = planning.plan_asked(store, None, ["gradcorr", "identity"], SMALL)
+    assert len(plan.todo) == 1 and runner.workers(plan) == 1
+    code, out, _ = run_cli(["probe", "--out", str(store), "--kind", "gradcorr,identity", *SMALL], capsys)
+    assert code == 0 and "1 probe files measured" in out
+    again = pq.read_table(lone).to_pandas()
+    assert again["value"].tolist() == before[lone]["value"].tolist()
+
+
+def test_two_probe_calls_never_measure_the_same_file(store: Path, tmp_path: Path) -> None:
+    """The first call holds a run's lock (paused after its first file); the second waits for that
+    run and finds its files measured; together they write every file exactly once."""
+    gate = tmp_path / "gate"
+    gate.touch()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "degrade", "probe", "--out", str(store), "--kind", "lesion,identity",
+            *SMALL]
+    one_core = {min(os.sched_getaffinity(0))}  # one worker: it holds exactly one run
+    first = subprocess.Popen(args, env={**env, hold.ENV: f"1:{gate}"}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: os.sched_setaffinity(0, one_core))
+    held = gate.with_name(gate.name + ".held")
+    try:
+        while not held.exists():
+            assert first.poll() is None, first.communicate()
+            time.sleep(0.05)
+        second = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # The second call measures the runs nobody holds; it must wait for the held one.
+        deadline = time.monotonic() + 300
+        while len(_files(store)) < 7 and time.monotonic() < deadline:
+            assert second.poll() is None, second.communicate()
+            time.sleep(0.1)
+        assert second.poll() is None  # still waiting on the held run's lock
+        gate.unlink()
+        out1, err1 = first.communicate(timeout=300)
+        out2, err2 = second.communicate(timeout=300)
+    finally:
+        for proc in (first, second) if "second" in locals() else (first,):
+            if proc.poll() is None:
+                proc.kill()
+    assert first.returncode == 0 and second.returncode == 0, (err1, err2)
+    measured = [line.split(":")[0] for line in (out1 + out2).splitlines() if ": measured ->" in line]
+    assert len(measured) == 8 and len(set(measured)) == 8, (out1, out2)
+    assert len(_files(store)) == 8

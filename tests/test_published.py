@@ -7,7 +7,9 @@ from pathlib import Path
 import pandas as pd
 
 from degrade import plot, report, store
+from degrade.atomic import write_parquet_atomic
 from degrade.config import compose_run
+from degrade.runids import run_id
 from tests.conftest import run_cli
 
 
@@ -17,10 +19,10 @@ def _store(out: Path, runs: list[tuple[str, int, float]], extra: list[str]) -> N
     for variant, depth, test_error in runs:
         cfg = compose_run(["experiment=he2016_cifar10", f"model.depth={depth}", f"model.variant={variant}",
                            *extra])
-        rid = store.run_id(cfg)
+        rid = run_id(cfg)
         run = store.RunDir(out, rid)
         run.write_config(cfg)
-        store.write_parquet_atomic(run.metrics, pd.DataFrame([{
+        write_parquet_atomic(run.metrics, pd.DataFrame([{
             "run_id": rid, "family": "cnn", "variant": variant, "depth": depth,
             "shortcut": str(cfg.model.shortcut), "seed": 0, "dataset": cfg.data.name, "device": "cpu",
             "precision": "fp32", "epoch": 1, "iteration": 1, "lr": 0.1, "train_loss": 1.0,

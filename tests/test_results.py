@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 import degrade
-from degrade import store
+from degrade import frames, store
+from degrade.atomic import write_text_atomic
 from degrade.results import StoreError
 from tests.conftest import DEPTH_LR, DEPTH_LR_RATES, files_under, run_cli
 
@@ -26,7 +27,7 @@ def two_sweeps(depth_lr_sweep, tmp_path):
     plain = [r for r in store.read_sweep(out, DEPTH_LR)["runs"] if "-plain-" in r]
     store.write_sweep(out, "plain-only", {"name": "plain-only", "runs": plain, "overrides": [],
                                           "command": "sweep --variants plain"})
-    store.write_text_atomic(out / "LATEST", DEPTH_LR + "\n")
+    write_text_atomic(out / "LATEST", DEPTH_LR + "\n")
     return out
 
 
@@ -50,7 +51,7 @@ def test_metrics_are_tidy_with_the_swept_keys_as_columns(depth_lr_sweep):
     assert m["train_error"].between(0, 1).all() and m["test_error"].between(0, 1).all()
     # Each run's configured lr is the one in its config.yaml.
     for rid, lr in zip(m["run_id"], m["optim.lr"], strict=True):
-        assert float(store.load_configs(depth_lr_sweep, [rid])[rid].optim.lr) == lr
+        assert float(frames.load_configs(depth_lr_sweep, [rid])[rid].optim.lr) == lr
 
 
 def test_summary_is_the_table_the_cli_prints(depth_lr_sweep, capsys):
@@ -90,14 +91,17 @@ def test_runs_layers_and_sweeps(two_sweeps):
 def test_probes_join_each_runs_settings(two_sweeps):
     sweep = degrade.open(two_sweeps).sweep()
     ids = sweep.run_ids()[:3]
+    from degrade.probes import common, tables
+
     for i, rid in enumerate(ids):
-        folder = store.RunDir(two_sweeps, rid).path / "probes"
-        folder.mkdir()
-        pd.DataFrame({"run_id": rid, "alpha": [-1.0, 0.0, 1.0], "loss": [3.0 + i, 1.0, 2.0]}).to_parquet(
-            folder / "landscape.parquet")
+        rows = [{"run_id": rid, "kind": "landscape", "quantity": "slice", "alpha": a, "value": v}
+                for a, v in zip([-1.0, 0.0, 1.0], [3.0 + i, 1.0, 2.0], strict=True)]
+        common.write(two_sweeps, rid, "landscape", rows, tables.record("landscape", {"images": 8, "grid": 3}))
     assert sweep.probe_kinds() == ["landscape"]
     probes = sweep.probes("landscape")
     assert len(probes) == 9 and probes["run_id"].unique().tolist() == ids
+    assert set(probes["probe.images"]) == {8} and set(probes["probe.landscape.grid"]) == {3}
+    probes = probes.rename(columns={"value": "loss"})
     runs = sweep.runs().set_index("run_id")
     for rid, part in probes.groupby("run_id"):
         assert set(part["optim.lr"]) == {runs.loc[rid, "optim.lr"]}
@@ -105,7 +109,7 @@ def test_probes_join_each_runs_settings(two_sweeps):
     assert probes.loc[probes["alpha"] == -1.0, "loss"].tolist() == [3.0, 4.0, 5.0]
     with pytest.raises(StoreError, match="no probe 'lesion'.*probes there: landscape"):
         sweep.probes("lesion")
-    with pytest.raises(StoreError, match="plain name"):
+    with pytest.raises(StoreError, match="unknown probe kind"):
         sweep.probes("../landscape")
 
 
@@ -172,6 +176,61 @@ def test_export_writes_the_tidy_table(two_sweeps, tmp_path, capsys):
         code, out, err = run_cli(["export", *args, "--out", str(two_sweeps)], capsys)
         assert code == 2 and said in err and err.count("\n") == 1
     assert files_under(tmp_path) == before
+
+
+def test_export_never_replaces_what_it_should_not(two_sweeps, tmp_path, capsys):
+    """Inside a store (its record, a checkpoint, LATEST), an existing file without --force, a link,
+    a folder and a suffix that contradicts --format are refused, and nothing changes."""
+    rid = store.read_sweep(two_sweeps, DEPTH_LR)["runs"][0]
+    kept = tmp_path / "kept.csv"
+    kept.write_text("mine\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(kept)
+    inside = [two_sweeps / "sweeps" / DEPTH_LR / "sweep.json", two_sweeps / "runs" / rid / "checkpoint.pt",
+              two_sweeps / "LATEST", two_sweeps / "runs" / rid / "new.csv"]
+    before, outside = files_under(two_sweeps), {p: p.read_bytes() for p in (kept,)}
+    snapshot = {p: p.read_bytes() for p in inside if p.is_file()}
+    cases = [*((["--to", str(p)], "is inside the run store") for p in inside),
+             (["--to", str(kept)], "exists; give --force"),
+             (["--to", str(link), "--force"], "is a symbolic link"),
+             (["--to", str(tmp_path)], "it is a folder"),
+             (["--format", "csv", "--to", str(tmp_path / "m.parquet")], "names a parquet file"),
+             (["--format", "parquet", "--to", str(tmp_path / "m.csv")], "names a csv file")]
+    for args, said in cases:
+        code, out, err = run_cli(["export", *args, "--out", str(two_sweeps)], capsys)
+        assert code == 2 and said in err and err.count("\n") == 1, (args, err)
+    assert files_under(two_sweeps) == before
+    assert {p: p.read_bytes() for p in inside if p.is_file()} == snapshot
+    assert {p: p.read_bytes() for p in (kept,)} == outside and link.is_symlink()
+    assert not (tmp_path / "m.parquet").exists() and not (tmp_path / "m.csv").exists()
+    code, out, err = run_cli(["export", "--to", str(kept), "--force", "--out", str(two_sweeps)], capsys)
+    assert code == 0 and kept.read_text().startswith("run_id,"), err
+
+
+def test_export_names_a_run_it_leaves_out(two_sweeps, tmp_path, capsys):
+    rid = store.read_sweep(two_sweeps, DEPTH_LR)["runs"][0]
+    (two_sweeps / "runs" / rid / "metrics.parquet").write_bytes(b"damaged")
+    code, out, err = run_cli(["export", "--to", str(tmp_path / "m.csv"), "--out", str(two_sweeps)], capsys)
+    assert code == 0
+    assert f"warning: left out run {rid}:" in err and "metrics.parquet is damaged" in err
+    assert rid not in set(pd.read_csv(tmp_path / "m.csv")["run_id"])
+
+
+def test_duplicate_and_foreign_rows_are_not_counted(two_sweeps, capsys):
+    record_path = two_sweeps / "sweeps" / DEPTH_LR / "sweep.json"
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({**record, "runs": record["runs"] + record["runs"][:1]}))
+    rid = record["runs"][1]
+    pd.DataFrame({"run_id": ["someone-else"], "epoch": [1], "train_loss": [0.1], "train_error": [0.0],
+                  "test_loss": [0.1], "test_error": [0.0]}).to_parquet(
+        two_sweeps / "runs" / rid / "metrics.parquet")
+    sweep = degrade.open(two_sweeps).sweep()
+    assert sweep.run_ids() == record["runs"]
+    metrics = sweep.metrics()
+    assert "someone-else" not in set(metrics["run_id"]) and rid not in set(metrics["run_id"])
+    assert metrics.groupby("run_id")["epoch"].count().max() == 1  # each run's one epoch, once
+    code, out, err = run_cli(["summary", "--out", str(two_sweeps)], capsys)
+    assert code == 0 and "more than once; counted once" in err and "holds rows of another run" in err
 
 
 # --------------------------------------------------------------------------- small mismatches

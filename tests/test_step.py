@@ -2,12 +2,12 @@
 
 import pytest
 import torch
+from pandas import read_parquet
 
 from degrade.accel import resolve
 from degrade.config import compose_run
 from degrade.models import ModelSpec, build_model
 from degrade.step import Step, sgd_update
-from degrade.store import read_parquet
 from degrade.train import Trainer, train_run
 from tests.conftest import run_cli
 
@@ -107,7 +107,8 @@ def test_a_fast_run_resumes_bit_for_bit_and_keeps_torch_checkpoint_format(precis
 def test_the_path_is_recorded_and_not_part_of_the_run_identity(tmp_path):
     a = train_run(compose_run(SMALL + ["trainer.epochs=1", "trainer.path=eager"]), tmp_path)
     b = compose_run(SMALL + ["trainer.epochs=1", "trainer.path=exact"])
-    from degrade.store import RunDir, run_id
+    from degrade.runids import run_id
+    from degrade.store import RunDir
     assert run_id(b) == a.run_id
     frame = read_parquet(RunDir(tmp_path, a.run_id).metrics)
     assert frame["path"].tolist() == ["eager"] and frame["setup_seconds"].tolist() == [0.0]

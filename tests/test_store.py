@@ -3,13 +3,13 @@ import os
 import pandas as pd
 import pytest
 
-from degrade import store
+from degrade import atomic, runids, store
 from degrade.config import compose_run
 
 
 def test_parquet_rewrite_is_atomic_when_the_writer_dies(tmp_path, monkeypatch):
     path = tmp_path / "metrics.parquet"
-    store.write_parquet_atomic(path, pd.DataFrame({"epoch": [1], "train_error": [0.5]}))
+    atomic.write_parquet_atomic(path, pd.DataFrame({"epoch": [1], "train_error": [0.5]}))
 
     def crash(table, where):
         with open(where, "wb") as f:
@@ -18,44 +18,48 @@ def test_parquet_rewrite_is_atomic_when_the_writer_dies(tmp_path, monkeypatch):
 
     monkeypatch.setattr("pyarrow.parquet.write_table", crash)
     with pytest.raises(OSError):
-        store.write_parquet_atomic(path, pd.DataFrame({"epoch": [1, 2], "train_error": [0.5, 0.4]}))
+        atomic.write_parquet_atomic(path, pd.DataFrame({"epoch": [1, 2], "train_error": [0.5, 0.4]}))
     # The old file is whole, and no temporary file is left beside it.
-    assert store.read_parquet(path)["epoch"].tolist() == [1]
+    assert pd.read_parquet(path)["epoch"].tolist() == [1]
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.parquet"]
 
 
 def test_written_files_get_the_umask_permissions_not_owner_only(tmp_path):
     old = os.umask(0o022)
     try:
-        mode = store._file_mode()
+        mode = atomic._file_mode()
     finally:
         os.umask(old)
     assert mode == 0o644
-    store.write_text_atomic(tmp_path / "t.txt", "x")
-    assert (tmp_path / "t.txt").stat().st_mode & 0o777 == store._FILE_MODE
+    atomic.write_text_atomic(tmp_path / "t.txt", "x")
+    assert (tmp_path / "t.txt").stat().st_mode & 0o777 == atomic.FILE_MODE
 
 
 def test_parquet_rewrite_replaces_the_whole_file(tmp_path):
     path = tmp_path / "m.parquet"
-    store.write_parquet_atomic(path, pd.DataFrame({"epoch": [1]}))
-    store.write_parquet_atomic(path, pd.DataFrame({"epoch": [1, 2]}))
-    assert store.read_parquet(path)["epoch"].tolist() == [1, 2]
+    atomic.write_parquet_atomic(path, pd.DataFrame({"epoch": [1]}))
+    atomic.write_parquet_atomic(path, pd.DataFrame({"epoch": [1, 2]}))
+    assert pd.read_parquet(path)["epoch"].tolist() == [1, 2]
 
 
-def test_damaged_files_read_as_absent(tmp_path):
+def test_damaged_files_are_named_and_a_damaged_checkpoint_is_not_resumed(tmp_path):
     (tmp_path / "m.parquet").write_bytes(b"not parquet")
     (tmp_path / "c.pt").write_bytes(b"not a checkpoint")
-    assert store.read_parquet(tmp_path / "m.parquet") is None
-    assert store.load_checkpoint(tmp_path / "c.pt") is None
+    with pytest.raises(store.StoreError, match=r"m.parquet is damaged: not a Parquet table"):
+        store.read_metrics(tmp_path / "m.parquet", "r")
+    assert store.read_metrics(tmp_path / "absent.parquet", "r") is None
+    warned: list[str] = []
+    assert store.load_checkpoint(tmp_path / "c.pt", warn=warned.append) is None
+    assert warned == [f"damaged checkpoint {tmp_path / 'c.pt'}; falling back to an earlier one"]
 
 
 def test_run_id_depends_on_what_is_computed_not_where():
     base = compose_run(["model.depth=20"])
     same = compose_run(["model.depth=20", "out=elsewhere", "trainer.device=cpu", "trainer.threads=1"])
     other = compose_run(["model.depth=20", "optim.lr=0.05"])
-    assert store.run_id(base) == store.run_id(same)
-    assert store.run_id(base) != store.run_id(other)
-    assert store.run_id(base).startswith("cnn-residual-20-s0-")
+    assert runids.run_id(base) == runids.run_id(same)
+    assert runids.run_id(base) != runids.run_id(other)
+    assert runids.run_id(base).startswith("cnn-residual-20-s0-")
 
 
 def test_unwritable_output_folder_is_a_store_error(tmp_path):
@@ -66,11 +70,11 @@ def test_unwritable_output_folder_is_a_store_error(tmp_path):
 
 
 def test_rows_of_an_older_checkpoint_keep_the_newer_columns(tmp_path):
-    from degrade.store import read_parquet, write_rows_atomic
+    from degrade.atomic import write_rows_atomic
 
     # A run resumed from a checkpoint written before a column existed: its first rows lack it.
     rows = [{"epoch": 1, "train_loss": 2.0}, {"epoch": 2, "train_loss": 1.5, "ended": 100.0}]
     write_rows_atomic(tmp_path / "m.parquet", rows)
-    frame = read_parquet(tmp_path / "m.parquet")
+    frame = pd.read_parquet(tmp_path / "m.parquet")
     assert list(frame.columns) == ["epoch", "train_loss", "ended"]
     assert frame["ended"].isna().tolist() == [True, False] and frame["ended"].iloc[1] == 100.0

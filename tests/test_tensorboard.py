@@ -7,8 +7,8 @@ import sys
 import pandas as pd
 import pytest
 
-from degrade import store
 from degrade.config import compose_run
+from degrade.runids import run_id
 from tests.conftest import TINY, files_under, run_cli
 
 
@@ -34,7 +34,7 @@ def test_a_run_writes_its_epochs_as_events_named_by_its_run_id(tmp_path, capsys)
 
     args = ["model.depth=8", "trainer.epochs=2", "trainer.threads=1", "trainer.precision=fp32"]
     # Logging is how a run is watched, not what it computes: the run keeps its id.
-    assert store.run_id(compose_run([*args, "trainer.tensorboard=true"])) == store.run_id(compose_run(args))
+    assert run_id(compose_run([*args, "trainer.tensorboard=true"])) == run_id(compose_run(args))
     code, out, err = run_cli(["train", *args, "trainer.tensorboard=true", f"out={tmp_path}"], capsys)
     assert code == 0, err
     (run,) = (tmp_path / "runs").iterdir()

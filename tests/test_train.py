@@ -1,9 +1,10 @@
 import pytest
 import torch
 from omegaconf import OmegaConf
+from pandas import read_parquet
 
 from degrade.config import compose_run
-from degrade.store import RunDir, read_parquet
+from degrade.store import RunDir
 from degrade.train import Trainer, lr_at, train_run
 
 SMALL = ["model.depth=8", "trainer.threads=1"]
@@ -53,7 +54,7 @@ def test_resuming_from_a_checkpoint_gives_the_same_metrics_bit_for_bit(tmp_path,
     t = Trainer(compose_run(cfg))
     row = t.train_epoch()
     run = RunDir(tmp_path / "b", full.run_id)
-    from degrade.store import save_checkpoint
+    from degrade.atomic import save_checkpoint
     t.rows.append(row)
     save_checkpoint(run.checkpoint, t.state())
     resumed = train_run(compose_run(cfg), tmp_path / "b")

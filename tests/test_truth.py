@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from degrade import footprint, plot, report, store
+from degrade import atomic, footprint, frames, plot, report, store
 from tests.conftest import files_under, run_cli, run_subprocess
 
 PINNED = ["trainer.threads=1", "trainer.precision=fp32"]
@@ -113,7 +113,7 @@ def test_a_killed_run_is_interrupted_once_no_process_holds_it(tmp_path, capsys):
     with store.RunDir(out, rid).lock():
         code, stdout, _ = run_cli(["ls", "--out", str(out)], capsys)
         assert "running" in stdout and "interrupted" not in stdout
-    assert store.list_runs(out)["state"].tolist() == ["interrupted"]
+    assert frames.list_runs(out)["state"].tolist() == ["interrupted"]
 
 
 def test_a_worker_killed_mid_run_names_the_run_and_where_its_error_is(tmp_path, capsys):
@@ -146,7 +146,7 @@ def test_a_worker_killed_mid_run_names_the_run_and_where_its_error_is(tmp_path, 
 @pytest.mark.parametrize("command", ["sweep", "train"])
 def test_a_full_disk_under_a_run_names_the_run_and_says_its_folder_could_not_record_it(
         command, tmp_path, capsys, monkeypatch):
-    real = store.atomic_write
+    real = atomic.atomic_write
     checkpoints = []
 
     def filling(path: Path, write) -> None:
@@ -156,7 +156,7 @@ def test_a_full_disk_under_a_run_names_the_run_and_says_its_folder_could_not_rec
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real(path, write)
 
-    monkeypatch.setattr(store, "atomic_write", filling)
+    monkeypatch.setattr(atomic, "atomic_write", filling)
     out = tmp_path / "o"
     args = (["sweep", *ONE_PLAIN, "--epochs", "2", "--out", str(out)] if command == "sweep" else
             ["train", "model.depth=8", "model.variant=plain", "trainer.epochs=2", *PINNED, f"out={out}"])
@@ -168,7 +168,7 @@ def test_a_full_disk_under_a_run_names_the_run_and_says_its_folder_could_not_rec
     assert f"error: {who} stopped (OSError: [Errno 28] No space left on device)" in lines[0]
     assert (f"run {rid} was left unfinished: its folder {out / 'runs' / rid} could not record the error "
             "(No space left on device)") in lines[0]
-    monkeypatch.setattr(store, "atomic_write", real)
+    monkeypatch.setattr(atomic, "atomic_write", real)
     assert store.RunDir(out, rid).state() == "interrupted"
 
 
@@ -181,7 +181,7 @@ def test_report_on_a_full_disk_is_one_line_and_leaves_no_file(tmp_path, capsys, 
     def full(path: Path, write) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(store, "atomic_write", full)
+    monkeypatch.setattr(atomic, "atomic_write", full)
     code, stdout, err = run_cli(["report", "--out", str(out)], capsys)
     assert code == 2 and stdout == "" and "Traceback" not in err
     said = f"error: cannot write to {out / 'sweeps' / 's'}: No space left on device"

@@ -19,12 +19,13 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from degrade.atomic import rows_table, write_table_atomic
 from degrade.data import Dataset, load_dataset
 from degrade.models import build_model
 from degrade.probes.settings import ProbeError
 from degrade.probes.tables import META_KEY
 from degrade.spec import model_spec
-from degrade.store import RunDir, atomic_write, recorded_device
+from degrade.store import RunDir, StoreError, read_checkpoint, recorded_device
 
 Tick = Callable[[int], None]
 
@@ -39,6 +40,11 @@ class Subject:
     data: Dataset
     images: int  # the fixed subset: the first ``images`` training images
     _final: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def out(self) -> Path:
+        """The store the run was found in."""
+        return Path(self.cfg.out)
 
     @property
     def x(self) -> torch.Tensor:
@@ -76,13 +82,16 @@ class Subject:
 
 
 def load_weights(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
-    """The model weights of the checkpoint at ``path`` (tensors only: nothing is unpickled)."""
+    """The final model weights of the checkpoint at ``path`` (the store's checkpoint reader:
+    tensors only, nothing is unpickled); ProbeError when it is missing or damaged. The
+    checkpoint before it holds an earlier epoch's weights, not the final ones: no fallback."""
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
-        return state["model"]
-    except Exception as e:  # noqa: BLE001 - any damage means the run cannot be probed
-        raise ProbeError(f"cannot read the weights in {path}: {str(e).splitlines()[0] if str(e) else e!r}") \
-            from None
+        state = read_checkpoint(path)
+    except StoreError as e:
+        raise ProbeError(f"cannot read the weights in {path}: {e}; not probed") from None
+    if state is None:
+        raise ProbeError(f"cannot read the weights in {path}: there is no such file; not probed")
+    return {k: v.to(device) for k, v in state["model"].items()}
 
 
 def probe_device(out: Path, run_id: str) -> torch.device:
@@ -96,10 +105,9 @@ def probe_device(out: Path, run_id: str) -> torch.device:
 def run_config(out: Path, run_id: str) -> DictConfig:
     """The resolved config a run recorded, with ``out`` set to the store it was found in."""
     try:
-        cfg = OmegaConf.load(RunDir(out, run_id).config)
-    except Exception:  # noqa: BLE001 - a missing or damaged config: the run cannot be rebuilt
-        raise ProbeError(f"run {run_id} has no readable config.yaml") from None
-    assert isinstance(cfg, DictConfig)
+        cfg = RunDir(out, run_id).read_config()
+    except StoreError as e:  # a missing or damaged config: the run cannot be rebuilt
+        raise ProbeError(f"run {run_id} cannot be rebuilt: {e}") from None
     cfg.out = str(out)
     return cfg
 
@@ -176,12 +184,13 @@ def branch(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- files
 
 
-def write(where: Path, rows: list[dict[str, Any]], rec: dict[str, Any]) -> None:
-    """Replace ``where`` with ``rows`` (one dict per measurement) and the record, atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    table = pa.Table.from_pydict({c: [r.get(c) for r in rows] for c in columns})
-    table = table.replace_schema_metadata({META_KEY: json.dumps(rec, sort_keys=True).encode()})
-    atomic_write(where, lambda p: pq.write_table(table, p))
+def write(out: Path, run_id: str, kind: str, rows: list[dict[str, Any]], rec: dict[str, Any]) -> Path:
+    """Replace the run's probe file of ``kind`` with ``rows`` (one dict per measurement) and the
+    record, atomically; the path is made anew by the store's resolver, so a link planted in the
+    run's folder since it was planned is refused, not followed."""
+    run = RunDir(out, run_id)
+    run.probes_folder()
+    where = run.probe_file(kind)
+    table = rows_table(rows).replace_schema_metadata({META_KEY: json.dumps(rec, sort_keys=True).encode()})
+    write_table_atomic(where, table)
+    return where

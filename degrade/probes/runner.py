@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -13,13 +14,14 @@ from typing import Any
 from degrade import hold
 from degrade.compute import usable_cores
 from degrade.models import build_model
-from degrade.pool import Outcome, Pool
+from degrade.pool import Outcome, Pool, WorkerDied
 from degrade.probes import common, gradcorr, identity, landscape, lesion
 from degrade.probes.common import Tick
-from degrade.probes.planning import Job, Plan
-from degrade.probes.settings import NAMES
+from degrade.probes.planning import Job, Plan, is_current
+from degrade.probes.settings import NAMES, ProbeError
 from degrade.probes.tables import record
 from degrade.spec import model_spec
+from degrade.store import RunDir, StoreError
 
 KINDS: dict[str, ModuleType] = {m.KIND: m for m in (landscape, lesion, gradcorr, identity)}
 assert tuple(KINDS) == NAMES
@@ -42,29 +44,45 @@ def measure(job: Job, subject: common.Subject, tick: Tick) -> None:
     """Measure one job on its run and write its file."""
     rows = KINDS[job.kind].measure(subject, job.settings, tick)
     head = {**subject.header(), "kind": job.kind}
-    common.write(job.path, [{**head, **r} for r in rows], record(job.kind, job.settings))
+    common.write(
+        subject.out, job.run_id, job.kind, [{**head, **r} for r in rows], record(job.kind, job.settings)
+    )
 
 
-def measure_run(out: Path, run_id: str, jobs: list[Job], tick: Tick | None = None,
-                done: Callable[[Job], None] | None = None,
-                cache: common.DataCache | None = None) -> list[Job]:
-    """Measure ``jobs`` (all of run ``run_id``), writing each file; return them.
+def measure_run(
+    out: Path,
+    run_id: str,
+    jobs: list[Job],
+    tick: Tick | None = None,
+    done: Callable[[Job], None] | None = None,
+    cache: common.DataCache | None = None,
+) -> list[Job]:
+    """Measure ``jobs`` (all of run ``run_id``) holding the run's lock, writing each file; return
+    those measured here.
 
-    A test's pause point (``degrade.hold``) counts the files this process has written, so a test
-    can stop a probe between two files.
+    Under the lock a job whose file another call has measured meanwhile (with the same settings)
+    is skipped: two ``degrade probe`` calls never measure the same file twice. A test's pause
+    point (``degrade.hold``) counts the files this process has written, so a test can stop a
+    probe between two files.
     """
     tick = tick or (lambda n: None)
-    subject = common.subject(out, run_id, jobs[0].settings["images"], cache or common.DataCache())
-    for job in jobs:
-        subject.images = job.settings["images"]
-        measure(job, subject, tick)
-        if done is not None:
-            done(job)
-        pause = hold.from_env()
-        written = next(_WRITTEN)
-        if pause is not None:
-            pause(written)
-    return jobs
+    measured: list[Job] = []
+    with RunDir(out, run_id).lock():
+        left = [j for j in jobs if not is_current(j)]
+        if not left:
+            return measured
+        subject = common.subject(out, run_id, left[0].settings["images"], cache or common.DataCache())
+        for job in left:
+            subject.images = job.settings["images"]
+            measure(job, subject, tick)
+            measured.append(job)
+            if done is not None:
+                done(job)
+            pause = hold.from_env()
+            written = next(_WRITTEN)
+            if pause is not None:
+                pause(written)
+    return measured
 
 
 # Probe files this process has written: what a test's pause point counts.
@@ -73,34 +91,52 @@ _WRITTEN = itertools.count(1)
 
 def workers(p: Plan) -> int:
     """Processes to measure with: one per core on the CPU (each one thread, which small
-    convolutions use better than threads sharing a process), one where a run is on a GPU."""
+    convolutions use better than threads sharing a process), none where a run is on a GPU (the
+    calling process measures there)."""
     runs = {j.run_id for j in p.todo}
     if any(common.probe_device(p.out, rid).type != "cpu" for rid in runs):
-        return 1
-    return min(usable_cores(), len(runs))
+        return 0
+    return max(1, min(usable_cores(), len(runs)))
 
 
-def run(p: Plan, tick: Tick | None = None, done: Callable[[Job], None] | None = None,
-        processes: int | None = None) -> list[Job]:
-    """Measure every job of ``p`` not there yet, run by run, the costliest first; return them.
+@dataclass
+class Measured:
+    """What ``run`` did: the files it measured, and the runs it could not probe, with why."""
 
-    ``tick(n)`` is called after n more evaluations and ``done(job)`` after each file is written
-    (with several processes, as each run's files arrive).
+    jobs: list[Job] = field(default_factory=list)
+    not_probed: dict[str, str] = field(default_factory=dict)
+
+
+def run(
+    p: Plan, tick: Tick | None = None, done: Callable[[Job], None] | None = None, processes: int | None = None
+) -> Measured:
+    """Measure every job of ``p`` not there yet, run by run, the costliest first.
+
+    On the CPU every run is measured in a worker process of one thread, the last one as much as
+    the first, so a file's numbers do not depend on how many runs were left to measure (after a
+    kill, say). ``tick(n)`` is called after n more evaluations and ``done(job)`` after each file
+    is written (with several processes, as each run's files arrive). A run whose weights cannot
+    be read is named in the result's ``not_probed``; the others go on.
     """
     by_run: dict[str, list[Job]] = {}
     for job in p.todo:
         by_run.setdefault(job.run_id, []).append(job)
     order = sorted(by_run, key=lambda rid: -sum(j.evaluations for j in by_run[rid]))
     n = workers(p) if processes is None else processes
-    if n <= 1:
+    result = Measured()
+    if n == 0:
         cache = common.DataCache()
-        return [j for rid in order for j in measure_run(p.out, rid, by_run[rid], tick, done, cache)]
+        for rid in order:
+            try:
+                result.jobs += measure_run(p.out, rid, by_run[rid], tick, done, cache)
+            except ProbeError as e:
+                result.not_probed[rid] = str(e)
+        return result
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    measured: list[Job] = []
 
-    def arrived(_: int, outcome: Outcome) -> None:
+    def arrived(index: int, outcome: Outcome) -> None:
         for job in outcome.value if outcome.error is None else []:
-            measured.append(job)
+            result.jobs.append(job)
             if tick is not None:
                 tick(job.evaluations)
             if done is not None:
@@ -108,7 +144,14 @@ def run(p: Plan, tick: Tick | None = None, done: Callable[[Job], None] | None = 
 
     with Pool(n, env=lambda _: env) as pool:
         outcomes = pool.map(measure_run, [(p.out, rid, by_run[rid]) for rid in order], on_result=arrived)
-    for outcome in outcomes:
-        if outcome.error is not None:
+    for rid, outcome in zip(order, outcomes, strict=True):
+        if isinstance(outcome.error, (ProbeError, StoreError)):
+            result.not_probed[rid] = str(outcome.error)
+        elif isinstance(outcome.error, WorkerDied):
+            raise ProbeError(
+                f"the process measuring run {rid} died ({outcome.error}); what it finished is "
+                "kept: rerun `degrade probe` to measure the rest"
+            ) from None
+        elif outcome.error is not None:
             raise outcome.error
-    return measured
+    return result

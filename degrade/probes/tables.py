@@ -1,24 +1,35 @@
 """A sweep's probe files read back as tables, and each probe's numbers per variant and depth.
 
+Every file is read through the store's validated reader (``store.read_probe``): a damaged one is
+left out with a warning naming it. Each row carries the settings its file was measured with as
+``probe.*`` columns, so runs probed with different settings are never averaged together.
 No torch here: reading results needs only pandas and pyarrow.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from degrade import store
 from degrade.probes.settings import NAMES, parse_kinds
-from degrade.store import RunDir, StoreError, latest_sweep, read_parquet, read_sweep
+from degrade.store import RunDir, StoreError
+
+log = logging.getLogger("degrade")
 
 # The numbers each probe writes beside its measurements (rows without coordinates).
 NUMBERS = {
     "landscape": ("centre_loss", "basin_width", "nonconvex_fraction"),
-    "lesion": ("base_test_error", "single_test_error_mean", "single_test_error_max", "base_train_error",
-               "single_train_error_mean"),
+    "lesion": (
+        "base_test_error",
+        "single_test_error_mean",
+        "single_test_error_max",
+        "base_train_error",
+        "single_train_error_mean",
+    ),
     "gradcorr": ("corr_lag1", "half_lag"),
     "identity": ("ratio",),
 }
@@ -26,12 +37,12 @@ NUMBERS = {
 
 # Bumped when a probe's measurement changes meaning: files of an older version are measured again.
 VERSION = 1
-META_KEY = b"degrade.probe"
+META_KEY = store.PROBE_META_KEY
 
 
 def path(out: Path, run_id: str, kind: str) -> Path:
-    """Where the probe ``kind`` of a run is written."""
-    return RunDir(out, run_id).path / "probes" / f"{kind}.parquet"
+    """Where the probe ``kind`` of a run is written (through the store's resolver)."""
+    return RunDir(out, run_id).probe_file(kind)
 
 
 def record(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
@@ -39,30 +50,33 @@ def record(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
     return {"kind": kind, "version": VERSION, "settings": settings}
 
 
-def recorded(where: Path) -> dict[str, Any] | None:
-    """The record a probe file holds; None when there is no readable file."""
-    import pyarrow.parquet as pq
-
-    try:
-        meta = pq.read_schema(where).metadata or {}
-        return json.loads(meta[META_KEY])
-    except Exception:  # noqa: BLE001 - absent, half-written by another tool or damaged: measure again
-        return None
+def setting_columns(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """A file's settings as the columns its rows carry, named as their overrides are:
+    ``probe.images``, ``probe.landscape.grid``, ..."""
+    return {f"probe.{k}" if k == "images" else f"probe.{kind}.{k}": v for k, v in sorted(settings.items())}
 
 
 def sweep_runs(out: str | Path, name: str | None) -> tuple[Path, str, list[str]]:
     """(store, sweep name, its run ids) of the named (default: latest) sweep; StoreError if none."""
-    root = Path(out).expanduser()
-    name = name or latest_sweep(root)
-    if name is None:
-        raise StoreError(f"no sweeps in {root}; run `degrade sweep` first")
-    return root, name, list(read_sweep(root, name).get("runs", []))
+    root = store.store_root(out)
+    name = store.chosen_sweep(root, name)
+    return root, name, list(store.read_sweep(root, name)["runs"])
 
 
 def load(out: str | Path, run_ids: list[str], kind: str) -> pd.DataFrame:
-    """The rows of probe ``kind`` of the given runs (those that have its file), in one table."""
-    frames = [f for rid in run_ids if (f := read_parquet(path(Path(out), rid, kind))) is not None]
-    frames = [f for f in frames if not f.empty]
+    """The rows of probe ``kind`` of the given runs (those that have its file), in one table, each
+    with its file's settings as ``probe.*`` columns; a damaged file is left out with a warning."""
+    frames = []
+    for rid in run_ids:
+        try:
+            found = store.read_probe(path(store.store_root(out), rid, kind), rid, kind)
+        except StoreError as e:
+            log.warning(f"left out probe {kind} of run {rid}: {e}")
+            continue
+        if found is None or found[0].num_rows == 0:
+            continue
+        table, rec = found
+        frames.append(table.to_pandas().assign(**setting_columns(kind, rec["settings"])))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -74,21 +88,44 @@ def sweep_probe(out: str | Path, name: str | None, kind: str) -> pd.DataFrame:
 
 def kinds_present(out: str | Path, run_ids: list[str]) -> list[str]:
     """The probe kinds at least one of the runs has a file of."""
-    return [k for k in NAMES if any(path(Path(out), rid, k).is_file() for rid in run_ids)]
+    root = store.store_root(out)
+
+    def has(rid: str, kind: str) -> bool:
+        try:
+            return path(root, rid, kind).is_file()
+        except StoreError:
+            return False
+
+    return [k for k in NAMES if any(has(rid, k) for rid in run_ids)]
+
+
+def settings_of(frame: pd.DataFrame) -> list[str]:
+    """The ``probe.*`` setting columns of a probe table."""
+    return [c for c in frame.columns if str(c).startswith("probe.")]
 
 
 def numbers(frame: pd.DataFrame) -> pd.DataFrame:
-    """Each probe's numbers per kind, quantity, weights, variant and depth: mean, std, runs."""
+    """Each probe's numbers per kind, quantity, weights, variant, depth and probe settings: mean,
+    std, runs. Runs probed with other settings are other rows (the ``settings`` column says how)."""
+    columns = ["kind", "quantity", "weights", "variant", "depth", "settings", "runs", "mean", "std"]
     if frame.empty:
-        return pd.DataFrame(columns=["kind", "quantity", "weights", "variant", "depth", "runs", "mean",
-                                     "std"])
+        return pd.DataFrame(columns=columns)
     parts = []
     for kind, rows in frame.groupby("kind"):
         rows = rows[rows["quantity"].isin(NUMBERS[str(kind)])].copy()
         if rows.empty:
             continue
+        keys = [c for c in settings_of(rows) if rows[c].notna().any()]
+        rows["settings"] = (
+            [
+                ", ".join(f"{k}={v}" for k, v in zip(keys, values, strict=True))
+                for values in rows[keys].itertuples(index=False)
+            ]
+            if keys
+            else ""
+        )
         rows["weights"] = rows["weights"].fillna("final") if "weights" in rows else "final"
-        g = rows.groupby(["kind", "quantity", "weights", "variant", "depth"], sort=False)["value"]
+        g = rows.groupby(["kind", "quantity", "weights", "variant", "depth", "settings"], sort=False)["value"]
         parts.append(pd.DataFrame({"runs": g.count(), "mean": g.mean(), "std": g.std()}).reset_index())
     if not parts:
         return numbers(pd.DataFrame())
@@ -97,8 +134,10 @@ def numbers(frame: pd.DataFrame) -> pd.DataFrame:
     table["_q"] = table["quantity"].map(order)
     table["_k"] = table["kind"].map({k: i for i, k in enumerate(NAMES)})
     table["_w"] = table["weights"].map({"initial": 0, "final": 1})
-    table = table.sort_values(["_k", "_q", "_w", "variant", "depth"]).drop(columns=["_q", "_k", "_w"])
-    return table.reset_index(drop=True)
+    table = table.sort_values(["_k", "settings", "_q", "_w", "variant", "depth"]).drop(
+        columns=["_q", "_k", "_w"]
+    )
+    return table[columns].reset_index(drop=True)
 
 
 def summary(out: str | Path, name: str | None = None, kinds: list[str] | None = None) -> pd.DataFrame:

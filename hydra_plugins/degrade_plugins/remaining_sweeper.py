@@ -58,7 +58,8 @@ class RemainingSweeper(BasicSweeper):
 
     def _finished(self, job: list[str]) -> bool:
         from degrade import store
+        from degrade.runids import run_id
 
         assert self.hydra_context is not None and self.config is not None
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
-        return store.RunDir(Path(str(cfg.out)), store.run_id(cfg)).finished() is not None
+        return store.RunDir(Path(str(cfg.out)), run_id(cfg)).finished() is not None

@@ -1,0 +1,98 @@
+"""Files replaced atomically: written to a temporary file beside their place, flushed to disk,
+then renamed over it, so that no reader and no crash ever sees half a file.
+
+These functions take a path they are given; which paths may be written is the store's call
+(``degrade.store`` builds every path into a store).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+# pandas, pyarrow and torch are imported where a table or checkpoint is written: a config error
+# or a finished sweep then answers without them, and a worker without pandas.
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+
+def _file_mode() -> int:
+    # mkstemp makes owner-only files; results should get the permissions the user's umask gives.
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write`` on a temporary file beside ``path``, flush it to disk, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, FILE_MODE)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that no reader sees half of it."""
+    atomic_write(path, lambda p: p.write_text(text))
+
+
+def write_parquet_atomic(path: Path, frame: pd.DataFrame) -> None:
+    """Replace ``path`` with ``frame`` as Parquet so that no reader sees half a file."""
+    import pyarrow as pa
+
+    write_table_atomic(path, pa.Table.from_pandas(frame, preserve_index=False))
+
+
+def write_table_atomic(path: Path, table: pa.Table) -> None:
+    """Replace ``path`` with the pyarrow ``table`` as Parquet, atomically."""
+    import pyarrow.parquet as pq
+
+    atomic_write(path, lambda p: pq.write_table(table, p))
+
+
+def rows_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """``rows`` (one dict per row) as a table whose columns are every key any row has, in the
+    order they first appear (a missing value is null): rows a checkpoint kept from an older
+    version of degrade lack the newer columns."""
+    import pyarrow as pa
+
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    return pa.Table.from_pydict({c: [r.get(c) for r in rows] for c in columns})
+
+
+def write_rows_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Replace ``path`` with ``rows`` (one dict per row) as Parquet, atomically."""
+    write_table_atomic(path, rows_table(rows))
+
+
+def previous(path: Path) -> Path:
+    """Where the file before ``path`` is kept (``checkpoint.pt`` -> ``checkpoint.prev.pt``)."""
+    return path.with_name(path.stem + ".prev" + path.suffix)
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Replace the checkpoint at ``path`` atomically, keeping the one before as ``*.prev.pt``."""
+
+    import torch
+
+    def write(tmp: Path) -> None:
+        torch.save(state, tmp)
+        if path.exists():
+            os.replace(path, previous(path))
+
+    atomic_write(path, write)
