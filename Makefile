@@ -39,7 +39,7 @@ test-ray: $(RAY_VENV)/.installed
 	$(RAY_VENV)/bin/python -m pytest -q -m ray -rA tests/test_ray.py
 
 bench: install
-	$(BIN)/degrade bench --sweep
+	$(BIN)/degrade bench --concurrent
 
 # Where there is a network: the wheels a CUDA machine without one needs for gpu-check (.whl/).
 gpu-wheels: install

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from degrade.accel import new_stream, on_stream, usable_cores
-from degrade.config import compose_run
+from degrade.config import ConfigError, compose_run
 from degrade.models import ModelSpec, build_model
 from degrade.train import Trainer
 
@@ -220,19 +220,31 @@ def sweep_img_s(overrides: list[str], device: torch.device, runs: int, steps: in
 
 
 def default_sweep_runs(device: torch.device) -> int:
-    """How many runs ``--sweep`` trains at once: one per core on a CPU, eight on a GPU."""
+    """How many runs ``--concurrent`` trains at once: one per core on a CPU, eight on a GPU."""
     return 8 if device.type in ("cuda", "mps") else usable_cores()
+
+
+def check_args(depths: tuple[int, ...], steps: int | None, runs: int | None, repeats: int) -> None:
+    """ConfigError unless every depth is a CIFAR ResNet's (6n+2) and every count is at least 1."""
+    if not depths or any(d < 8 or (d - 2) % 6 for d in depths):
+        given = ",".join(map(str, depths))
+        raise ConfigError(f"--depths takes ResNet depths 6n+2 (20, 56, ...), got {given!r}")
+    for flag, value in (("--steps", steps), ("--runs", runs), ("--repeats", repeats)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be at least 1")
 
 
 def run(depths: tuple[int, ...] = (20, 56), device: str = "auto", precision: str = "auto",
         steps: int | None = None, warmup: int = 5, images: int = 2048, path: str = "auto",
-        sweep: bool = False, runs: int | None = None, repeats: int = 3) -> list[BenchRow]:
+        concurrent: bool = False, runs: int | None = None, repeats: int = 3) -> list[BenchRow]:
     """Measure both loops for the CIFAR ResNet of each depth, ``repeats`` alternating times each;
     return one row per depth.
 
-    With ``sweep``, also measure ``runs`` runs of the same shape trained at once (default:
-    ``default_sweep_runs``), in ``repeats`` windows.
+    With ``concurrent``, also measure ``runs`` runs of the same shape trained at once (default:
+    ``default_sweep_runs``), in ``repeats`` windows. ConfigError for a depth that is not 6n+2 or
+    a count below 1.
     """
+    check_args(depths, steps, runs, repeats)
     rows = []
     for depth in depths:
         overrides = [f"model.depth={depth}", "data=synthetic", f"data.train_size={images}",
@@ -252,7 +264,7 @@ def run(depths: tuple[int, ...] = (20, 56), device: str = "auto", precision: str
                        Spread.of([o / r for o, r in zip(ours, ref, strict=True)], 2),
                        round(trainer.stepper.setup_seconds, 1))
         del trainer, reference
-        if sweep:
+        if concurrent:
             row.sweep_runs = runs or default_sweep_runs(dev)
             row.sweep_img_s = Spread.of(sweep_img_s(overrides, dev, row.sweep_runs, n, warmup, repeats))
         rows.append(row)

@@ -304,7 +304,9 @@ def plot(
     kind: Annotated[str, typer.Option("--kind", help="curves | depth | grid | gradients | responses, "
                                       "or a probe: landscape | lesion | gradcorr | identity")]
     = "curves",
-    epochs: Annotated[str | None, typer.Option("--epochs", help="Epochs for gradients/responses, e.g. 1,15.")]
+    at_epochs: Annotated[str | None, typer.Option(
+        "--at-epochs", help="Epochs for gradients/responses, e.g. 1,15.")] = None,
+    epochs: Annotated[str | None, typer.Option("--epochs", hidden=True, help="Old name of --at-epochs.")]
     = None,
     x: Annotated[str | None, typer.Option("--x", help="The grid's columns: depth (default) or a swept key.")]
     = None,
@@ -330,7 +332,12 @@ def plot(
             raise UserError(f"unknown kind {kind!r}; choose from {', '.join(plots.KINDS)}")
         if kind != "grid" and (x is not None or y is not None):
             raise UserError("--x and --y belong to --kind grid")
-        chosen = _int_list(epochs, "--epochs")
+        if epochs is not None:
+            if at_epochs is not None:
+                raise UserError("--epochs is the old name of --at-epochs; give one of them")
+            err_console.print("note: plot --epochs is now --at-epochs (the old name still works for now)",
+                              highlight=False)
+        chosen = _int_list(at_epochs if at_epochs is not None else epochs, "--at-epochs")
         data = report.load(out, sweep)
         fig = plots.draw(kind, data, chosen, x=x or "depth", y=y)
         folder = store.sweep_dir(Path(out), data.name)
@@ -367,6 +374,7 @@ def _print_probe_numbers(out: str, name: str | None) -> None:
     multi = bool((table["runs"] > 1).any())
     depths = sorted(table["depth"].unique())
     for (kind, settings), rows in table.groupby(["kind", "settings"], sort=False):
+        rows = tables.in_percent(rows)
         # Runs probed with other settings get a table of their own, titled with them.
         apart = table.loc[table["kind"] == kind, "settings"].nunique() > 1
         t = Table(title=f"probe {kind}, by depth" + (": mean ± std over seeds" if multi else "")
@@ -448,10 +456,12 @@ def bench(
     precision: Annotated[str, typer.Option(help="auto | fp32 | bf16")] = "auto",
     path: Annotated[str, typer.Option(help="degrade's step path: auto | exact | eager | graph")]
     = "auto",
-    sweep: Annotated[bool, typer.Option("--sweep", help="Also measure several same-shape runs at once.")]
+    concurrent: Annotated[bool, typer.Option(
+        "--concurrent", help="Also measure several same-shape runs at once, as a sweep trains them.")]
     = False,
-    runs: Annotated[int | None, typer.Option(help="Runs at once for --sweep (default: cores; 8 on a GPU).")]
-    = None,
+    sweep: Annotated[bool, typer.Option("--sweep", hidden=True, help="Old name of --concurrent.")] = False,
+    runs: Annotated[int | None, typer.Option(
+        help="Runs at once for --concurrent (default: cores; 8 on a GPU).")] = None,
     repeats: Annotated[int, typer.Option(help="Timed repeats of each side, alternating.")] = 3,
     json_out: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
@@ -464,15 +474,11 @@ def bench(
     from degrade import bench as benchmark
 
     def go() -> list[Any]:
-        ds = _int_list(depths, "--depths") or []
-        bad = [d for d in ds if d < 8 or (d - 2) % 6]
-        if bad or not ds:
-            raise UserError(f"--depths takes ResNet depths 6n+2 (20, 56, ...), got {depths!r}")
-        for flag, value in (("--steps", steps), ("--runs", runs), ("--repeats", repeats)):
-            if value is not None and value < 1:
-                raise UserError(f"{flag} must be at least 1")
-        return benchmark.run(tuple(ds), device, precision, steps, path=path, sweep=sweep, runs=runs,
-                             repeats=repeats)
+        if sweep:
+            err_console.print("note: bench --sweep is now --concurrent (the old name still works for now)",
+                              highlight=False)
+        return benchmark.run(tuple(_int_list(depths, "--depths") or []), device, precision, steps, path=path,
+                             concurrent=concurrent or sweep, runs=runs, repeats=repeats)
 
     rows = _guard(go)
     if json_out:
@@ -485,11 +491,13 @@ def bench(
 
     t = Table(title=f"training throughput, batch 128, img/s: median (min-max) of {repeats} alternating "
                     "repeats")
-    numbers = ["reference", "degrade", "speedup", "setup s"] + (["sweep runs", "sweep"] if sweep else [])
+    together = concurrent or sweep
+    numbers = ["reference", "degrade", "speedup", "setup s"]
+    numbers += ["runs at once", "at once"] if together else []
     for col in ("model", "device", "precision", "path", *numbers):
         t.add_column(col, justify="right" if col in numbers else "left")
     for r in rows:
-        extra = [str(r.sweep_runs), spread(r.sweep_img_s, ",.0f")] if sweep else []
+        extra = [str(r.sweep_runs), spread(r.sweep_img_s, ",.0f")] if together else []
         t.add_row(r.model, r.device, r.precision, r.path, spread(r.reference_img_s, ",.0f"),
                   spread(r.degrade_img_s, ",.0f"), spread(r.speedup, ".2f", "x"), f"{r.setup_s:.1f}", *extra)
     out_console.print(t)
@@ -503,7 +511,10 @@ def export(
         "--format", help="csv | parquet (default: what --to ends in, else csv).")] = None,
     to: Annotated[str | None, typer.Option(
         "--to", help="The file to write (default: <out>/sweeps/<name>/<table>.<format>).")] = None,
-    table: Annotated[str, typer.Option("--table", help="metrics | layers | summary | runs")] = "metrics",
+    table: Annotated[str, typer.Option(
+        "--table", help="metrics | layers | summary | runs | probes | probe_summary")] = "metrics",
+    kind: Annotated[str | None, typer.Option(
+        "--kind", help="The probe of --table probes or probe_summary (default: every kind).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the file --to names if it exists.")]
     = False,
 ) -> None:
@@ -515,7 +526,10 @@ def export(
     """
     from degrade import results
 
-    print(_guard(lambda: results.export(results.open_store(out).sweep(sweep), table, format, to, force)))
+    def go() -> Path:
+        return results.export(results.open_store(out).sweep(sweep), table, format, to, force, kind)
+
+    print(_guard(go))
 
 
 def _print_sweeps(out: str, sweep: str | None) -> None:
@@ -544,7 +558,7 @@ def _print_sweeps(out: str, sweep: str | None) -> None:
 
 
 @app.command("ls")
-def list_runs(
+def ls(
     sweep: Annotated[str | None, typer.Option("--sweep", help="Sweep name (default: every run).")] = None,
     out: OutOption = "outputs",
     sweeps: Annotated[bool, typer.Option("--sweeps", help="List the sweeps, with their runs' states.")]

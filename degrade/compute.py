@@ -127,3 +127,12 @@ def check_path(name: str, device: str) -> None:
         raise AccelError(f"unknown step path {name!r}; choose one of {', '.join(PATHS)}")
     if name == "graph" and device != "cuda":
         raise AccelError(f"trainer.path=graph needs a CUDA device, this run is on {device}")
+
+
+def step_path(name: str, device: str) -> str:
+    """The step path a run on device type ``device`` takes for ``name`` (checked by ``check_path``):
+    ``auto`` is ``graph`` on CUDA and ``exact`` elsewhere."""
+    check_path(name, device)
+    if name == "auto":
+        return "graph" if device == "cuda" else "exact"
+    return name

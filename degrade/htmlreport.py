@@ -226,7 +226,7 @@ def _environment(sweep: report.Sweep, listing: pd.DataFrame) -> str:
             f"{asked or '?'} -> {row.get('precision', env.get('precision', '?'))}",
             threads if threads is not None else "all cores",
             ", ".join(env["cpu_features"]) or "none" if "cpu_features" in env else "not recorded",
-            row.get("path", "?"),
+            row.get("step_path", "?"),
         )] += 1
     header = ["runs", "degrade", "torch", "device", "device name", "precision (asked -> used)", "threads",
               "bf16 CPU features", "step path"]

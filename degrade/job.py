@@ -38,7 +38,7 @@ class RunResult:
 
     run_id: str
     state: str  # done | diverged | failed | skipped
-    epochs: int
+    epochs_done: int  # as the status file's ``epochs_done`` (its ``epochs`` is the run's total)
     final: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     path: Path | None = None
@@ -46,13 +46,13 @@ class RunResult:
 
     def as_dict(self) -> dict[str, Any]:
         """The result as plain values, as a job returns it across processes."""
-        return {"run_id": self.run_id, "state": self.state, "epochs": self.epochs,
+        return {"run_id": self.run_id, "state": self.state, "epochs_done": self.epochs_done,
                 "final": self.final, "error": self.error, "warnings": list(self.warnings)}
 
     @classmethod
     def from_dict(cls, r: dict[str, Any], out: Path) -> RunResult:
         """The result a job returned, with its run folder in the store ``out``."""
-        return cls(r["run_id"], r["state"], r["epochs"], r["final"] or {}, r["error"],
+        return cls(r["run_id"], r["state"], r["epochs_done"], r["final"] or {}, r["error"],
                    store.RunDir(out, r["run_id"]).path, list(r.get("warnings") or []))
 
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["FORMATS", "STATES", "TABLES", "Store", "StoreError", "Sweep", "export", "open_store"]
 
 # What ``degrade export --table`` offers: the tables a sweep gives.
-TABLES = ("metrics", "layers", "summary", "runs")
+TABLES = ("metrics", "layers", "summary", "runs", "probes", "probe_summary")
 # What a run is, as columns, before the settings the sweep varied.
 _WHAT = ("family", "variant", "depth", "seed", "dataset")
 # The configured learning rate is always a column (beside the per-epoch ``scheduled_lr``).
@@ -184,6 +184,11 @@ class Sweep:
 
         StoreError naming the kinds there are when no run of the sweep has this one.
         """
+        probes = self._probe_rows(kind)
+        curves = probes[~probe_tables.is_number(probes)].dropna(axis=1, how="all")
+        return self._leading(probe_tables.typed(curves)).reset_index(drop=True)
+
+    def _probe_rows(self, kind: str) -> pd.DataFrame:
         if kind not in PROBE_KINDS:
             raise StoreError(f"unknown probe kind {kind!r}; choose one of {', '.join(PROBE_KINDS)}")
         probes = probe_tables.load(self.path, self.run_ids(), kind)
@@ -193,6 +198,37 @@ class Sweep:
                      else "no run of it has probes yet; run `degrade probe` first")
             raise StoreError(f"no probe {kind!r} in sweep {self.name!r}; {there}")
         return _with_settings(probes, self._probe_settings())
+
+    def _leading(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` with the columns ``metrics()`` starts with first, in its order."""
+        first = [c for c in ("run_id", *_WHAT, *self.keys, *_ALWAYS) if c in frame]
+        first = list(dict.fromkeys(first))
+        return frame[[*first, *(c for c in frame if c not in first)]]
+
+    def probe_summary(self, kind: str | None = None) -> pd.DataFrame:
+        """Each probe's numbers (``kind``'s, or every kind the sweep has) per setting the sweep
+        varied, variant, depth and probe setting: ``seeds``, ``mean`` and ``std`` over seeds, as
+        ``summary()`` gives the errors. Runs probed with other settings are other rows: every
+        probe setting is a ``probe.*`` column. Errors and fractions are fractions in [0, 1].
+        StoreError when the sweep has no such probe."""
+        import pandas as pd
+
+        kinds = [kind] if kind is not None else self.probe_kinds()
+        if not kinds:
+            raise StoreError(f"no probes in sweep {self.name!r}; run `degrade probe` first")
+        rows = pd.concat([self._probe_rows(k) for k in kinds], ignore_index=True)
+        rows = rows[probe_tables.is_number(rows)].copy()
+        rows["weights"] = rows["weights"].fillna("final") if "weights" in rows else "final"
+        settings = [c for c in probe_tables.settings_of(rows) if rows[c].notna().any()]
+        groups = ["kind", "quantity", "weights", *self.keys, "variant", "depth", *settings]
+        g = rows.groupby(groups, dropna=False, sort=False)
+        table = g.agg(seeds=("seed", "nunique"), mean=("value", "mean"), std=("value", "std")).reset_index()
+        order = {q: i for qs in probe_tables.NUMBERS.values() for i, q in enumerate(qs)}
+        table = table.assign(_k=table["kind"].map({k: i for i, k in enumerate(PROBE_KINDS)}),
+                             _q=table["quantity"].map(order),
+                             _w=table["weights"].map({"initial": 0, "final": 1}))
+        table = table.sort_values(["_k", "_q", "_w", *self.keys, "variant", "depth", *settings])
+        return table.drop(columns=["_k", "_q", "_w"]).reset_index(drop=True)
 
     def _probe_settings(self) -> pd.DataFrame:
         # From the configs, not the metrics: a probe may be there for a run with no readable epoch.
@@ -209,10 +245,22 @@ class Sweep:
         """The verdict lines ``degrade summary`` prints, one per combination of varied settings."""
         return report.sweep_verdicts(self.loaded)
 
-    def table(self, which: str) -> pd.DataFrame:
-        """One of ``TABLES`` by name (what ``degrade export --table`` writes)."""
+    def table(self, which: str, kind: str | None = None) -> pd.DataFrame:
+        """One of ``TABLES`` by name (what ``degrade export --table`` writes); ``kind`` chooses
+        the probe of ``probes`` and ``probe_summary`` (default: every kind the sweep has)."""
+        import pandas as pd
+
         if which not in TABLES:
             raise StoreError(f"unknown table {which!r}; choose one of {', '.join(TABLES)}")
+        if kind is not None and which not in ("probes", "probe_summary"):
+            raise StoreError("--kind chooses a probe: it goes with --table probes or probe_summary")
+        if which == "probes":
+            kinds = [kind] if kind is not None else self.probe_kinds()
+            if not kinds:
+                raise StoreError(f"no probes in sweep {self.name!r}; run `degrade probe` first")
+            return pd.concat([self.probes(k) for k in kinds], ignore_index=True)
+        if which == "probe_summary":
+            return self.probe_summary(kind)
         return getattr(self, which)()
 
 
@@ -263,7 +311,7 @@ def export_path(sweep: Sweep, which: str, fmt: str, to: str | Path | None, force
 
 
 def export(sweep: Sweep, which: str = "metrics", fmt: str | None = None,
-           to: str | Path | None = None, force: bool = False) -> Path:
+           to: str | Path | None = None, force: bool = False, kind: str | None = None) -> Path:
     """Write one of the sweep's tables (``TABLES``) to one CSV or Parquet file, atomically.
 
     ``to`` defaults to ``<store>/sweeps/<name>/<table>.<format>`` (replaced when it is there:
@@ -272,8 +320,8 @@ def export(sweep: Sweep, which: str = "metrics", fmt: str | None = None,
     empty table, a ``to`` inside a store, an existing file without ``force``, a link).
     """
     fmt = export_format(fmt, to)
-    path = export_path(sweep, which, fmt, to, force)
-    frame = sweep.table(which)
+    path = export_path(sweep, which if kind is None else f"{which}-{kind}", fmt, to, force)
+    frame = sweep.table(which, kind)
     if frame.empty:
         raise StoreError(f"sweep {sweep.name!r} has no {which} to export")
     with store.writing(path):

@@ -23,25 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from degrade.accel import Accel
-from degrade.compute import PATHS
 
 log = logging.getLogger("degrade")
 
-
-
-class PathError(ValueError):
-    """A step path this device cannot run."""
-
-
-def resolve_path(name: str, device: torch.device) -> str:
-    """``auto``: ``graph`` on CUDA, ``exact`` elsewhere; ``graph`` needs CUDA."""
-    if name not in PATHS:
-        raise PathError(f"unknown step path {name!r}; choose one of {', '.join(PATHS)}")
-    if name == "auto":
-        return "graph" if device.type == "cuda" else "exact"
-    if name == "graph" and device.type != "cuda":
-        raise PathError(f"trainer.path=graph needs a CUDA device, this run is on {device.type}")
-    return name
 
 
 def momentum_buffers(opt: torch.optim.SGD) -> list[torch.Tensor]:

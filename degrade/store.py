@@ -938,8 +938,9 @@ def damaged_runs(out: str | Path, name: str | None = None, latest: bool = False)
 
 
 # Metrics columns renamed since older versions wrote them: ``lr`` was the scheduled rate of the
-# epoch's last step, easily mistaken for the configured ``optim.lr``.
-RENAMED_COLUMNS = {"lr": "scheduled_lr"}
+# epoch's last step, easily mistaken for the configured ``optim.lr``; ``path``, the training
+# step's path, read like a file's.
+RENAMED_COLUMNS = {"lr": "scheduled_lr", "path": "step_path"}
 
 
 def current_row(row: dict[str, Any]) -> dict[str, Any]:

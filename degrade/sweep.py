@@ -27,7 +27,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from degrade import compute, footprint, job, store
+from degrade import compute, footprint, job, memory, store
 from degrade.config import (
     CONFIG_NAME,
     ConfigError,
@@ -270,7 +270,7 @@ def check_fits(configs: list[DictConfig]) -> None:
     for cfg in configs:
         device = compute.device_type(str(cfg.trainer.device))
         if device not in free:
-            free[device] = footprint.available_bytes(device)
+            free[device] = memory.available_bytes(device)
         have = free[device]
         need = footprint.estimate(cfg)
         if have is not None and need.total > have:

@@ -20,12 +20,13 @@ from omegaconf import DictConfig
 from degrade import accel as accel_mod
 from degrade import diagnostics, environment, hold, tblog
 from degrade.atomic import save_checkpoint, write_rows_atomic
+from degrade.compute import step_path
 from degrade.data import Dataset, augment_batch, load_dataset
 from degrade.job import RunResult, Steps, drain, process_started
 from degrade.models import build_model, evaluate
 from degrade.runids import run_id
 from degrade.spec import model_spec
-from degrade.step import Step, resolve_path
+from degrade.step import Step
 from degrade.store import RunDir, current_row, device_change, load_checkpoint, recorded_threads
 
 log = logging.getLogger("degrade")
@@ -90,7 +91,7 @@ class Trainer:
             weight_decay=float(o.weight_decay),
             nesterov=bool(o.nesterov),
         )
-        self.stepper = Step(self.model, self.opt, self.acc, resolve_path(str(t.path), self.acc.device))
+        self.stepper = Step(self.model, self.opt, self.acc, step_path(str(t.path), self.acc.device.type))
         self.marks["model_built"] = time.time()
         self.batch = int(t.batch_size)
         self.augment = bool(self.data.augment and cfg.data.augment)
@@ -207,7 +208,7 @@ class Trainer:
             "test_error": test_error,
             "epoch_seconds": time.perf_counter() - start,
             "images_per_second": seen / train_seconds if train_seconds > 0 else float("nan"),
-            "path": self.stepper.path,
+            "step_path": self.stepper.path,
             "setup_seconds": self.stepper.setup_seconds - setup_before,
             "ended": time.time(),
         }

@@ -11,7 +11,7 @@ Steps, each timed and each ending in pass, fail or skip (with why):
 4. ``--together 8`` against one run at a time for the same 8 runs: results and img/s;
 5. a slice of the paper preset on CIFAR-shaped synthetic data, and from its throughput the
    projected wall time of the whole preset on this device;
-6. ``degrade bench --sweep --json`` for ResNet-20 and ResNet-56, batch 128.
+6. ``degrade bench --concurrent --json`` for ResNet-20 and ResNet-56, batch 128.
 
 Everything goes through ``python -m degrade`` as a user would run it, into a scratch run
 store. Results go to ``gpu-check.json`` and every command's output to ``gpu-check.log``, in
@@ -74,7 +74,7 @@ CUDA = Sizes(
     together_runs=8,
     together_args=["--depths", "56", "--variants", "residual", "data=synthetic", "data.train_size=4096",
                    "data.test_size=1024", "trainer.iterations=256", "trainer.diagnostics=false"],
-    bench_args=["--depths", "20,56", "--sweep", "--runs", "8", "--steps", "200"],
+    bench_args=["--depths", "20,56", "--concurrent", "--runs", "8", "--steps", "200"],
     paper_args=["--depths", "20,56", "data=synthetic", "data.train_size=50000", "data.test_size=10000",
                 "trainer.iterations=2000"],
     paper_precisions=["fp32", "auto"],
@@ -89,7 +89,7 @@ CPU = Sizes(
     together_args=["--depths", "8", "--variants", "residual", "data=synthetic", "data.train_size=128",
                    "data.test_size=64", "trainer.iterations=8", "trainer.batch_size=32",
                    "trainer.precision=fp32", "trainer.diagnostics=false", "trainer.threads=1"],
-    bench_args=["--depths", "8", "--steps", "2", "--sweep", "--runs", "2", "--precision", "fp32"],
+    bench_args=["--depths", "8", "--steps", "2", "--concurrent", "--runs", "2", "--precision", "fp32"],
     paper_args=["--depths", "8,14", "data=synthetic", "data.train_size=256", "data.test_size=64",
                 "trainer.iterations=16", "trainer.threads=1"],
     paper_precisions=["fp32"],
@@ -269,7 +269,7 @@ def default_sweep(check: Check, r: StepResult) -> None:
     all_done(store, runs)
     rows = read_runs(store)
     r.data = {"wall_seconds": round(seconds, 1), "verdict": verdict_line(text),
-              "paths": sorted(rows["path"].unique()), "precisions": sorted(rows["precision"].unique()),
+              "paths": sorted(rows["step_path"].unique()), "precisions": sorted(rows["precision"].unique()),
               "devices": sorted(rows["device"].unique())}
     if set(rows["device"]) != {check.sizes.device}:
         raise StepFailed(f"runs trained on {r.data['devices']}, not {check.sizes.device}")
@@ -287,8 +287,8 @@ def graph_vs_eager(check: Check, r: StepResult) -> None:
                        "--device", check.sizes.device, "--out", str(store)])
         all_done(store, 1)
         curves[path] = read_runs(store)
-        if set(curves[path]["path"]) != {path}:
-            raise StepFailed(f"the {path} run recorded path(s) {sorted(set(curves[path]['path']))}")
+        if set(curves[path]["step_path"]) != {path}:
+            raise StepFailed(f"the {path} run recorded path(s) {sorted(set(curves[path]['step_path']))}")
     lrs = curves[fast]["scheduled_lr"].round(8).unique()
     if len(lrs) < 3:
         raise StepFailed(f"the run crossed too few lr milestones to test the schedule: {sorted(lrs)}")
@@ -341,7 +341,7 @@ def together_vs_apart(check: Check, r: StepResult) -> None:
         for k, v in compare_curves(a, b).items():
             worst[k] = max(worst.get(k, 0.0), v)
     r.data.update(worst, runs=n, precision=str(got["together"]["precision"].iloc[0]),
-                  path=str(got["together"]["path"].iloc[-1]))
+                  path=str(got["together"]["step_path"].iloc[-1]))
     gain = r.data["together_img_s"] / r.data["apart_img_s"]
     r.detail = (f"{n} runs: {r.data['together_img_s']:,.0f} img/s together vs {r.data['apart_img_s']:,.0f} "
                 f"apart ({gain:.2f}x); wall {r.data['together_wall_seconds']:.0f} s vs "
@@ -357,7 +357,7 @@ def _batch(args: list[str]) -> int:
 
 
 def bench(check: Check, r: StepResult) -> None:
-    """`degrade bench --sweep --json`: the Performance table's numbers for this device."""
+    """`degrade bench --concurrent --json`: the Performance table's numbers for this device."""
     text, _ = check.degrade(["bench", *check.sizes.bench_args, "--device", check.sizes.device, "--json"])
     rows = json.loads(text[text.index("["): text.rindex("]") + 1])
     r.data = {"rows": rows}
@@ -471,7 +471,7 @@ def steps(sizes: Sizes) -> list[Step]:
         ("together", f"4. --together {sizes.together_runs} vs one at a time", together_vs_apart, 60),
         # The fp32 slice took longer than 90 s on an H200: start it only with room to finish.
         ("paper", "5. paper preset slice and projection", paper_slice, 150 if cuda else 0),
-        ("bench", "6. degrade bench --sweep", bench, 60),
+        ("bench", "6. degrade bench --concurrent", bench, 60),
     ]
 
 

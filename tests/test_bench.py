@@ -2,7 +2,9 @@
 
 import json
 
-from degrade.config import compose_run
+import pytest
+
+from degrade.config import ConfigError, compose_run
 from degrade.train import Trainer
 from tests.conftest import run_cli
 
@@ -57,13 +59,23 @@ def test_bf16_and_fp32_paths_agree_within_tolerance():
         assert abs(a - b) / a < 0.1
 
 
-def test_bench_sweep_measures_runs_trained_at_once(capsys):
-    code, out, err = run_cli(["bench", "--depths", "8", "--steps", "2", "--device", "cpu", "--sweep",
+def test_bench_concurrent_measures_runs_trained_at_once(capsys):
+    code, out, err = run_cli(["bench", "--depths", "8", "--steps", "2", "--device", "cpu", "--concurrent",
                               "--runs", "2", "--json"], capsys)
     assert code == 0, err
     (row,) = json.loads(out)
     assert row["sweep_runs"] == 2 and row["sweep_img_s_min"] > 0 and len(row["sweep_img_s_repeats"]) == 3
     assert row["path"] == "exact" and row["setup_s"] == 0.0
+
+
+def test_bench_refuses_what_it_cannot_measure_and_keeps_the_old_flag(capsys):
+    from degrade import bench
+
+    for depths, steps, said in (((9,), None, r"6n\+2"), ((20,), 0, "--steps must be at least 1")):
+        with pytest.raises(ConfigError, match=said):
+            bench.run(depths, steps=steps)
+    code, out, err = run_cli(["bench", "--depths", "9", "--sweep"], capsys)
+    assert code == 2 and "6n+2" in err and "bench --sweep is now --concurrent" in err
 
 
 def test_bench_without_sweep_leaves_its_fields_empty(capsys):

@@ -79,7 +79,7 @@ def test_runs_captured_together_on_streams_train_as_one_after_another(tmp_path):
     together = run_sweep(SweepSpec(**grid, out=str(tmp_path / "together"), together=4))
     a = {r.run_id: r.final for r in apart.runs}
     for r in together.runs:
-        assert r.state == "done" and r.final["path"] == "graph"
+        assert r.state == "done" and r.final["step_path"] == "graph"
         assert r.final["train_loss"] == pytest.approx(a[r.run_id]["train_loss"], rel=1e-3)
 
 

@@ -124,7 +124,7 @@ def test_every_plot_kind_draws_a_figure(tmp_path, capsys):
     run_cli(["sweep", "--depths", "8,14", "--seeds", "0,1", "--epochs", "2", "trainer.threads=1",
              "--out", str(out), "--name", "s"], capsys)
     for kind in ("curves", "depth", "gradients", "responses"):
-        code, stdout, err = run_cli(["plot", "--kind", kind, "--out", str(out), "--epochs", "1,2"], capsys)
+        code, stdout, err = run_cli(["plot", "--kind", kind, "--out", str(out), "--at-epochs", "1,2"], capsys)
         assert code == 0, err
         path = out / "sweeps" / "s" / f"{kind}.png"
         assert stdout.strip() == str(path) and path.stat().st_size > 10_000

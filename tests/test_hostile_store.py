@@ -61,7 +61,12 @@ KINDS: dict[str, tuple[str, str]] = {
     "latest": ("LATEST", "text"),
 }
 # The other probe files share the probe's reader; the sweep folder's other figures the figure's.
-ALSO = {"runs/RID/probes/KIND.parquet": "probe", "sweeps/s/*.png": "figure"}
+ALSO = {
+    "runs/RID/probes/KIND.parquet": "probe",
+    "sweeps/s/*.png": "figure",
+    "sweeps/s/*.csv": "export",
+    "sweeps/s/*.parquet": "export",
+}
 
 
 def _garbage(p: Path) -> None:
@@ -257,10 +262,15 @@ def _entries(root: Path) -> list[str]:
 def test_every_kind_of_file_in_a_store_is_in_the_table(pristine: Path) -> None:
     named = [pattern for pattern, _ in KINDS.values()]
     for entry in _entries(pristine):
-        assert entry in named or any(fnmatch.fnmatch(entry, p.replace("KIND", "*")) for p in ALSO), (
+        also = any(fnmatch.fnmatch(entry, p.replace("KIND", "*")) for p in ALSO)
+        assert entry in named or also, (
             f"the store holds {entry!r}, which the hostile-store table does not name: add it to KINDS"
         )
-    print(f"\nhostile-store matrix: {len(CASES)} cases x {len(COMMANDS)} commands and {len(API)} API calls")
+    figures = sum(_figure_case(k, c) for k, c in CASES)
+    print(
+        f"\nhostile-store matrix: {len(CASES)} cases x {len(COMMANDS) - 3} commands and {len(API)} API "
+        f"calls, and the 3 figure commands under {figures} of them"
+    )
 
 
 COMMANDS: list[tuple[list[str], bool]] = [  # (arguments, whether it only reads)
@@ -275,6 +285,17 @@ COMMANDS: list[tuple[list[str], bool]] = [  # (arguments, whether it only reads)
     (["report"], False),
     (["probe", *PROBE], False),
 ]
+# The figure commands read through the same readers as summary (report.load) and ls, which run
+# under every case; drawing costs seconds a call, so they run under the cases that reach their
+# own paths: a link (where they write) and the first damage of each kind of entry.
+FIGURES = ("plot", "report")
+
+
+def _figure_case(kind: str, corruption: str) -> bool:
+    first = next(c for k, c in CASES if k == kind and c != "link out")
+    return corruption in ("link out", first)
+
+
 API: dict[str, Callable[[Path], object]] = {
     "open": lambda p: degrade.open(p),
     "names": lambda p: degrade.open(p).names(),
@@ -307,12 +328,31 @@ def _snapshot(folder: Path) -> dict[str, object]:
     return found
 
 
+@pytest.fixture
+def quick_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Figures drawn from the store's data as always, but not rendered to pixels: where and how a
+    figure file is written (the resolver, an atomic replace) is what this test checks, and
+    rendering is most of the time a report takes."""
+    from degrade import atomic, plot
+
+    def write(fig: object, path: Path, fmt: str) -> None:
+        atomic.atomic_write(path, lambda p: p.write_bytes(b"figure"))
+
+    def svg(fig: object, prefix: str) -> str:
+        plot.plt.close(fig)
+        return "<svg></svg>"
+
+    monkeypatch.setattr(plot, "atomic_write_figure", write)
+    monkeypatch.setattr(plot, "inline_svg", svg)
+
+
 @pytest.mark.parametrize(("kind", "corruption"), CASES, ids=[f"{k}: {c}" for k, c in CASES])
 def test_a_hostile_store(
     pristine: Path,
     tmp_path: Path,
     kind: str,
     corruption: str,
+    quick_figures: None,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -338,6 +378,8 @@ def test_a_hostile_store(
         assert _snapshot(out) == before, f"API {name} changed the store"
     capsys.readouterr()
     for args, reads in COMMANDS:
+        if args[0] in FIGURES and not _figure_case(kind, corruption):
+            continue
         code = main([*args, "--out", str(out)])
         got = capsys.readouterr()
         said = f"degrade {' '.join(args)} -> {code}\nstdout: {got.out[-800:]}\nstderr: {got.err[-1500:]}"
@@ -355,8 +397,9 @@ LINKS = [k for k, c in CASES if c == "link out"]
 
 
 @pytest.mark.parametrize("kind", LINKS)
-def test_a_rerun_of_the_sweep_writes_through_no_link(pristine: Path, tmp_path: Path, kind: str,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_rerun_of_the_sweep_writes_through_no_link(
+    pristine: Path, tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The sweep command, the store's main writer, under a link planted at each kind of entry:
     one line (or a run rebuilt beside the link's target, never through it), nothing outside."""
     out = tmp_path / "outputs"
@@ -366,8 +409,22 @@ def test_a_rerun_of_the_sweep_writes_through_no_link(pristine: Path, tmp_path: P
     rid = sorted(p.name for p in (out / "runs").iterdir())[0]
     _corrupt(out / KINDS[kind][0].replace("RID", rid), "link out", elsewhere)
     outside = _snapshot(elsewhere)
-    code = main(["sweep", "--depths", "8", "--epochs", "2", "--name", SWEEP, "--out", str(out),
-                 "trainer.threads=1", "trainer.precision=fp32", "hydra/launcher=basic"])
+    code = main(
+        [
+            "sweep",
+            "--depths",
+            "8",
+            "--epochs",
+            "2",
+            "--name",
+            SWEEP,
+            "--out",
+            str(out),
+            "trainer.threads=1",
+            "trainer.precision=fp32",
+            "hydra/launcher=basic",
+        ]
+    )
     got = capsys.readouterr()
     said = f"sweep -> {code}\nstdout: {got.out[-800:]}\nstderr: {got.err[-1500:]}"
     assert "Traceback" not in got.err and code in (0, 1, 2), said

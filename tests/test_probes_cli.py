@@ -201,10 +201,11 @@ def test_a_damaged_checkpoint_names_the_run_and_the_others_are_probed(
     assert not (run / "probes" / "identity.parquet").exists()
 
 
-def test_the_last_run_is_measured_as_the_first_bit_for_bit(store: Path,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    """A rerun that has one run left measures it in a one-thread worker, as the full call did."""
-    from degrade.probes import planning, runner
+def test_the_last_run_is_measured_as_the_first_bit_for_bit(store: Path, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rerun that has one run left measures it in a one-thread worker, as the full call did,
+    never in the calling process (whose thread count may differ)."""
+    from degrade.probes import common, planning, runner
 
     assert _probe(store, capsys, "--kind", "gradcorr,identity")[0] == 0
     before = {p: pq.read_table(p).to_pandas() for p in _files(store)}
@@ -212,6 +213,11 @@ def test_the_last_run_is_measured_as_the_first_bit_for_bit(store: Path,
     lone.unlink()
     plan = planning.plan_asked(store, None, ["gradcorr", "identity"], SMALL)
     assert len(plan.todo) == 1 and runner.workers(plan) == 1
+
+    def here(*_: object) -> None:
+        raise AssertionError("the probe measured in the calling process")
+
+    monkeypatch.setattr(common, "subject", here)
     code, out, _ = run_cli(["probe", "--out", str(store), "--kind", "gradcorr,identity", *SMALL], capsys)
     assert code == 0 and "1 probe files measured" in out
     again = pq.read_table(lone).to_pandas()
@@ -253,3 +259,38 @@ def test_two_probe_calls_never_measure_the_same_file(store: Path, tmp_path: Path
     measured = [line.split(":")[0] for line in (out1 + out2).splitlines() if ": measured ->" in line]
     assert len(measured) == 8 and len(set(measured)) == 8, (out1, out2)
     assert len(_files(store)) == 8
+
+
+def test_probes_are_tidy_data(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import pandas as pd
+
+    import degrade
+
+    assert _probe(store, capsys, "--kind", "lesion,identity")[0] == 0
+    sweep = degrade.open(store).sweep()
+    metrics = sweep.metrics()
+    curves = sweep.probes("lesion")
+    lead = ["run_id", "family", "variant", "depth", "seed", "dataset", "optim.lr"]
+    assert list(curves.columns[: len(lead)]) == lead == list(metrics.columns[: len(lead)])
+    assert not curves["quantity"].isin(["base_test_error", "single_test_error_mean"]).any()
+    assert str(curves["removed"].dtype) == "Int64" and str(curves["downsampling"].dtype) == "boolean"
+    assert str(sweep.probes("identity")["block"].dtype) == "Int64"
+    assert set(curves["probe.lesion.draws"]) == {1} and set(curves["probe.images"]) == {32}
+
+    numbers = sweep.probe_summary()
+    assert set(numbers["kind"]) == {"lesion", "identity"}
+    ratio = numbers[(numbers["quantity"] == "ratio") & (numbers["weights"] == "final")]
+    assert len(ratio) == 4 and (ratio["seeds"] == 1).all() and ratio["mean"].gt(0).all()
+    assert {"probe.images", "probe.lesion.draws"} <= set(numbers.columns)
+
+    code, out, err = run_cli(["export", "--table", "probes", "--kind", "lesion", "--to",
+                              str(tmp_path / "l.csv"), "--out", str(store)], capsys)
+    assert code == 0, err
+    assert len(pd.read_csv(tmp_path / "l.csv")) == len(curves)
+    code, out, err = run_cli(["export", "--table", "probe_summary", "--out", str(store)], capsys)
+    assert code == 0 and out.strip().endswith("probe_summary.csv"), err
+
+    code, out, err = run_cli(["summary", "--probes", "--out", str(store)], capsys)
+    assert code == 0 and "base_test_error (%)" in out and "ratio" in out, err
+    base = numbers[(numbers["quantity"] == "base_test_error")]["mean"].iloc[0]
+    assert f"{100 * base:.4g}" in out  # in percent, as the errors table above it

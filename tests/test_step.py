@@ -111,7 +111,7 @@ def test_the_path_is_recorded_and_not_part_of_the_run_identity(tmp_path):
     from degrade.store import RunDir
     assert run_id(b) == a.run_id
     frame = read_parquet(RunDir(tmp_path, a.run_id).metrics)
-    assert frame["path"].tolist() == ["eager"] and frame["setup_seconds"].tolist() == [0.0]
+    assert frame["step_path"].tolist() == ["eager"] and frame["setup_seconds"].tolist() == [0.0]
 
 
 @pytest.mark.parametrize(("value", "words"),

@@ -26,7 +26,7 @@ def test_lr_schedule_warms_up_then_steps_at_fractions_of_training():
 
 def test_a_run_learns_and_reports_every_column():
     r = train_run(compose_run(SMALL + ["trainer.epochs=3"]))
-    assert r.state == "done" and r.epochs == 3
+    assert r.state == "done" and r.epochs_done == 3
     f = r.final
     assert f["train_error"] < 0.5 and f["test_error"] < 0.5
     for key in ("run_id", "family", "variant", "depth", "seed", "dataset", "epoch", "iteration",
@@ -68,7 +68,7 @@ def test_resuming_from_a_checkpoint_gives_the_same_metrics_bit_for_bit(tmp_path,
 
 def test_iterations_budget_stops_mid_epoch():
     r = train_run(compose_run(SMALL + ["trainer.iterations=15"]))
-    assert r.epochs == 2 and r.final["iteration"] == 15
+    assert r.epochs_done == 2 and r.final["iteration"] == 15
 
 
 def test_a_blown_up_loss_ends_the_run_as_diverged(tmp_path):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from degrade import atomic, footprint, frames, plot, report, store
+from degrade import atomic, frames, memory, plot, report, store
 from tests.conftest import files_under, run_cli, run_subprocess
 
 PINNED = ["trainer.threads=1", "trainer.precision=fp32"]
@@ -206,16 +206,16 @@ def test_the_memory_cgroup_limits_what_a_sweep_may_use(tmp_path, capsys, monkeyp
     proc, root = _cgroup(tmp_path, {"memory.max": "max\n", "job/memory.max": "1000000000\n",
                                     "job/memory.current": "100000000\n", "job/step/memory.max": "60000000\n",
                                     "job/step/memory.current": "20000000\n"}, "0::/job/step\n")
-    monkeypatch.setattr(footprint, "PROC_CGROUP", proc, raising=False)
-    monkeypatch.setattr(footprint, "CGROUP_ROOT", root, raising=False)
+    monkeypatch.setattr(memory, "PROC_CGROUP", proc, raising=False)
+    monkeypatch.setattr(memory, "CGROUP_ROOT", root, raising=False)
     out = tmp_path / "o"
     code, stdout, err = run_cli(["sweep", "--depths", "56", "--variants", "plain", "--epochs", "1", *PINNED,
                                  "--out", str(out)], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "cnn-plain-56 needs about" in err and "cpu has 40 MB available" in err
     assert not out.exists()
-    assert footprint.cgroup_available() == 40_000_000
-    assert footprint.available_bytes("cpu") == 40_000_000  # far less than this machine has free
+    assert memory.cgroup_available() == 40_000_000
+    assert memory.available_bytes("cpu") == 40_000_000  # far less than this machine has free
 
 
 def test_cgroup_v1_limits_count_and_no_limit_is_none(tmp_path):
@@ -223,11 +223,11 @@ def test_cgroup_v1_limits_count_and_no_limit_is_none(tmp_path):
                                     "memory/a/memory.usage_in_bytes": "45000000\n",
                                     "memory/memory.limit_in_bytes": "9223372036854771712\n"},
                          "4:memory:/a\n1:cpu:/\n")
-    assert footprint.cgroup_available(proc, root) == 5_000_000
+    assert memory.cgroup_available(proc, root) == 5_000_000
     # A path the container's view does not have: its own root is the group.
     proc, root = _cgroup(tmp_path / "v2", {"memory.max": "max\n", "memory.current": "1\n"}, "0::/elsewhere\n")
-    assert footprint.cgroup_available(proc, root) is None
-    assert footprint.cgroup_available(tmp_path / "absent", root) is None
+    assert memory.cgroup_available(proc, root) is None
+    assert memory.cgroup_available(tmp_path / "absent", root) is None
 
 
 # --------------------------------------------------------------------------- TensorBoard

@@ -191,6 +191,8 @@ def write(out: Path, run_id: str, kind: str, rows: list[dict[str, Any]], rec: di
     run = RunDir(out, run_id)
     run.probes_folder()
     where = run.probe_file(kind)
+    if where.is_dir():
+        raise StoreError(f"{where} is damaged: a folder where a file belongs; remove it, then rerun")
     table = rows_table(rows).replace_schema_metadata({META_KEY: json.dumps(rec, sort_keys=True).encode()})
     write_table_atomic(where, table)
     return where

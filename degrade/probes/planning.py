@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from degrade import footprint
+from degrade import footprint, memory
 from degrade.config import compose_run
 from degrade.probes.settings import ProbeError, check_size, parse_kinds, settings_of
 from degrade.probes.tables import path, record, sweep_runs
@@ -86,7 +86,7 @@ def plan(
     kinds = parse_kinds(kinds)
     settings = {k: settings_of(probe, k) for k in kinds}
     root, name, run_ids = sweep_runs(out, name)
-    available = footprint.available_bytes("cpu")
+    available = memory.available_bytes("cpu")
     jobs, unfinished = [], {}
     for rid in run_ids:
         try:

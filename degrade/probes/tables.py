@@ -80,6 +80,43 @@ def load(out: str | Path, run_ids: list[str], kind: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+# The numbers that are errors or shares (fractions in [0, 1]): the terminal prints them in percent.
+FRACTIONS = ("base_test_error", "single_test_error_mean", "single_test_error_max", "base_train_error",
+             "single_train_error_mean", "nonconvex_fraction")
+
+
+def in_percent(table: pd.DataFrame) -> pd.DataFrame:
+    """A table of numbers (``numbers``) with its fractions in percent, their quantity named so."""
+    share = table["quantity"].isin(FRACTIONS)
+    scale = share.map({True: 100.0, False: 1.0})
+    return table.assign(quantity=table["quantity"].where(~share, table["quantity"] + " (%)"),
+                        mean=table["mean"] * scale, std=table["std"] * scale)
+
+
+# Coordinates that count something (a block, a layer, blocks removed, a lag, a draw): whole
+# numbers, null where a row has none; ``downsampling`` is true or false, null where not asked.
+WHOLE = ("block", "layer", "removed", "lag", "draw")
+FLAGS = ("downsampling",)
+
+
+def typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """A probe table with its coordinates in their proper dtypes (nullable integers, booleans)."""
+    frame = frame.copy()
+    for column in WHOLE:
+        if column in frame:
+            frame[column] = frame[column].astype("Int64")
+    for column in FLAGS:
+        if column in frame:
+            frame[column] = frame[column].astype("boolean")
+    return frame
+
+
+def is_number(frame: pd.DataFrame) -> pd.Series:
+    """Which rows of a probe table are its summary numbers (the others are its curves)."""
+    names = {q for qs in NUMBERS.values() for q in qs}
+    return frame["quantity"].isin(names) & frame["kind"].isin(list(NUMBERS))
+
+
 def sweep_probe(out: str | Path, name: str | None, kind: str) -> pd.DataFrame:
     """The rows of probe ``kind`` of every run of the named (default: latest) sweep."""
     root, _, run_ids = sweep_runs(out, name)
