@@ -31,8 +31,9 @@ demo: install
 	$(BIN)/degrade plot
 	$(BIN)/degrade report
 
+# Spread over the cores by test file (a file's fixtures are built once, in one worker).
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 # The Ray launcher's test (a local Ray in a loopback-only network namespace; needs root).
 test-ray: $(RAY_VENV)/.installed
@@ -53,8 +54,11 @@ gpu-check:
 gpu-rehearsal: install
 	$(BIN)/python scripts/gpu_check.py --cpu
 
+# The gates CI runs before the tests (and .pre-commit-config.yaml on each commit).
 lint: install
-	$(BIN)/ruff check degrade tests hydra_plugins
+	$(BIN)/ruff check degrade tests hydra_plugins scripts
+	$(BIN)/ruff format --check degrade tests hydra_plugins scripts
+	$(BIN)/mypy
 
 # The documentation site (docs/, mkdocs.yml) into site/; any warning fails (the test suite builds it too).
 docs: install

@@ -48,7 +48,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` so that no reader sees half of it."""
-    atomic_write(path, lambda p: p.write_text(text))
+    atomic_write(path, lambda p: None if p.write_text(text) else None)
 
 
 def write_parquet_atomic(path: Path, frame: pd.DataFrame) -> None:

@@ -47,7 +47,7 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast: Any) -
     was_training = model.training
     model.train()
     try:
-        params = [w.weight for _, w, _ in layers]
+        params = [w.get_parameter("weight") for _, w, _ in layers]
         with autocast:
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
@@ -59,9 +59,9 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast: Any) -
             for k, v in model.named_buffers():
                 v.copy_(buffers[k])
         model.train(was_training)
-    norms = torch.stack([g.float().norm() for g in grads]).tolist()
-    resp = torch.stack([stds[i] for i in range(len(layers))]).tolist()
+    norms: list[float] = torch.stack([g.float().norm() for g in grads]).tolist()
+    responses: list[float] = torch.stack([stds[i] for i in range(len(layers))]).tolist()
     return [
-        {"layer": i + 1, "name": name, "grad_norm": norms[i], "response_std": resp[i]}
+        {"layer": i + 1, "name": name, "grad_norm": norms[i], "response_std": responses[i]}
         for i, (name, _, _) in enumerate(layers)
     ]

@@ -174,14 +174,16 @@ class Pool:
                 if not busy:  # every worker died and none could be fed
                     feed(self._start())
                 for key, _ in sel.select():
-                    w: _Worker = key.data
+                    w = key.data
                     done(w)
+                    index = w.job
+                    assert index is not None  # a worker the selector reports is running a job
                     try:
                         data = _receive(w.results)
                     except (EOFError, OSError):
                         code = w.proc.wait()
                         how = f"signal {-code}" if code < 0 else f"exit code {code}"
-                        outcomes[w.job] = Outcome(error=WorkerDied(f"a worker process ended ({how})"))  # type: ignore[index]
+                        outcomes[index] = Outcome(error=WorkerDied(f"a worker process ended ({how})"))
                         w.stop(wait=0.0)
                         if pending:
                             feed(self._start())
@@ -190,9 +192,10 @@ class Pool:
                         ok, payload = pickle.loads(data)
                     except Exception as e:  # noqa: BLE001 - e.g. an exception type that cannot be rebuilt
                         ok, payload = False, RuntimeError(f"a job's result could not be read back: {e}")
-                    outcomes[w.job] = Outcome(value=payload) if ok else Outcome(error=payload)  # type: ignore[index]
+                    outcome = Outcome(value=payload) if ok else Outcome(error=payload)
+                    outcomes[index] = outcome
                     if on_result is not None:
-                        on_result(w.job, outcomes[w.job])  # type: ignore[arg-type]
+                        on_result(index, outcome)
                     feed(w)
         finally:
             sel.close()

@@ -278,7 +278,8 @@ def export_format(fmt: str | None, to: str | Path | None) -> str:
     if fmt not in FORMATS:
         raise StoreError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if said is not None and said != fmt:
-        raise StoreError(f"--format {fmt} but {Path(to).name} names a {said} file; give a name that ends in "
+        named = Path(str(to)).name
+        raise StoreError(f"--format {fmt} but {named} names a {said} file; give a name that ends in "
                          f".{fmt}, or leave out --format")
     return fmt
 

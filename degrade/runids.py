@@ -36,9 +36,10 @@ def is_run_id(rid: object) -> bool:
 
 def identity_config(cfg: DictConfig) -> dict[str, Any]:
     """The part of a resolved config that decides a run's results."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    if not isinstance(plain, dict):
-        raise TypeError(f"a run config is a mapping, not {type(plain).__name__}")
+    container = OmegaConf.to_container(cfg, resolve=True)
+    if not isinstance(container, dict):
+        raise TypeError(f"a run config is a mapping, not {type(container).__name__}")
+    plain: dict[str, Any] = {str(k): v for k, v in container.items()}
     plain.pop("hydra", None)
     trainer = plain.get("trainer")
     if isinstance(trainer, dict) and trainer.get("precision") == "auto":

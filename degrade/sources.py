@@ -22,7 +22,7 @@ import numpy as np
 DATASETS = ("digits", "cifar10", "cifar100", "synthetic")
 
 # The standard python-pickle archives and their published MD5 sums.
-CIFAR = {
+CIFAR: dict[str, dict[str, Any]] = {
     "cifar10": {
         "archive": "cifar-10-python.tar.gz",
         "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
@@ -199,7 +199,7 @@ def _array_globals() -> dict[tuple[str, str], Any]:
                                           ("_codecs", "encode"): _latin1}
     for core in ("numpy.core", "numpy._core"):
         allowed[(f"{core}.multiarray", "_reconstruct")] = multiarray._reconstruct
-        allowed[(f"{core}.numeric", "_frombuffer")] = numeric._frombuffer  # protocol 5
+        allowed[(f"{core}.numeric", "_frombuffer")] = getattr(numeric, "_frombuffer")  # noqa: B009 - protocol 5; private
     return allowed
 
 

@@ -51,12 +51,12 @@ def sgd_update(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list
     Nothing here reads a value back to the host, so it can be captured in a CUDA graph.
     """
     if weight_decay:
-        grads = torch._foreach_add(grads, params, alpha=weight_decay)
+        grads = list(torch._foreach_add(grads, params, alpha=weight_decay))
     steps = grads
     if momentum:
         torch._foreach_mul_(bufs, momentum)
         torch._foreach_add_(bufs, grads)
-        steps = torch._foreach_add(grads, bufs, alpha=momentum) if nesterov else bufs
+        steps = list(torch._foreach_add(grads, bufs, alpha=momentum)) if nesterov else bufs
     torch._foreach_sub_(params, torch._foreach_mul(steps, lr))
 
 
@@ -109,7 +109,7 @@ class Step:
         if any(g is None for g in grads):
             raise RuntimeError("a parameter got no gradient; the tensor-lr update needs them all")
         with torch.no_grad():
-            sgd_update(self._params, grads, self._bufs, self.lr, *self._hyper)  # type: ignore[arg-type]
+            sgd_update(self._params, grads, self._bufs, self.lr, *self._hyper)
 
     # -- the public interface -----------------------------------------------------------------
 

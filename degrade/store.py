@@ -668,15 +668,14 @@ class RunDir:
         ``metrics.parquet`` lacks), by file name; empty when every file reads."""
         bad = []
         status: dict[str, Any] = {}
-        for name, read in (
-            ("status.json", lambda: self.read_status()),
-            ("config.yaml", lambda: read_config(self.config)),
-            ("layers.parquet", self.layers_table),
-        ):
+        try:
+            status = self.read_status()
+        except StoreError:
+            bad.append("status.json")
+        readers = (("config.yaml", lambda: read_config(self.config)), ("layers.parquet", self.layers_table))
+        for name, read in readers:
             try:
-                got = read()
-                if name == "status.json":
-                    status = got
+                read()
             except StoreError:
                 bad.append(name)
         try:

@@ -254,7 +254,9 @@ def _threads_per_job(launcher: DictConfig | None, runs: int) -> int:
     """Split this machine's cores between the jobs a local parallel launcher runs at once (every
     core for a job that runs alone, or for runs trained together: one computes at a time)."""
     cores = compute.usable_cores()
-    target = "" if launcher is None else str(launcher.get("_target_", ""))
+    if launcher is None:
+        return cores
+    target = str(launcher.get("_target_", ""))
     if "submitit" in target and launcher.get("cpus_per_task"):
         return int(launcher.cpus_per_task)  # what the scheduler gives each job
     if "joblib" not in target and "local_parallel" not in target:
@@ -504,7 +506,7 @@ def _run_together(configs: list[DictConfig], out: Path, name: str, at_once: int)
     ``job_steps`` as under a launcher (lock, skip what is done, resume). Hydra's own job runner
     keeps per-job state in process-wide singletons, so the validated configs are used directly.
     """
-    pending = deque()
+    pending: deque[tuple[int, DictConfig]] = deque()
     for k, cfg in enumerate(configs):
         cfg = copy.deepcopy(cfg)
         cfg.out, cfg.name = str(out), name

@@ -82,7 +82,7 @@ class Trainer:
         self.model = build_model(model_spec(cfg), self.data.in_shape, self.data.num_classes)
         self.model.to(self.acc.device)
         if fmt is not None and cfg.model.family == "cnn":
-            self.model.to(memory_format=fmt)
+            self.model.to(memory_format=fmt)  # type: ignore[call-overload]  # Module.to takes it; its stubs do not say
         o = cfg.optim
         self.opt = torch.optim.SGD(
             self.model.parameters(),

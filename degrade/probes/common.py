@@ -65,7 +65,7 @@ class Subject:
         model = build_model(model_spec(self.cfg), self.data.in_shape, self.data.num_classes)
         model.to(self.device)
         if _channels_last(self.cfg):
-            model.to(memory_format=torch.channels_last)
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to takes it
         if weights == "final":
             if self._final is None:
                 self._final = load_weights(RunDir(Path(self.cfg.out), self.run_id).checkpoint, self.device)
@@ -121,7 +121,7 @@ class DataCache:
     """Each dataset a sweep's runs name, loaded once and kept on each device it is asked for."""
 
     def __init__(self) -> None:
-        self.found: dict[tuple[str, str], Dataset] = {}
+        self.found: dict[tuple[str, str, str], Dataset] = {}
 
     def get(self, cfg: DictConfig, device: torch.device) -> Dataset:
         fmt = torch.channels_last if _channels_last(cfg) else None
@@ -167,18 +167,21 @@ def blocks(model: nn.Module) -> list[nn.Module]:
 
 def downsamples(block: nn.Module) -> bool:
     """Whether the block changes the shape of what flows through it (stride or width)."""
-    first = block.conv1 if hasattr(block, "conv1") else block.fc1
+    first = block.get_submodule("conv1" if hasattr(block, "conv1") else "fc1")
     if isinstance(first, nn.Conv2d):
         return first.stride != (1, 1) or first.in_channels != first.out_channels
+    assert isinstance(first, nn.Linear)
     return first.in_features != first.out_features
 
 
 def branch(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """F(x): what the block's layers add to its shortcut (before the addition and its ReLU)."""
-    first, second = (block.conv1, block.conv2) if hasattr(block, "conv1") else (block.fc1, block.fc2)
+    names = ("conv1", "conv2") if hasattr(block, "conv1") else ("fc1", "fc2")
+    first, second = (block.get_submodule(n) for n in names)
+    bn1, bn2 = block.get_submodule("bn1"), block.get_submodule("bn2")
     if block.pre:
-        return second(F.relu(block.bn2(first(F.relu(block.bn1(x))))))
-    return block.bn2(second(F.relu(block.bn1(first(x)))))
+        return second(F.relu(bn2(first(F.relu(bn1(x))))))
+    return bn2(second(F.relu(bn1(first(x)))))
 
 
 # --------------------------------------------------------------------------- files

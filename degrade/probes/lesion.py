@@ -32,7 +32,8 @@ class Lesioned(nn.Module):
 
     def __init__(self, block: nn.Module) -> None:
         super().__init__()
-        self.shortcut = block.shortcut
+        shortcut = getattr(block, "shortcut", None)
+        self.shortcut: nn.Module | None = shortcut if isinstance(shortcut, nn.Module) else None
         self.post = not block.pre
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -79,7 +80,8 @@ Pair = tuple[torch.Tensor, torch.Tensor]
 def measure_model(model: nn.Module, train: Pair, test: Pair, settings: dict[str, Any],
                   tick: Tick) -> list[dict[str, Any]]:
     """Errors of ``model`` with the blocks removed as described above (the model is put back)."""
-    seq = model.blocks
+    seq = model.get_submodule("blocks")
+    assert isinstance(seq, nn.Sequential)
     originals = list(seq)
     same, down = removable(model)
     rows: list[dict[str, Any]] = []

@@ -32,7 +32,9 @@ class RemainingSweeper(BasicSweeper):
         a second line beside the one degrade says about the failure.
         """
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
-        launch = self.launcher.launch
+        launcher = self.launcher
+        assert launcher is not None  # the basic sweeper's setup has made it
+        launch = launcher.launch
 
         def launch_raising(job_overrides: Any, initial_job_idx: int) -> Any:
             results = launch(job_overrides, initial_job_idx=initial_job_idx)
@@ -41,7 +43,7 @@ class RemainingSweeper(BasicSweeper):
                     raise r._return_value
             return results
 
-        self.launcher.launch = launch_raising  # type: ignore[method-assign]
+        launcher.launch = launch_raising  # type: ignore[method-assign]  # wrapping one instance's method
 
     def split_arguments(self, overrides: Any, max_batch_size: int | None) -> list[list[list[str]]]:  # type: ignore[override]
         """The basic sweeper's batches of jobs, less those whose runs are finished."""
