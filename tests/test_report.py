@@ -101,10 +101,10 @@ def test_no_call_on_runs_that_have_not_finished():
     assert "reproduced" not in v
 
 
-def _degrading(epochs: int, deep_final: float, deep_falling: float, shallow_final: float = 0.0) -> pd.DataFrame:
-    """Plain-20 and ResNet-20/56 flat at the end; plain-56 ends at ``deep_final``, still falling
-    by ``deep_falling`` per epoch."""
-    flat = curves([("plain", 20, 0, shallow_final), ("residual", 20, 0, 0.0), ("residual", 56, 0, 0.0)],
+def _degrading(epochs: int, deep_final: float, deep_falling: float) -> pd.DataFrame:
+    """Plain-20 and ResNet-20/56 flat at 0 % at the end; plain-56 ends at ``deep_final``, still
+    falling by ``deep_falling`` per epoch."""
+    flat = curves([("plain", 20, 0, 0.0), ("residual", 20, 0, 0.0), ("residual", 56, 0, 0.0)],
                   epochs=epochs)
     deep = curves([("plain", 56, 0, deep_final)], epochs=epochs, falling=deep_falling).assign(run_id="deep")
     return pd.concat([flat, deep], ignore_index=True)
@@ -114,7 +114,8 @@ def test_a_still_falling_plain_56_at_15_epochs_gets_the_papers_control():
     v = report.verdict(_degrading(15, 0.75, 0.02), default_epochs=15)
     assert v.startswith("Degradation reproduced")
     # How much it moved over its last epochs (2 of 15: the flatness window), and the control's option.
-    assert "plain-56 was still improving at the end: its training error moved 4.00 points over its last 2 epochs" in v
+    assert ("plain-56 was still improving at the end: its training error moved 4.00 points over its last "
+            "2 epochs") in v
     assert "run the same sweep with --epochs 45." in v
     assert v.endswith("This rests on one seed: check it with --seeds 0,1,2.")
 
