@@ -378,13 +378,13 @@ def control(metrics: pd.DataFrame, iterations: bool = False, default: int | None
     epochs = int(curve["epoch"].iloc[-1])
     k = min(flat_window(epochs), len(curve) - 1)
     fell = float(curve["train_error"].iloc[-1 - k] - curve["train_error"].iloc[-1])
-    moved = (f"its training error moved {100 * abs(fell):.2f} points over its last {k} "
+    moved = (f"training error moved {100 * abs(fell):.2f} points over its last {k} "
              f"epoch{'s' if k != 1 else ''}")
     if not iterations and default and epochs >= CONTROL_FACTOR * default:
         budget = f"At {epochs / default:.3g}x the default budget ({epochs} epochs against {default})"
         if plain.outcome == "worse":
             return (f" {budget} the degradation persisted, as in the paper's control; plain-{plain.deep}'s "
-                    f"{moved[4:]}.")
+                    f"{moved}.")
         return f" {budget} plain-{plain.deep} no longer trains worse: the degradation did not persist."
     if fell < FLAT or plain.outcome != "worse":  # only a gap can be "just slower"
         return ""
@@ -392,7 +392,7 @@ def control(metrics: pd.DataFrame, iterations: bool = False, default: int | None
         option = f"trainer.iterations={CONTROL_FACTOR * int(metrics['iteration'].max())}"
     else:
         option = f"--epochs {CONTROL_FACTOR * epochs}"
-    return (f" plain-{plain.deep} was still improving at the end: {moved}. Degraded, or just slower? "
+    return (f" plain-{plain.deep} was still improving at the end: its {moved}. Degraded, or just slower? "
             f"The paper's control trains {CONTROL_FACTOR}x as long: run the same sweep with {option}.")
 
 
