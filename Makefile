@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 comma := ,
 
-.PHONY: install demo test test-ray bench lint docs clean gpu-wheels gpu-check gpu-rehearsal
+.PHONY: install demo test test-ray bench lint docs docs-serve clean gpu-wheels gpu-check gpu-rehearsal
 
 # A venv at $(1) with torch and the project (editable) with the extras $(2).
 define make-venv
@@ -61,8 +61,13 @@ lint: install
 	$(BIN)/mypy
 
 # The documentation site (docs/, mkdocs.yml) into site/; any warning fails (the test suite builds it too).
+# NO_MKDOCS_2_WARNING: the theme's end-of-life banner is news about the theme, not about these pages.
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
+# The site at http://127.0.0.1:8000, rebuilt as the pages change.
+docs-serve: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
 clean:
-	rm -rf $(VENV) $(RAY_VENV) outputs .gpu-site site
+	rm -rf $(VENV) $(RAY_VENV) outputs .gpu-site site .cache

@@ -259,6 +259,10 @@ def expand_overrides(overrides: list[str]) -> list[list[str]]:
         try:
             parsed.extend(parser.parse_overrides([text]))
         except HydraException as e:
+            if re.fullmatch(r"[0-9.,]+", text.strip()):
+                # `--depths 8 20`: the shell split a list the flag takes as one word.
+                raise ConfigError(f"bad override {text!r}: a list is one word with commas, e.g. "
+                                  "--depths 8,20 or --seeds 0,1 (an override is key=value)") from None
             raise ConfigError(f"bad override {text!r}: {one_line(e)}") from None
     seen: dict[str, str] = {}
     for text, o in zip(overrides, parsed, strict=True):

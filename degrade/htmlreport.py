@@ -28,12 +28,13 @@ PROBE_CAPTIONS = {
     "landscape": "Probe: the training loss around the final weights along two filter-normalised random "
                  "directions (Li et al. 2018): the deepest plain net beside the ResNet of its depth, one "
                  "colour scale; below, the 1-D slices of every depth.",
-    "lesion": "Probe: error when blocks are removed at test time (Veit et al. 2016), against the number "
-              "removed; triangles: a down-sampling block removed alone.",
+    "lesion": "Probe: training (bold) and test (dashed) error when blocks are removed at test time (Veit et "
+              "al. 2016), against the number removed; triangles: a down-sampling block removed alone.",
     "gradcorr": "Probe: correlation of input gradients against distance along a line between two training "
                 "images (Balduzzi et al. 2017), at initialisation (dotted) and after training (solid).",
     "identity": "Probe: each block's distance from the identity, ‖F(x)‖/‖x‖ (ResNet) and "
-                "‖block(x) − x‖/‖x‖ (plain), at initialisation (dotted) and after training (solid).",
+                "‖block(x) − x‖/‖x‖ (plain), two ratios on two axes, at initialisation (dotted) and after "
+                "training (solid).",
 }
 
 _CSS = """
@@ -116,7 +117,7 @@ def _summary(sweep: report.Sweep, table: pd.DataFrame) -> str:
 def _figures(sweep: report.Sweep) -> str:
     layers = plot.sweep_layers(sweep)
     wanted: list[tuple[str, dict[str, Any], str]] = [
-        ("curves", {}, "Training (dashed) and test (bold) error by epoch, one colour per depth."),
+        ("curves", {}, "Training (bold, solid) and test (thin, dashed) error by epoch, a colour per depth."),
         ("depth", {}, "Final error against depth: a rising plain line is the degradation."),
     ]
     for key in sweep.keys:
@@ -133,7 +134,7 @@ def _figures(sweep: report.Sweep) -> str:
                for kind in tables.kinds_present(sweep.out, list(sweep.metrics["run_id"].unique()))]
     parts = []
     for i, (kind, args, caption) in enumerate(wanted):
-        fig = plot.draw(kind, sweep, layers=layers, **args)
+        fig = plot.draw(kind, sweep, layers=layers, verdict=False, **args)  # the page says it at the top
         svg = plot.inline_svg(fig, prefix=f"f{i}-")
         parts.append(f'<figure id="figure-{kind}{i}">{svg}<figcaption>{_e(caption)}</figcaption></figure>')
     if layers.empty:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import itertools
 import re
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,8 @@ from degrade.probes.settings import NAMES as PROBE_KINDS  # noqa: E402
 
 FORMATS = ("png", "svg", "pdf")
 KINDS = ("curves", "depth", "grid", "gradients", "responses", *PROBE_KINDS)
-# Legend labels as the paper writes them (plain-20, ResNet-20), and one name for each panel.
-TITLES = {"plain": "plain", "residual": "ResNet"}
-PANELS = {"plain": "plain networks", "residual": "residual networks (ResNet)"}
-VARIANT_COLOURS = {"plain": "tab:red", "residual": "tab:blue"}
+TITLES, PANELS = figstyle.TITLES, figstyle.PANELS
 AXIS_LABELS = {"depth": "depth (weight layers)"}
-VERDICT_WIDTH = 110  # characters per line of the verdict in a figure's title
 
 
 class PlotError(ValueError):
@@ -60,10 +55,11 @@ def _mean_band(frame: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def curves(metrics: pd.DataFrame, title: str = "", keys: list[str] | None = None) -> plt.Figure:
-    """The paper's Fig. 6 look: plain beside residual, train error thin and dashed, test bold.
+    """The paper's Fig. 6 look in the figures' one language (``figstyle``): plain beside residual,
+    one colour per depth, training error bold and solid, test error thin and dashed.
 
-    One colour per depth; with several seeds each line is the mean, with a band of one std.
-    One row of panels per combination of the settings ``keys``.
+    With several seeds each line is the mean, with a band of one std. One row of panels per
+    combination of the settings ``keys``.
     """
     variants = figstyle.variants(metrics)
     settings = _settings(metrics, keys or [])
@@ -79,13 +75,14 @@ def curves(metrics: pd.DataFrame, title: str = "", keys: list[str] | None = None
                 runs = part[part["depth"] == depth]
                 colour = colours[depth]
                 diverged = "state" in runs and (runs.groupby("run_id")["state"].first() == "diverged").all()
-                for column, style, width in (("train_error", "--", 1.0), ("test_error", "-", 2.2)):
+                # Test first, so the training line is drawn over it.
+                for column, style in (("test_error", figstyle.TEST), ("train_error", figstyle.TRAIN)):
                     band = _mean_band(runs, column)
                     label = None
-                    if column == "test_error":
-                        label = f"{TITLES[variant]}-{depth}" + (" (diverged)" if diverged else "")
-                    ax.plot(band["epoch"], band["mean"] * 100, style, lw=width, color=colour,
-                            label=label, marker="x" if diverged else None, markevery=[-1])
+                    if column == "train_error":
+                        label = figstyle.name(variant, depth) + (" (diverged)" if diverged else "")
+                    ax.plot(band["epoch"], band["mean"] * 100, color=colour, label=label,
+                            marker="x" if diverged else None, markevery=[-1], **style)
                     if runs["seed"].nunique() > 1:
                         ax.fill_between(band["epoch"], (band["mean"] - band["std"]) * 100,
                                         (band["mean"] + band["std"]) * 100, color=colour, alpha=0.15)
@@ -93,7 +90,7 @@ def curves(metrics: pd.DataFrame, title: str = "", keys: list[str] | None = None
             ax.set_xlabel("epoch")
             ax.set_ylim(0, top)
             ax.grid(alpha=0.3)
-            ax.legend(title="bold: test, dashed: train", fontsize=8, title_fontsize=8)
+            figstyle.legend(ax, figstyle.train_test_proxies())
         row[0].set_ylabel("error (%)")
     if title:
         fig.suptitle(title, fontsize=10)
@@ -101,50 +98,59 @@ def curves(metrics: pd.DataFrame, title: str = "", keys: list[str] | None = None
     return fig
 
 
-def _band(ax: plt.Axes, x, mean, std, colour, label: str | None, style: str = "-",
-          marker: str | None = None) -> None:
-    ax.plot(x, mean, style, color=colour, label=label, marker=marker, ms=4)
+def _band(ax: plt.Axes, x, mean, std, colour, label: str | None, style: dict[str, Any] | None = None,
+          marker: str | None = None, **more: Any) -> None:
+    ax.plot(x, mean, color=colour, label=label, marker=marker, ms=5, **{**(style or figstyle.FINAL), **more})
     if (std > 0).any():
         ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.2)
 
 
 def depth(metrics: pd.DataFrame, title: str = "", keys: list[str] | None = None) -> plt.Figure:
-    """Final training error against depth, plain and residual: the degradation at a glance.
+    """Final error against depth, plain beside residual: the degradation at a glance.
 
-    Each point is the mean over seeds of a run's last epoch, with a band of one std;
+    Each point is the mean over seeds of a run's last epoch (coloured by its depth, as in every
+    figure), with a band of one std; training error bold and solid, test error thin and dashed;
     diverged runs are left out. Where the runs train what He et al. (2015) trained (CIFAR-10,
-    ResNet, option A), the published test errors of their Table 6 are marked. One panel per
-    combination of the settings ``keys``.
+    ResNet, option A), the published test errors of their Table 6 are marked. One row of panels
+    per combination of the settings ``keys``.
     """
     last = report.final_rows(metrics)
     if "state" in last:
         last = last[last["state"] != "diverged"]
+    variants = figstyle.variants(metrics)
     settings = _settings(last, keys or []) if not last.empty else [("", last)]
-    fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 4.2), sharey=True, squeeze=False)
-    for ax, (setting, part_all) in zip(axes[0], settings, strict=True):
-        for variant in ("plain", "residual"):
-            part = part_all[part_all["variant"] == variant]
-            if part.empty:
-                continue
-            g = part.groupby("depth")
-            for column, style in (("train_error", "-"), ("test_error", ":")):
-                mean, std = g[column].mean() * 100, g[column].std().fillna(0) * 100
-                label = f"{TITLES[variant]}, {'train' if column == 'train_error' else 'test'}"
-                _band(ax, mean.index, mean, std, VARIANT_COLOURS[variant], label, style, marker="o")
+    colours = figstyle.depth_colours(sorted(metrics["depth"].unique()))
+    fig, axes = plt.subplots(len(settings), len(variants), figsize=(5.2 * len(variants), 4.2 * len(settings)),
+                             sharey=True, squeeze=False)
+    for row, (setting, part_all) in zip(axes, settings, strict=True):
         paper = report.published_errors(part_all)
-        if paper:
-            ds = sorted(paper)
-            ax.plot(ds, [100 * paper[d] for d in ds], "*", color="black", ms=9, ls="none",
-                    label="He et al. 2015, Table 6\n(CIFAR-10 test)")
-        ax.set_xlabel(AXIS_LABELS["depth"])
-        ax.set_ylim(bottom=0)
-        ax.set_xticks(sorted(part_all["depth"].unique()))
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:  # every run diverged: nothing to name
-            ax.legend(fontsize=8)
-        if setting:
-            ax.set_title(setting, fontsize=10)
-    axes[0][0].set_ylabel("final error (%)")
+        for ax, variant in zip(row, variants, strict=True):
+            part = part_all[part_all["variant"] == variant]
+            g = part.groupby("depth")
+            for column, style, hollow in (("test_error", figstyle.TEST, True),
+                                          ("train_error", figstyle.TRAIN, False)):
+                if part.empty:
+                    break
+                mean, std = g[column].mean() * 100, g[column].std().fillna(0) * 100
+                _band(ax, mean.index, mean, std, figstyle.NEUTRAL, None, style)
+                face = [("white" if hollow else colours[d]) for d in mean.index]
+                ax.scatter(mean.index, mean, s=42, c=face, edgecolors=[colours[d] for d in mean.index],
+                           linewidths=1.5, zorder=3)
+            for d in sorted(part["depth"].unique()):  # one legend entry per depth, in its colour
+                ax.plot([], [], "o", color=colours[d], label=figstyle.name(variant, d))
+            if paper and variant == "residual":
+                ds = sorted(paper)
+                ax.plot(ds, [100 * paper[d] for d in ds], "*", color="black", ms=9, ls="none",
+                        label="He et al. 2015, Table 6\n(CIFAR-10 test)")
+            ax.set_xlabel(AXIS_LABELS["depth"])
+            ax.set_ylim(bottom=0)
+            if not part_all.empty:
+                ax.set_xticks(sorted(part_all["depth"].unique()))
+            ax.grid(alpha=0.3)
+            ax.set_title(_panel_title(variant, setting), fontsize=10)
+            figstyle.legend(ax, [figstyle.proxy(figstyle.TRAIN, "training error", marker="o"),
+                                 figstyle.proxy(figstyle.TEST, "test error", marker="o", mfc="white")])
+        row[0].set_ylabel("final error (%)")
     fig.suptitle(title or "final error against depth", fontsize=10)
     fig.tight_layout()
     return fig
@@ -223,7 +229,8 @@ def _per_layer(layers: pd.DataFrame, column: str, ylabel: str, epochs: list[int]
     all_epochs = sorted(layers["epoch"].unique())
     chosen = [e for e in (epochs or [all_epochs[-1]]) if e in all_epochs] or [all_epochs[-1]]
     colours = figstyle.depth_colours(sorted(layers["depth"].unique()))
-    styles = ["-", "--", ":", "-."]
+    # Earlier epochs dotted (and dash-dot), the last one solid: "start" and "end" as in the probes.
+    styles = [*figstyle.EARLIER[: len(chosen) - 1], figstyle.FINAL] if len(chosen) <= 3 else None
     fig, axes = plt.subplots(len(settings), len(variants), figsize=(5.2 * len(variants), 4.2 * len(settings)),
                              sharey=True, squeeze=False)
     for row, (setting, rows) in zip(axes, settings, strict=True):
@@ -234,13 +241,14 @@ def _per_layer(layers: pd.DataFrame, column: str, ylabel: str, epochs: list[int]
                     sel = part[(part["depth"] == d) & (part["epoch"] == e)]
                     if sel.empty:
                         continue
-                    label = f"{TITLES[variant]}-{d}" + (f", epoch {e}" if len(chosen) > 1 else "")
-                    style = styles[k % len(styles)]
+                    label = figstyle.name(variant, d) + (f", epoch {e}" if len(chosen) > 1 else "")
+                    fade = 0.3 + 0.7 * k / max(len(chosen) - 1, 1)  # many epochs: later is darker
+                    style = styles[k] if styles else {**figstyle.FINAL, "alpha": fade}
                     if log:
                         # Mean and spread of log values: a band that stays positive on a log axis.
                         g = np.log10(sel[column].clip(lower=1e-12)).groupby(sel["layer"])
                         m, sd = g.mean(), g.std().fillna(0)
-                        ax.plot(m.index, 10**m, style, color=colours[d], label=label)
+                        ax.plot(m.index, 10**m, color=colours[d], label=label, **style)
                         if (sd > 0).any():
                             ax.fill_between(m.index, 10 ** (m - sd), 10 ** (m + sd), color=colours[d],
                                             alpha=0.2)
@@ -252,7 +260,7 @@ def _per_layer(layers: pd.DataFrame, column: str, ylabel: str, epochs: list[int]
             if log:
                 ax.set_yscale("log")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+            figstyle.legend(ax)
         row[0].set_ylabel(ylabel)
     fig.suptitle(f"{title} (epoch {', '.join(map(str, chosen))})", fontsize=10)
     fig.tight_layout()
@@ -287,26 +295,33 @@ def sweep_layers(sweep: report.Sweep) -> pd.DataFrame:
 
 
 def draw(kind: str, sweep: report.Sweep, epochs: list[int] | None = None, x: str = "depth",
-         y: str | None = None, layers: pd.DataFrame | None = None) -> plt.Figure:
+         y: str | None = None, layers: pd.DataFrame | None = None, verdict: bool = True) -> plt.Figure:
     """The figure ``kind`` (one of KINDS) of ``sweep``, titled with what the sweep trained.
 
     ``epochs``: which epochs the per-layer figures show (default: the last). ``x``/``y``: the
     grid's axes (``y`` defaults to the one setting the sweep varied). ``layers``: the per-layer
-    rows when already read. PlotError when the sweep cannot give this figure.
+    rows when already read. ``verdict``: the figures of errors carry the verdict under their
+    panels (a page that says it above them passes False). PlotError when the sweep cannot give
+    this figure.
     """
     if kind not in KINDS:
         raise PlotError(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
     title = f"sweep {sweep.name}: {report.describe(sweep)}"
     keys = sweep.keys
-    # The figures of final errors carry the verdict in the words summary and report use.
-    said = "\n".join(textwrap.fill(v, VERDICT_WIDTH) for v in report.sweep_verdicts(sweep))
-    if kind == "curves":
-        return curves(sweep.metrics, title=f"{title}\n{said}", keys=keys)
-    if kind == "depth":
-        return depth(sweep.metrics, title=f"{title}\nfinal error against depth\n{said}", keys=keys)
-    if kind == "grid":
-        x, y = grid_axes(sweep, x, y)
-        return grid(sweep.metrics, x, y, keys=keys, title=f"{title}\nfinal training error\n{said}")
+    # The figures of errors carry the verdict in the words summary and report use, below the
+    # panels, and the one caption of the figures' language.
+    said = [*(report.sweep_verdicts(sweep) if verdict else []), figstyle.CAPTION]
+    if kind in ("curves", "depth", "grid"):
+        if kind == "curves":
+            fig = curves(sweep.metrics, title=title, keys=keys)
+        elif kind == "depth":
+            fig = depth(sweep.metrics, title=f"{title}\nfinal error against depth", keys=keys)
+        else:
+            x, y = grid_axes(sweep, x, y)
+            fig = grid(sweep.metrics, x, y, keys=keys, title=f"{title}\nfinal training error")
+            said = said[:-1]  # a map of training error only: no lines to explain
+        figstyle.footer(fig, said)
+        return fig
     if kind in PROBE_KINDS:
         return probe_figure(kind, sweep, title)
     layers = sweep_layers(sweep) if layers is None else layers
@@ -326,7 +341,7 @@ def probe_figure(kind: str, sweep: report.Sweep, title: str) -> plt.Figure:
         raise PlotError(f"sweep {sweep.name!r} has no {kind} probes; run `degrade probe --kind {kind}` first")
     if settings is not None:
         title += "\n(the first setting: " + ", ".join(sweep.keys) + " varied)"
-    return probeplot.draw(kind, frame, f"{title}\n{kind}")
+    return probeplot.draw(kind, frame, title)
 
 
 def grid_axes(sweep: report.Sweep, x: str, y: str | None) -> tuple[str, str]:

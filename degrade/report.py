@@ -341,6 +341,69 @@ def convergence(metrics: pd.DataFrame, iterations: bool = False) -> str | None:
     return f"Not converged: train longer ({_longer(metrics, iterations, far)}); " + "; ".join(reasons) + "."
 
 
+# --------------------------------------------------------------------------- the paper's 3x control
+
+# He et al. (2015, section 4.1) answer "degraded, or just slower?" by training the plain nets three
+# times as long: "more training iterations (3x) and still observed the degradation problem".
+CONTROL_FACTOR = 3
+
+
+@functools.cache
+def default_epochs(dataset: str) -> int | None:
+    """The epochs a run on ``dataset`` trains when nothing else is asked (the shipped configs);
+    None when that cannot be composed here."""
+    from degrade.config import ConfigError, compose_run  # Hydra: only when a verdict asks
+
+    try:
+        return int(compose_run([f"data={dataset}"], pin=False).trainer.epochs)
+    except (ConfigError, ValueError, TypeError):
+        return None
+
+
+def _deepest_plain(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The deepest plain net's training error by epoch, the mean over its (not diverged) seeds."""
+    rows = metrics[(metrics["variant"] == "plain") & metrics["train_error"].notna()]
+    if "state" in rows:
+        rows = rows[rows["state"] != "diverged"]
+    if rows.empty:
+        return rows
+    rows = rows[rows["depth"] == rows["depth"].max()]
+    return rows.groupby("epoch", sort=True)["train_error"].mean().reset_index()
+
+
+def control(metrics: pd.DataFrame, iterations: bool = False, default: int | None = None) -> str:
+    """What the verdict adds about the paper's 3x control, or "" when there is nothing to add.
+
+    When the sweep trained at least CONTROL_FACTOR times ``default`` epochs (the dataset's default
+    budget), the control has been run: say whether plain nets still degrade at that budget. Else,
+    when the deepest plain net's training error still fell by FLAT or more over its last
+    ``flat_window`` epochs, say how much and give the option that runs the control.
+    """
+    curve = _deepest_plain(metrics)
+    plain = _compare(summarize(metrics), "plain")
+    if len(curve) < 2 or plain is None:
+        return ""
+    epochs = int(curve["epoch"].iloc[-1])
+    k = min(flat_window(epochs), len(curve) - 1)
+    fell = float(curve["train_error"].iloc[-1 - k] - curve["train_error"].iloc[-1])
+    moved = (f"training error moved {100 * abs(fell):.2f} points over its last {k} "
+             f"epoch{'s' if k != 1 else ''}")
+    if not iterations and default and epochs >= CONTROL_FACTOR * default:
+        budget = f"At {epochs / default:.3g}x the default budget ({epochs} epochs against {default})"
+        if plain.outcome == "worse":
+            return (f" {budget} the degradation persisted, as in the paper's control; plain-{plain.deep}'s "
+                    f"{moved}.")
+        return f" {budget} plain-{plain.deep} no longer trains worse: the degradation did not persist."
+    if fell < FLAT or plain.outcome != "worse":  # only a gap can be "just slower"
+        return ""
+    if iterations and "iteration" in metrics:
+        option = f"trainer.iterations={CONTROL_FACTOR * int(metrics['iteration'].max())}"
+    else:
+        option = f"--epochs {CONTROL_FACTOR * epochs}"
+    return (f" plain-{plain.deep} was still improving at the end: its {moved}. Degraded, or just slower? "
+            f"The paper's control trains {CONTROL_FACTOR}x as long: run the same sweep with {option}.")
+
+
 # --------------------------------------------------------------------------- the verdict
 
 
@@ -378,12 +441,13 @@ def _seeds_note(table: pd.DataFrame) -> str:
     return f" This rests on one seed: check it with {SEEDS_HINT}."
 
 
-def verdict(metrics: pd.DataFrame, iterations: bool = False) -> str:
+def verdict(metrics: pd.DataFrame, iterations: bool = False, default_epochs: int | None = None) -> str:
     """One line on one setting's per-epoch metrics: have the runs trained, and if so, does
-    deeper plain train worse, and does residual avoid it?
+    deeper plain train worse, does residual avoid it, and what does the paper's 3x control say?
 
     ``iterations``: the runs train ``trainer.iterations`` rather than epochs (for the hint).
-    See ``verdicts`` for a sweep that varied more than depth.
+    ``default_epochs``: the dataset's default budget, which tells whether the runs are the 3x
+    control (see ``control``). See ``verdicts`` for a sweep that varied more than depth.
     """
     table = summarize(metrics)
     if table.empty:
@@ -397,7 +461,9 @@ def verdict(metrics: pd.DataFrame, iterations: bool = False) -> str:
     if unconverged is not None:
         return unconverged
     line = _call(table)
-    return line + _seeds_note(table) if line.startswith(_CALLS) else line
+    if not line.startswith(_CALLS):
+        return line
+    return line + control(metrics, iterations, default_epochs) + _seeds_note(table)
 
 
 def _unfinished(metrics: pd.DataFrame) -> str | None:
@@ -418,19 +484,22 @@ _CALLS = ("Degradation reproduced", "Both degrade", "No degradation", "Only ")
 
 
 def verdicts(metrics: pd.DataFrame, by: list[str] | tuple[str, ...] = (),
-             iterations: bool = False) -> list[str]:
+             iterations: bool = False, default_epochs: int | None = None) -> list[str]:
     """One verdict per combination of the settings ``by`` (just one line when ``by`` is empty)."""
     if not by or metrics.empty:
-        return [verdict(metrics, iterations)]
+        return [verdict(metrics, iterations, default_epochs)]
     lines = []
     for values, part in metrics.groupby(list(by), dropna=False, sort=True):
         values = values if isinstance(values, tuple) else (values,)
         setting = ", ".join(f"{k}={show(v)}" for k, v in zip(by, values, strict=True))
-        lines.append(f"{setting}: {verdict(part, iterations)}")
+        lines.append(f"{setting}: {verdict(part, iterations, default_epochs)}")
     return lines
 
 
 def sweep_verdicts(sweep: Sweep) -> list[str]:
     """The verdicts of ``sweep``, as summary, report and figures all say them."""
     iterations = any(c.get("trainer", {}).get("iterations") is not None for c in sweep.configs.values())
-    return verdicts(sweep.metrics, sweep.keys, iterations)
+    datasets = {str(c.data.name) for c in sweep.configs.values() if c.get("data", {}).get("name")}
+    # One dataset: its default budget says whether this sweep is the 3x control.
+    default = default_epochs(datasets.pop()) if len(datasets) == 1 else None
+    return verdicts(sweep.metrics, sweep.keys, iterations, default)

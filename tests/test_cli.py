@@ -91,6 +91,8 @@ BAD = [
     (["sweep", "data=imagenet"], "unknown data option 'imagenet'"),
     (["sweep", "model=transformer"], "unknown model option 'transformer'"),
     (["sweep", "optim.lr=[0.1"], "bad override"),
+    (["sweep", "--depths", "8", "20"], "bad override '20': a list is one word with commas, e.g. "
+                                       "--depths 8,20"),
     (["sweep", "optim.lrr=0.1"], "unknown config key 'optim.lrr'"),
     (["sweep", "hydra/launcher=warp"], "unknown hydra/launcher option 'warp'"),
     (["sweep", "--device", "cuda"], "no CUDA GPU"),

@@ -128,3 +128,39 @@ def test_the_site_builds_without_a_warning(tmp_path: Path):
     assert done.returncode == 0, done.stderr
     assert "WARNING" not in done.stderr, done.stderr
     assert (tmp_path / "site" / "index.html").is_file()
+
+
+NOTEBOOK = ROOT / "docs" / "notebook.ipynb"
+NO_DEV = "the dev extra is not installed (pip install -e '.[dev]')"
+
+
+def test_the_notebook_is_saved_without_outputs():
+    nbformat = pytest.importorskip("nbformat", reason=NO_DEV)
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(not c.outputs and c.execution_count is None for c in code)
+
+
+@pytest.mark.slow
+def test_the_notebook_runs_against_the_default_sweep(default_sweep: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch):
+    nbformat = pytest.importorskip("nbformat", reason=NO_DEV)
+    nbclient = pytest.importorskip("nbclient", reason=NO_DEV)
+    shutil.copytree(default_sweep, tmp_path / "outputs")
+    # What the notebook says it needs besides the sweep: its lesion probe.
+    done = subprocess.run([*_degrade(), "probe", "--kind", "lesion"], cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    # The kernel is this interpreter (its venv's degrade), started in the folder that holds outputs/.
+    monkeypatch.setenv("PATH", _env()["PATH"])
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    said = "\n".join(o.get("text", "") or str(o.get("data", {}).get("text/plain", ""))
+                     for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    # The pivot, the verdict, the probes beside the errors and the user's own question all answered.
+    assert "Degradation reproduced" in said or "No degradation" in said or "Not converged" in said
+    assert "test error, one block removed" in said and "optim.lr" in said
+    assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]

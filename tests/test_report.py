@@ -99,3 +99,56 @@ def test_no_call_on_runs_that_have_not_finished():
     v = report.verdict(m)
     assert v.startswith("Not finished: 1 of 4 runs are interrupted; no call until they finish")
     assert "reproduced" not in v
+
+
+def _degrading(epochs: int, deep_final: float, deep_falling: float) -> pd.DataFrame:
+    """Plain-20 and ResNet-20/56 flat at 0 % at the end; plain-56 ends at ``deep_final``, still
+    falling by ``deep_falling`` per epoch."""
+    flat = curves([("plain", 20, 0, 0.0), ("residual", 20, 0, 0.0), ("residual", 56, 0, 0.0)],
+                  epochs=epochs)
+    deep = curves([("plain", 56, 0, deep_final)], epochs=epochs, falling=deep_falling).assign(run_id="deep")
+    return pd.concat([flat, deep], ignore_index=True)
+
+
+def test_a_still_falling_plain_56_at_15_epochs_gets_the_papers_control():
+    v = report.verdict(_degrading(15, 0.75, 0.02), default_epochs=15)
+    assert v.startswith("Degradation reproduced")
+    # How much it moved over its last epochs (2 of 15: the flatness window), and the control's option.
+    assert ("plain-56 was still improving at the end: its training error moved 4.00 points over its last "
+            "2 epochs") in v
+    assert "run the same sweep with --epochs 45." in v
+    assert v.endswith("This rests on one seed: check it with --seeds 0,1,2.")
+
+
+def test_a_flat_plain_56_gets_no_control_note():
+    v = report.verdict(_degrading(15, 0.75, 0.004), default_epochs=15)
+    assert v.startswith("Degradation reproduced") and "still improving" not in v and "3x" not in v
+
+
+def test_the_control_counts_from_the_sweeps_own_epochs_and_iterations():
+    assert "--epochs 60." in report.verdict(_degrading(20, 0.75, 0.02))
+    assert "trainer.iterations=450." in report.verdict(_degrading(15, 0.75, 0.02), iterations=True)
+
+
+def test_at_3x_the_budget_the_verdict_says_the_degradation_persisted():
+    v = report.verdict(_degrading(45, 0.358, 0.0), default_epochs=15)
+    assert v.startswith("Degradation reproduced")
+    assert "(train error 35.80 % vs 0.00 %)" in v
+    assert ("At 3x the default budget (45 epochs against 15) the degradation persisted, as in the paper's "
+            "control; plain-56's training error moved 0.00 points over its last 5 epochs.") in v
+    assert "still improving" not in v
+
+
+def test_at_3x_the_budget_the_verdict_says_when_the_degradation_did_not_persist():
+    v = report.verdict(_degrading(45, 0.01, 0.0), default_epochs=15)
+    assert v.startswith("No degradation")
+    assert ("At 3x the default budget (45 epochs against 15) plain-56 no longer trains worse: the "
+            "degradation did not persist.") in v
+    assert "persisted" not in v
+    # Short of 3x it is no control, whatever the epochs.
+    assert "default budget" not in report.verdict(_degrading(44, 0.01, 0.0), default_epochs=15)
+
+
+def test_the_default_budget_is_the_shipped_configs():
+    assert report.default_epochs("digits") == 15
+    assert report.default_epochs("no-such-data") is None
