@@ -180,11 +180,27 @@ def _reporter() -> RichReporter | QuietReporter:
     return RichReporter() if err_console.is_terminal else QuietReporter()
 
 
-def _print_summary(out: str, name: str | None) -> None:
+def _say_default(out: str, name: str | None) -> None:
+    """The first line of a command that reads the default sweep: which one it is, and why."""
+    if name is not None:
+        return
+    from degrade import store
+
+    root = store.store_root(out)
+    latest = store.latest_sweep(root)
+    if latest is not None:
+        why = "pinned by `degrade use`" if store.latest_pinned(root) else "the latest started"
+        line = f"sweep {latest} ({why}; --sweep NAME reads another)"
+        err_console.print(line, markup=False, highlight=False)
+
+
+def _print_summary(out: str, name: str | None, say_default: bool = False) -> None:
     from degrade import report, results
 
     results_sweep = results.open_store(out).sweep(name)
     data = results_sweep.loaded
+    if say_default:
+        _say_default(out, name)
     table = results_sweep.summary()
     multi = bool((table["seeds"] > 1).any())
     paper = bool(table["paper_test_error"].notna().any())
@@ -234,7 +250,7 @@ def sweep(
     """
     from degrade.sweep import SweepSpec, run_sweep
 
-    def go() -> None:
+    def go() -> int:
         spec = SweepSpec(
             depths=_int_list(depths, "--depths"),
             variants=_str_list(variants) if variants is None or variants.strip() else [],
@@ -244,11 +260,17 @@ def sweep(
         )
         with _reporter() as rep:
             result = run_sweep(spec, rep)
-        states = {}
+        states: dict[str, int] = {}
         for r in result.runs:
             states[r.state] = states.get(r.state, 0) + 1
         counts = ", ".join(f"{n} {s}" for s, n in states.items())
         print(f"sweep {result.name}: {len(result.runs)} runs ({counts}) -> {result.folder}")
+        from degrade import store
+
+        default = store.latest_sweep(result.out)
+        if default != result.name and store.latest_pinned(result.out):
+            err_console.print(f"note: the default sweep stays {default} (pinned by `degrade use`); "
+                              f"--sweep {result.name} reads this one", markup=False, highlight=False)
         for r in result.runs:
             if r.state == "failed":
                 err_console.print(f"error: run {r.run_id} failed: {r.error}", markup=False, highlight=False)
@@ -344,7 +366,9 @@ def plot(
         with store.writing(folder):
             return plots.save(fig, folder, kind, formats)
 
-    for path in _guard(go):
+    paths = _guard(go)
+    _guard(lambda: _say_default(out, sweep))
+    for path in paths:
         print(path)
 
 
@@ -359,7 +383,7 @@ def summary(
 
     Mean ± std over seeds, in %; for the he2016 presets, the paper's Table 6 beside ours.
     """
-    _guard(lambda: _print_summary(out, sweep))
+    _guard(lambda: _print_summary(out, sweep, say_default=True))
     if probes:
         _guard(lambda: _print_probe_numbers(out, sweep))
 
@@ -409,6 +433,7 @@ def probe(
         from degrade.probes import planning
 
         plan = planning.plan_asked(out, sweep, _str_list(kind), list(overrides or []))
+        _say_default(out, sweep)
         for rid, why in plan.unfinished.items():
             err_console.print(f"warning: run {rid} not probed: {why}", markup=False, highlight=False)
         todo = plan.todo
@@ -436,6 +461,31 @@ def probe(
           + (f", {len(plan.todo) - len(measured)} not measured" if len(plan.todo) > len(measured) else ""))
 
 
+@app.command()
+def use(
+    name: Annotated[str | None, typer.Argument(help="The sweep to read by default.", show_default=False)]
+    = None,
+    out: OutOption = "outputs",
+    unpin: Annotated[bool, typer.Option("--unpin", help="Let the next sweep started be the default again.")]
+    = False,
+) -> None:
+    """Choose the sweep that commands read by default.
+
+    By default they read the sweep last started. `degrade use NAME` pins NAME instead: sweeps
+    started afterwards (side runs) leave it, until `degrade use --unpin` or another `use`.
+    """
+    from degrade import store
+
+    def go() -> str:
+        if unpin == (name is not None):
+            raise UserError("give a sweep name to pin, or --unpin (not both)")
+        return store.use_sweep(out, name)
+
+    chosen = _guard(go)
+    print(f"sweep {chosen} is the default (the next sweep started takes over)" if unpin
+          else f"sweep {chosen} is the default; sweeps started later leave it (degrade use --unpin)")
+
+
 @app.command("report")
 def report_page(sweep: SweepOption = None, out: OutOption = "outputs") -> None:
     """Write the sweep's report.html, one file to share.
@@ -444,7 +494,9 @@ def report_page(sweep: SweepOption = None, out: OutOption = "outputs") -> None:
     """
     from degrade import htmlreport
 
-    print(_guard(lambda: htmlreport.write(out, sweep)))
+    page = _guard(lambda: htmlreport.write(out, sweep))
+    _guard(lambda: _say_default(out, sweep))
+    print(page)
 
 
 @app.command()
@@ -529,7 +581,9 @@ def export(
     def go() -> Path:
         return results.export(results.open_store(out).sweep(sweep), table, format, to, force, kind)
 
-    print(_guard(go))
+    path = _guard(go)
+    _guard(lambda: _say_default(out, sweep))
+    print(path)
 
 
 def _print_sweeps(out: str, sweep: str | None) -> None:

@@ -31,9 +31,15 @@ def current_metrics(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def left_out(rid: str, e: StoreError) -> None:
-    """Say on the ``degrade`` logger that run ``rid`` is left out of a table, and why."""
-    log.warning(f"left out run {rid}: {e}")
+def left_out(rid: str, e: StoreError, run: RunDir | None = None) -> None:
+    """Say on the ``degrade`` logger that run ``rid`` is left out of a table, why, and (for a run
+    whose files a rerun of its sweep mends) what mends it."""
+    damage = run.damage() if run is not None else None
+    mend = ""
+    if damage is not None and damage.files:
+        mend = ("; rerunning its sweep rebuilds it from the checkpoint" if damage.rebuildable
+                else "; rerunning its sweep trains it again")
+    log.warning(f"left out run {rid}: {e}{mend}")
 
 
 def load_metrics(out: Path, run_ids: list[str]) -> pd.DataFrame:
@@ -45,6 +51,7 @@ def load_metrics(out: Path, run_ids: list[str]) -> pd.DataFrame:
 
     frames = []
     for rid in run_ids:
+        run: RunDir | None = None
         try:
             run = RunDir(out, rid)
             state = run.state()
@@ -59,7 +66,7 @@ def load_metrics(out: Path, run_ids: list[str]) -> pd.DataFrame:
             else:
                 frame = current_metrics(table.to_pandas())
         except StoreError as e:
-            left_out(rid, e)
+            left_out(rid, e, run)
             continue
         frames.append(frame.assign(state=state))
     if not frames:

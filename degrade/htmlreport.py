@@ -215,7 +215,7 @@ def _environment(sweep: report.Sweep, listing: pd.DataFrame) -> str:
             sessions = []
         if not sessions and rid not in last.index:
             continue  # never started: it ran nowhere
-        env = next((s["environment"] for s in reversed(sessions) if s.get("environment")), {})
+        env: dict[str, Any] = next((s["environment"] for s in reversed(sessions) if s.get("environment")), {})
         cfg = sweep.configs.get(rid)
         row = last.loc[rid] if rid in last.index else {}
         asked = (sweep.record.get("asked") or {}).get("trainer.precision") or (

@@ -394,7 +394,7 @@ def inline_svg(fig: plt.Figure, prefix: str) -> str:
     clip paths or glyphs.
     """
     buf = io.StringIO()
-    with plt.rc_context(_SVG_RC):
+    with plt.rc_context(_SVG_RC):  # type: ignore[arg-type]  # matplotlib types rc keys as literals
         fig.savefig(buf, format="svg", bbox_inches="tight", metadata=_NO_METADATA)
     plt.close(fig)
     text = buf.getvalue()

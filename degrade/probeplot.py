@@ -176,7 +176,7 @@ def landscape(frame: pd.DataFrame, title: str = "") -> plt.Figure:
             continue
         mean = part.groupby(["beta", "alpha"])["value"].mean().unstack("alpha")
         maps[v] = mean
-    if maps:
+    if maps and deepest is not None:
         values = np.concatenate([m.values.ravel() for m in maps.values()])
         low = max(float(np.nanmin(values)), 1e-4)
         high = max(float(np.nanmax(values)), low * 10)

@@ -469,17 +469,24 @@ def load_checkpoint(path: Path, warn: Any = None) -> dict[str, Any] | None:
     return None
 
 
-def read_latest(root: Path) -> str | None:
-    """The sweep name ``LATEST`` holds; None when there is no file or it is empty; StoreError
-    when it is not UTF-8 text naming a sweep."""
+# The word on LATEST's second line when ``degrade use`` chose the sweep: new sweeps leave it.
+PINNED = "pinned"
+
+
+def read_latest(root: Path) -> tuple[str, bool] | None:
+    """The sweep ``LATEST`` names and whether it is pinned (``degrade use``); None when there is
+    no file or it is empty; StoreError when it is not UTF-8 text naming a sweep."""
     path = resolve(root, "LATEST")
     text = _read_text(path)
     if text is None or not text.strip():
         return None
+    lines = text.strip().splitlines()
+    if len(lines) > 2 or (len(lines) == 2 and lines[1].strip() != PINNED):
+        raise _damaged(path, f"it holds {text.strip()[:60]!r}, not a sweep name (and {PINNED!r})")
     try:
-        return check_sweep_name(text.strip())
+        return check_sweep_name(lines[0].strip()), len(lines) == 2
     except StoreError:
-        raise _damaged(path, f"{text.strip()[:60]!r} is not a sweep name") from None
+        raise _damaged(path, f"{lines[0].strip()[:60]!r} is not a sweep name") from None
 
 
 # --------------------------------------------------------------------------- run folders
@@ -809,18 +816,51 @@ def sweep_file(out: Path, name: str, filename: str) -> Path:
 
 
 def write_sweep(out: Path, name: str, record: dict[str, Any]) -> Path:
-    """Record a sweep (its run ids and command) and mark it as the latest."""
+    """Record a sweep (its run ids and command) and mark it as the latest, unless ``degrade
+    use`` pinned another sweep as the one commands read by default."""
     folder = sweep_dir(out, name)
     latest = resolve(Path(out), "LATEST")
+    try:
+        pinned = (read_latest(Path(out)) or ("", False))[1]
+    except StoreError:  # a damaged LATEST is replaced
+        pinned = False
     with writing(folder):
         write_text_atomic(resolve(folder, "sweep.json"), json.dumps(record, indent=1, default=str) + "\n")
-        write_text_atomic(latest, name + "\n")
+        if not pinned:
+            write_text_atomic(latest, name + "\n")
     return folder
 
 
+def use_sweep(out: Path | str, name: str | None) -> str:
+    """Pin sweep ``name`` as the one commands read by default (sweeps started later leave it);
+    with None, unpin: the sweep last started is the default again, and the next one started
+    takes over. Returns the default sweep's name; StoreError when there is no such sweep."""
+    root = store_root(out)
+    if name is None:
+        started = {n: str(read_sweep(root, n).get("started") or "") for n in sweep_names(root)}
+        if not started:
+            raise StoreError(f"no sweeps in {root}; run `degrade sweep` first")
+        name = max(started, key=lambda n: (started[n], n))  # the sweep last started
+        text = name + "\n"
+    else:
+        read_sweep(root, name)  # a clear error for a name that is not there
+        text = f"{name}\n{PINNED}\n"
+    with writing(root):
+        write_text_atomic(resolve(root, "LATEST"), text)
+    return name
+
+
 def latest_sweep(out: Path) -> str | None:
-    """Name of the sweep last started in ``out``, if any; StoreError when ``LATEST`` is damaged."""
-    return read_latest(Path(out))
+    """Name of the sweep commands read by default (the one last started, or the one ``degrade
+    use`` pinned), if any; StoreError when ``LATEST`` is damaged."""
+    found = read_latest(Path(out))
+    return None if found is None else found[0]
+
+
+def latest_pinned(out: Path) -> bool:
+    """Whether ``degrade use`` pinned the default sweep (new sweeps then leave it)."""
+    found = read_latest(Path(out))
+    return found is not None and found[1]
 
 
 def sweep_names(out: Path | str) -> list[str]:

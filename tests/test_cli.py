@@ -7,7 +7,7 @@ from tests.conftest import files_under, run_cli, run_subprocess
 
 SCHEMA = ["run_id", "family", "variant", "depth", "shortcut", "seed", "dataset", "device", "precision",
           "epoch", "iteration", "scheduled_lr", "train_loss", "train_error", "test_loss", "test_error",
-          "epoch_seconds", "images_per_second", "path", "setup_seconds", "ended"]
+          "epoch_seconds", "images_per_second", "step_path", "setup_seconds", "ended"]
 
 
 def test_sweep_plot_summary_end_to_end(tmp_path):
@@ -72,7 +72,7 @@ def test_python_dash_m_and_help(tmp_path):
     listed = r.stdout.split("Commands:")[1].strip().splitlines()
     summaries = dict(line.strip().split(None, 1) for line in listed)
     assert set(summaries) == {"sweep", "train", "show", "plot", "summary", "report", "bench", "export", "ls",
-                              "probe"}
+                              "probe", "use"}
     from degrade.cli import app
 
     for command in app.registered_commands:

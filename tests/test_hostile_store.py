@@ -28,6 +28,19 @@ from degrade.store import StoreError
 from tests.conftest import files_under
 
 SWEEP = "s"
+# The fixture's sweep: two runs (plain-8, residual-8) of two epochs.
+TRAIN = [
+    "sweep",
+    "--depths",
+    "8",
+    "--epochs",
+    "2",
+    "--name",
+    SWEEP,
+    "trainer.threads=1",
+    "trainer.precision=fp32",
+    "hydra/launcher=basic",
+]
 # The probe settings the fixture measured with: a probe call with them has nothing left to do.
 PROBE = [
     "probe.images=32",
@@ -222,25 +235,7 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small finished store holding every kind of file: two runs of two epochs (so a checkpoint
     and the one before it), every probe, the curves figure, the report and an export."""
     out = tmp_path_factory.mktemp("hostile") / "outputs"
-    assert (
-        main(
-            [
-                "sweep",
-                "--depths",
-                "8",
-                "--epochs",
-                "2",
-                "--name",
-                SWEEP,
-                "--out",
-                str(out),
-                "trainer.threads=1",
-                "trainer.precision=fp32",
-                "hydra/launcher=basic",
-            ]
-        )
-        == 0
-    )
+    assert main([*TRAIN, "--out", str(out)]) == 0
     assert main(["probe", "--out", str(out), *PROBE]) == 0
     for args in (["plot"], ["report"], ["export"]):
         assert main([*args, "--out", str(out)]) == 0
@@ -292,7 +287,7 @@ FIGURES = ("plot", "report")
 
 
 def _figure_case(kind: str, corruption: str) -> bool:
-    first = next(c for k, c in CASES if k == kind and c != "link out")
+    first = next((c for k, c in CASES if k == kind and c != "link out"), None)
     return corruption in ("link out", first)
 
 
@@ -409,22 +404,7 @@ def test_a_rerun_of_the_sweep_writes_through_no_link(
     rid = sorted(p.name for p in (out / "runs").iterdir())[0]
     _corrupt(out / KINDS[kind][0].replace("RID", rid), "link out", elsewhere)
     outside = _snapshot(elsewhere)
-    code = main(
-        [
-            "sweep",
-            "--depths",
-            "8",
-            "--epochs",
-            "2",
-            "--name",
-            SWEEP,
-            "--out",
-            str(out),
-            "trainer.threads=1",
-            "trainer.precision=fp32",
-            "hydra/launcher=basic",
-        ]
-    )
+    code = main([*TRAIN, "--out", str(out)])
     got = capsys.readouterr()
     said = f"sweep -> {code}\nstdout: {got.out[-800:]}\nstderr: {got.err[-1500:]}"
     assert "Traceback" not in got.err and code in (0, 1, 2), said

@@ -175,17 +175,18 @@ def test_damaged_metrics_are_named_by_every_reader_and_ls_says_so(tmp_path, caps
     for command in (["summary"], ["plot"], ["plot", "--kind", "depth"]):
         code, stdout, err = run_cli([*command, "--out", str(out)], capsys)
         assert code == 0, err
-        assert f"could not read run {damaged.name}: metrics.parquet unreadable" in err
-        assert "rebuilds it from the checkpoint" in err
+        assert f"left out run {damaged.name}: " in err and "metrics.parquet is damaged" in err
+        assert "rerunning its sweep rebuilds it from the checkpoint" in err
     code, stdout, _ = run_cli(["ls", "--out", str(out)], capsys)
     row = next(line for line in stdout.splitlines() if damaged.name[:20] in line)
     assert "damaged" in row and "done" not in row
     # The rerun the message asks for rebuilds it; then every reader is whole again.
     code, stdout, err = run_cli(args, capsys)
-    assert code == 0 and "could not read" not in err
+    assert code == 0 and "left out" not in err
     code, stdout, err = run_cli(["summary", "--out", str(out)], capsys)
     (row,) = [line for line in stdout.splitlines() if "plain" in line]
-    assert code == 0 and err == "" and row.split("│")[3].strip() == "2"  # both seeds counted
+    assert code == 0 and err == "sweep two (the latest started; --sweep NAME reads another)\n"
+    assert row.split("│")[3].strip() == "2"  # both seeds counted
 
 
 def test_a_repaired_checkpoint_is_said_on_the_console_whichever_process_trains_it(tmp_path):

@@ -273,3 +273,27 @@ def test_progress_names_the_swept_value_and_the_report_says_auto(tmp_path, capsy
     assert str(tmp_path) not in page and "&lt;out&gt;" in page
     assert "figure svg { width: 100%" in page
     assert "converged" in page
+
+
+def test_side_runs_leave_a_pinned_sweep_and_every_command_names_its_sweep(two_sweeps, tmp_path, capsys):
+    """`degrade use NAME` pins the default sweep; a sweep started later (a side run) does not
+    take it; every command that reads the default names the sweep in its first line."""
+    code, out, err = run_cli(["use", "plain-only", "--out", str(two_sweeps)], capsys)
+    assert code == 0 and "sweep plain-only is the default" in out, err
+    code, out, err = run_cli(["sweep", "--depths", "8", "--variants", "residual", "--epochs", "1", "--name",
+                              "side", "trainer.threads=1", "hydra/launcher=basic", "--out", str(two_sweeps)],
+                             capsys)
+    assert code == 0 and "the default sweep stays plain-only" in err, err
+    assert degrade.open(two_sweeps).latest() == "plain-only"
+    for args in (["summary"], ["plot"], ["export", "--to", str(tmp_path / "m.csv")], ["report"]):
+        code, out, err = run_cli([*args, "--out", str(two_sweeps)], capsys)
+        assert code == 0, (args, err)
+        assert err.splitlines()[0] == "sweep plain-only (pinned by `degrade use`; --sweep NAME reads another)"
+    assert set(pd.read_csv(tmp_path / "m.csv")["variant"]) == {"plain"}
+    code, out, err = run_cli(["use", "--unpin", "--out", str(two_sweeps)], capsys)
+    assert code == 0 and "sweep side is the default (the next sweep started takes over)" in out
+    code, out, err = run_cli(["summary", "--out", str(two_sweeps)], capsys)
+    assert err.splitlines()[0].startswith("sweep side (the latest started")
+    for args, said in ((["use", "nope"], "no sweep named 'nope'"), (["use"], "give a sweep name to pin")):
+        code, out, err = run_cli([*args, "--out", str(two_sweeps)], capsys)
+        assert code == 2 and said in err
