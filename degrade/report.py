@@ -16,6 +16,7 @@ import yaml
 from omegaconf import DictConfig
 
 from degrade import store
+from degrade.spec import CURE_NAMES
 
 # A difference in final training error smaller than this (2 percentage points) is no difference.
 MARGIN = 0.02
@@ -58,7 +59,17 @@ def varied_keys(configs: list[dict[str, Any]]) -> list[str]:
         for k in set().union(*members):
             if len({repr(m.get(k)) for m in members}) > 1:
                 keys.add(k)
-    return sorted(keys - set(_CURVE_KEYS))
+    keys -= set(_CURVE_KEYS)
+    # A choice from a config group (``cure.name``) brings its own settings (``cure.target``,
+    # the ``model.norm`` it sets): they are not settings of their own where they follow from it.
+    names = [k for k in keys if k.endswith(".name")]
+    return sorted(k for k in keys if k in names or not any(_follows(configs, k, n) for n in names))
+
+
+def _follows(configs: list[dict[str, Any]], key: str, by: str) -> bool:
+    """Whether ``key``'s value is the same in every run that has the same value of ``by``."""
+    seen: dict[str, str] = {}
+    return all(seen.setdefault(repr(c.get(by)), repr(c.get(key))) == repr(c.get(key)) for c in configs)
 
 
 def differing_keys(configs: list[dict[str, Any]]) -> dict[str, list[Any]]:
@@ -370,11 +381,29 @@ def _seeds_note(table: pd.DataFrame) -> str:
     return f" This rests on one seed: check it with {SEEDS_HINT}."
 
 
-def verdict(metrics: pd.DataFrame, iterations: bool = False) -> str:
+def _cure_call(table: pd.DataFrame, cure: str) -> str | None:
+    """The call on a cure's runs of one variant (a cure is for plain nets or for residual ones):
+    does its deep net train as well as its shallow one? None when there is nothing to compare."""
+    rows = [c for c in (_compare(table, v) for v in ("plain", "residual")) if c is not None]
+    if len(rows) != 1 or rows[0].outcome == "inconclusive":
+        return None
+    c = rows[0]
+    named = CURE_NAMES.get(cure, cure)
+    errors = f"(train error {100 * c.deep_error:.2f} % vs {100 * c.shallow_error:.2f} %)"
+    deep, shallow = f"{c.variant}-{c.deep} with {named}", f"{c.variant}-{c.shallow} with {named}"
+    if c.outcome == "not worse":
+        gain = ("degradation removed without a shortcut" if c.variant == "plain"
+                else "the shortcut trains without BN")
+        return f"No degradation: {deep} trains as well as {shallow} {errors}: {gain}."
+    return f"Still degrades: {deep} trains worse than {shallow} {errors}: {named} does not remove it here."
+
+
+def verdict(metrics: pd.DataFrame, iterations: bool = False, cure: str | None = None) -> str:
     """One line on one setting's per-epoch metrics: have the runs trained, and if so, does
     deeper plain train worse, and does residual avoid it?
 
     ``iterations``: the runs train ``trainer.iterations`` rather than epochs (for the hint).
+    ``cure``: the cure the runs were built with, named in the call (see ``_cure_call``).
     See ``verdicts`` for a sweep that varied more than depth.
     """
     table = summarize(metrics)
@@ -388,7 +417,7 @@ def verdict(metrics: pd.DataFrame, iterations: bool = False) -> str:
     unconverged = convergence(metrics, iterations)
     if unconverged is not None:
         return unconverged
-    line = _call(table)
+    line = (_cure_call(table, cure) if cure not in (None, "none") else None) or _call(table)
     return line + _seeds_note(table) if line.startswith(_CALLS) else line
 
 
@@ -406,7 +435,7 @@ def _unfinished(metrics: pd.DataFrame) -> str | None:
 
 
 # The lines that make a claim, and so carry the note on seeds.
-_CALLS = ("Degradation reproduced", "Both degrade", "No degradation", "Only ")
+_CALLS = ("Degradation reproduced", "Both degrade", "No degradation", "Only ", "Still degrades")
 
 
 def verdicts(metrics: pd.DataFrame, by: list[str] | tuple[str, ...] = (),
@@ -418,7 +447,8 @@ def verdicts(metrics: pd.DataFrame, by: list[str] | tuple[str, ...] = (),
     for values, part in metrics.groupby(list(by), dropna=False, sort=True):
         values = values if isinstance(values, tuple) else (values,)
         setting = ", ".join(f"{k}={show(v)}" for k, v in zip(by, values, strict=True))
-        lines.append(f"{setting}: {verdict(part, iterations)}")
+        cure = dict(zip(by, values, strict=True)).get("cure.name")
+        lines.append(f"{setting}: {verdict(part, iterations, None if cure is None else str(cure))}")
     return lines
 
 

@@ -21,7 +21,7 @@ from degrade import accel as accel_mod
 from degrade import diagnostics, environment, hold, tblog
 from degrade.data import Dataset, augment_batch, load_dataset
 from degrade.job import RunResult, Steps, drain, process_started
-from degrade.models import build_model, evaluate
+from degrade.models import build_model, evaluate, param_groups
 from degrade.spec import model_spec
 from degrade.step import Step, resolve_path
 from degrade.store import (
@@ -91,7 +91,7 @@ class Trainer:
             self.model.to(memory_format=fmt)
         o = cfg.optim
         self.opt = torch.optim.SGD(
-            self.model.parameters(),
+            param_groups(self.model),
             lr=float(o.lr),
             momentum=float(o.momentum),
             weight_decay=float(o.weight_decay),
@@ -271,7 +271,8 @@ def run_steps(
     rid = run_id(cfg)
     run = RunDir(out, rid) if out is not None else None
     trainer = Trainer(cfg, data)
-    warnings: list[str] = []
+    # What the model was built with that the run should say (a cure's fallback at this depth).
+    warnings: list[str] = list(getattr(trainer.model, "notes", []))
     if run is not None:
         ckpt = load_checkpoint(run.checkpoint, warn=warnings.append)
         if ckpt is not None:

@@ -159,6 +159,8 @@ def blocks(model: nn.Module) -> list[nn.Module]:
 
 def downsamples(block: nn.Module) -> bool:
     """Whether the block changes the shape of what flows through it (stride or width)."""
+    if hasattr(block, "changes_shape"):  # a cured block says so (CReLU doubles what it reads)
+        return bool(block.changes_shape)
     first = block.conv1 if hasattr(block, "conv1") else block.fc1
     if isinstance(first, nn.Conv2d):
         return first.stride != (1, 1) or first.in_channels != first.out_channels
@@ -167,6 +169,8 @@ def downsamples(block: nn.Module) -> bool:
 
 def branch(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """F(x): what the block's layers add to its shortcut (before the addition and its ReLU)."""
+    if hasattr(block, "branch"):  # a cured block computes its own
+        return block.branch(x)
     first, second = (block.conv1, block.conv2) if hasattr(block, "conv1") else (block.fc1, block.fc2)
     if block.pre:
         return second(F.relu(block.bn2(first(F.relu(block.bn1(x))))))
