@@ -16,6 +16,7 @@ depth (6n+2 for the CNN) of the net it stands beside.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -75,7 +76,9 @@ def suo_(weight: torch.Tensor) -> torch.Tensor:
     from dks.pytorch.parameter_sampling_functions import scaled_uniform_orthogonal_
 
     flipped = weight.new_empty(weight.shape[1], weight.shape[0], *weight.shape[2:])
-    scaled_uniform_orthogonal_(flipped, delta=True)
+    with warnings.catch_warnings():  # its list index of a kernel's centre: torch's deprecation note
+        warnings.simplefilter("ignore", UserWarning)
+        scaled_uniform_orthogonal_(flipped, delta=True)
     return weight.copy_(flipped.transpose(0, 1))
 
 
