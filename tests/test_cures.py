@@ -9,6 +9,7 @@ from dks.base.activation_transform import _leaky_relu_cmap
 from torch import nn
 
 from degrade import report, store
+from degrade.cli import main
 from degrade.config import ConfigError, compose_run
 from degrade.cures import CuredNet, delta_orthogonal_, suo_, tat_choice, tat_leaky_relu
 from degrade.models import build_model, param_groups
@@ -306,3 +307,44 @@ def test_a_cures_own_settings_are_not_settings_of_their_own() -> None:
                                                             f"optim.lr={r}"])))
           for r in (0.01, 0.1)]
     assert report.varied_keys(flat + lr) == ["cure.name", "optim.lr"]
+
+
+# --------------------------------------------------------------------------- probes
+
+
+@pytest.fixture(scope="module")
+def cured(tmp_path_factory: pytest.TempPathFactory):
+    """A finished sweep of a looks-linear plain net and a SkipInit residual one, depth 8, 1 epoch."""
+    out = tmp_path_factory.mktemp("cured") / "o"
+    code = main(["sweep", "--depths", "8", "--epochs", "1", "--out", str(out), "--name", "cured",
+                 "cure=looks_linear,skipinit", "trainer.threads=1", "trainer.precision=fp32",
+                 "hydra/launcher=basic", "trainer.diagnostics=false"])
+    assert code == 0
+    return out
+
+
+def test_every_probe_runs_on_cured_nets_rebuilt_from_their_config(cured, capsys) -> None:
+    from degrade.probes.common import DataCache, subject
+
+    out = cured
+    code, said, err = run_cli(["probe", "--out", str(out), "probe.images=32", "probe.landscape.points=5",
+                               "probe.landscape.grid=3", "probe.lesion.draws=1", "probe.gradcorr.points=16"],
+                              capsys)
+    assert code == 0, err
+    assert "8 probe files measured" in said
+    runs = sorted((out / "runs").iterdir())
+    assert len(runs) == 2
+    for run in runs:
+        s = subject(out, run.name, 32, DataCache())
+        initial, final = s.model("initial"), s.model("final")
+        assert isinstance(final, CuredNet) and final.cure == s.cfg.cure.name
+        # The initial weights are the run's own, rebuilt from its seed: a cure's init, not another's.
+        if final.cure == "skipinit":
+            assert all(b.alpha.item() == 0 for b in initial.blocks)
+            assert any(b.alpha.item() != 0 for b in final.blocks)
+        else:
+            w = initial.blocks[0].conv1.weight
+            half = w.shape[1] // 2
+            assert torch.equal(w[:, :half], -w[:, half:])
+        identity = pd.read_parquet(run / "probes" / "identity.parquet")
+        assert identity["value"].notna().any()
