@@ -398,6 +398,24 @@ def _cure_call(table: pd.DataFrame, cure: str) -> str | None:
     return f"Still degrades: {deep} trains worse than {shallow} {errors}: {named} does not remove it here."
 
 
+def _cure_diverged(table: pd.DataFrame, cure: str) -> str | None:
+    """The line for a cure whose deeper nets diverged (every seed), or None: without their
+    errors a call on the depths left would leave the failure out."""
+    named = CURE_NAMES.get(cure, cure)
+    for variant in ("plain", "residual"):
+        part = table[table["variant"] == variant]
+        lost = part[(part["diverged"] > 0) & part["train_error_mean"].isna()]
+        if part.empty or lost.empty or int(lost["depth"].max()) == int(part["depth"].min()):
+            continue
+        kept = part[part["train_error_mean"].notna()].sort_values("depth")
+        where = ", ".join(f"{variant}-{int(d)}" for d in sorted(lost["depth"]))
+        ends = "; ".join(f"{variant}-{int(r.depth)} ends at {100 * r.train_error_mean:.2f} %"
+                         for r in kept.itertuples())
+        return (f"Diverged: {where} with {named} diverged at this learning rate"
+                + (f" ({ends})" if ends else "") + "; try a smaller optim.lr.")
+    return None
+
+
 def verdict(metrics: pd.DataFrame, iterations: bool = False, cure: str | None = None) -> str:
     """One line on one setting's per-epoch metrics: have the runs trained, and if so, does
     deeper plain train worse, and does residual avoid it?
@@ -409,6 +427,9 @@ def verdict(metrics: pd.DataFrame, iterations: bool = False, cure: str | None = 
     table = summarize(metrics)
     if table.empty:
         return "No finished epochs to judge."
+    lost = _cure_diverged(table, cure) if cure not in (None, "none") else None
+    if lost is not None:
+        return lost
     if _compare(table, "plain") is None and _compare(table, "residual") is None:
         return _call(table)  # nothing to call: it says what is missing
     unfinished = _unfinished(metrics)

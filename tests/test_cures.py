@@ -254,6 +254,11 @@ def test_the_cures_experiment_is_every_cure_beside_plain_and_residual() -> None:
     assert {c.model.depth for c in configs} == {8, 20, 56}
     assert sorted({c.cure.name for c in configs if c.model.variant == "plain"}) == [
         "delta_orthogonal", "looks_linear", "none", "tat"]
+    lr = {(c.cure.name, c.optim.lr) for c in configs}
+    assert lr == {("none", 0.03), ("tat", 0.003), ("delta_orthogonal", 0.03), ("looks_linear", 0.003),
+                  ("fixup", 0.03), ("skipinit", 0.03)}
+    _, one = plan(SweepSpec(overrides=["experiment=cures", "optim.lr=0.01"]))
+    assert {c.optim.lr for c in one} == {0.01}
     _, gpu = plan(SweepSpec(overrides=["experiment=he2016_cifar10", "sweep.cures=[none,tat,fixup]"]))
     assert {(c.data.name, c.cure.name, c.model.norm) for c in gpu} == {
         ("cifar10", "none", "batch"), ("cifar10", "tat", "none"), ("cifar10", "fixup", "none")}
@@ -296,6 +301,15 @@ def test_the_verdict_is_per_cure_and_names_it() -> None:
     assert lines[2].startswith("cure.name=tat: No degradation: plain-56 with TAT trains as well as plain-8 "
                                "with TAT (train error 1.50 % vs 1.00 %): degradation removed without a "
                                "shortcut")
+
+
+def test_a_cure_whose_deep_nets_diverged_gets_no_call_on_the_depths_left() -> None:
+    m = _metrics([("tat", "plain", 8, 0.01), ("tat", "plain", 20, 0.02), ("tat", "plain", 56, 0.9)])
+    m.loc[m["depth"] == 56, "state"] = "diverged"
+    line = report.verdicts(m, ["cure.name"])[0]
+    assert line.startswith("cure.name=tat: Diverged: plain-56 with TAT diverged at this learning rate "
+                           "(plain-8 ends at 1.00 %; plain-20 ends at 2.00 %)")
+    assert "trains as well" not in line
 
 
 def test_a_cures_own_settings_are_not_settings_of_their_own() -> None:
