@@ -107,7 +107,7 @@ def check_cure(spec: ModelSpec) -> None:
     if not cure_applies(cure, spec.variant):
         which = " and ".join(CURES[cure])
         raise ModelError(f"cure={cure} applies to {which} nets only, not model.variant={spec.variant}; "
-                         f"give --variants {','.join(CURES[cure])}")
+                         f"choose model.variant={CURES[cure][0]} (--variants in a sweep)")
     if spec.norm != "none":
         raise ModelError(f"cure={cure} trains without BN; model.norm={spec.norm} cannot be combined with it")
     if spec.block != "post":
