@@ -149,7 +149,9 @@ class Activation(nn.Module):
             return torch.tanh(x)
         if self.kind == "crelu":
             return torch.cat([F.relu(x), F.relu(-x)], dim=1)
-        return self.scale * F.leaky_relu(x, self.negative_slope)
+        if self.kind == "leaky_relu":
+            return self.scale * F.leaky_relu(x, self.negative_slope)
+        raise ModelError(f"unknown activation {self.kind!r}")
 
     def extra_repr(self) -> str:
         if self.kind != "leaky_relu":

@@ -60,10 +60,11 @@ def varied_keys(configs: list[dict[str, Any]]) -> list[str]:
             if len({repr(m.get(k)) for m in members}) > 1:
                 keys.add(k)
     keys -= set(_CURVE_KEYS)
-    # A choice from a config group (``cure.name``) brings its own settings (``cure.target``,
-    # the ``model.norm`` it sets): they are not settings of their own where they follow from it.
+    # A choice from a config group (``cure.name``) brings the settings of its own node
+    # (``cure.target``): they are not settings of their own where they follow from it.
     names = [k for k in keys if k.endswith(".name")]
-    return sorted(k for k in keys if k in names or not any(_follows(configs, k, n) for n in names))
+    return sorted(k for k in keys if k in names or not any(
+        k.startswith(n[: -len("name")]) and _follows(configs, k, n) for n in names))
 
 
 def _follows(configs: list[dict[str, Any]], key: str, by: str) -> bool:

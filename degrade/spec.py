@@ -24,6 +24,9 @@ CURES = {
     "fixup": ("residual",),
     "skipinit": ("residual",),
 }
+# The activation each cure's paper builds it with (``cure.activation`` records it).
+CURE_ACTIVATIONS = {"tat": "leaky_relu", "delta_orthogonal": "tanh", "looks_linear": "crelu",
+                    "fixup": "relu", "skipinit": "relu"}
 # How the docs and verdicts name them.
 CURE_NAMES = {"none": "no cure", "tat": "TAT", "delta_orthogonal": "delta-orthogonal",
               "looks_linear": "looks-linear", "fixup": "Fixup", "skipinit": "SkipInit"}
@@ -115,6 +118,10 @@ def check_cure(spec: ModelSpec) -> None:
                          f"not model.block={spec.block}")
     if spec.zero_init_residual:
         raise ModelError(f"cure={cure} sets its own initialisation; leave model.zero_init_residual unset")
+    act = spec.cure_options.get("activation", CURE_ACTIVATIONS[cure])
+    if act != CURE_ACTIVATIONS[cure]:
+        raise ModelError(f"cure={cure} is built with {CURE_ACTIVATIONS[cure]} (its paper's); "
+                         f"cure.activation={act} is not")
 
 
 def stage_sizes(blocks: int, stages: int = 3) -> list[int]:

@@ -207,7 +207,9 @@ def test_a_cure_refuses_bn_and_the_variant_it_is_not_for() -> None:
     for overrides, says in ((["cure=fixup", "model.variant=plain"], "cure=fixup applies to residual"),
                             (["cure=tat", "model.variant=residual"], "cure=tat applies to plain"),
                             (["cure=tat", "model.variant=plain", "model.norm=batch"], "trains without BN"),
-                            (["cure=skipinit", "model.block=pre"], "model.block=post")):
+                            (["cure=skipinit", "model.block=pre"], "model.block=post"),
+                            (["cure=delta_orthogonal", "model.variant=plain", "cure.activation=relu"],
+                             "built with tanh")):
         with pytest.raises(ConfigError, match=says):
             compose_run(overrides)
     with pytest.raises(ModelError, match="unknown cure 'magic'"):
@@ -316,11 +318,11 @@ def test_a_cures_own_settings_are_not_settings_of_their_own() -> None:
     flat = [report.flatten(store.identity_config(compose_run([f"cure={c}", "model.variant=plain",
                                                                f"model.depth={d}"])))
             for c in ("none", "tat") for d in (8, 20)]
-    assert report.varied_keys(flat) == ["cure.name"]
+    assert report.varied_keys(flat) == ["cure.name", "model.norm"]  # TAT's own keys follow its name
     lr = [report.flatten(store.identity_config(compose_run(["cure=tat", "model.variant=plain",
                                                             f"optim.lr={r}"])))
           for r in (0.01, 0.1)]
-    assert report.varied_keys(flat + lr) == ["cure.name", "optim.lr"]
+    assert report.varied_keys(flat + lr) == ["cure.name", "model.norm", "optim.lr"]
 
 
 # --------------------------------------------------------------------------- probes
