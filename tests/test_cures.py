@@ -190,6 +190,32 @@ def test_the_exact_step_uses_each_groups_lr_scale() -> None:
     assert [g["lr"] for g in opt.param_groups] == [pytest.approx(0.1), pytest.approx(0.01)]
 
 
+def test_the_tensor_lr_step_scales_each_group_as_the_exact_step_does() -> None:
+    import copy
+
+    from degrade.accel import resolve
+    from degrade.step import Step
+
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    nets = []
+    for path in ("exact", "eager"):
+        model = copy.deepcopy(_net("fixup", 8)).train() if not nets else copy.deepcopy(nets[0][1])
+        opt = torch.optim.SGD(param_groups(model), lr=0.1, momentum=0.9, weight_decay=1e-4)
+        step = Step(model, opt, resolve("cpu", "fp32", False), path)
+        nets.append((step, model))
+    start = [p.detach().clone() for p in nets[0][1].parameters()]
+    for step, _ in nets:
+        for _ in range(3):
+            step.set_lr(0.1)
+            step(x, y)
+    exact, eager = (list(m.parameters()) for _, m in nets)
+    moved = [not torch.equal(p, q) for p, q in zip(exact, start, strict=True)]
+    assert any(moved)
+    for a, b in zip(exact, eager, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
 # --------------------------------------------------------------------------- what a cure removes
 
 
