@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 # a fraction of the time importing torch takes. Devices, precisions and paths are checked by name.
 from degrade import compute, tblog
 from degrade.sources import DATASETS
-from degrade.spec import CURES, ModelError, check_spec, cure_applies, model_spec
+from degrade.spec import CURES, VARIANTS, ModelError, check_spec, cure_applies, model_spec
 
 CONFIG_NAME = "config"
 _WHOLE = ("seed", "model.depth", "model.width", "trainer.epochs", "trainer.batch_size",
@@ -148,7 +148,7 @@ def validate(cfg: DictConfig, check_variant: bool = True) -> None:
     try:
         _check_ranges(cfg)
         spec = model_spec(cfg)
-        if not check_variant and spec.cure in CURES and not cure_applies(spec.cure, spec.variant):
+        if not check_variant and _pairs_wrongly(spec.cure, spec.variant):
             spec = dataclasses.replace(spec, variant=CURES[spec.cure][0])
         check_spec(spec)
         if cfg.data.name not in DATASETS:
@@ -255,7 +255,12 @@ def cure_name(cfg: DictConfig) -> str:
 
 def inapplicable(cfg: DictConfig) -> bool:
     """Whether ``cfg`` pairs a cure with a variant it is not defined for (Fixup on a plain net)."""
-    return not cure_applies(cure_name(cfg), str(cfg.model.variant))
+    return _pairs_wrongly(cure_name(cfg), str(cfg.model.variant))
+
+
+def _pairs_wrongly(cure: str, variant: str) -> bool:
+    # A cure or variant that does not exist is not a pair to leave out: it is refused as it is.
+    return cure in CURES and variant in VARIANTS and not cure_applies(cure, variant)
 
 
 def pin_precision(cfg: DictConfig) -> DictConfig:

@@ -274,6 +274,8 @@ def test_a_grid_crossing_cures_and_variants_leaves_out_the_pairs_that_do_not_app
     assert len(configs) == 8 and "hydra.sweeper.applicable_only=true" in overrides
     with pytest.raises(ConfigError, match="cure=fixup applies to residual"):
         plan(SweepSpec(variants=["plain"], overrides=["cure=none,fixup"]))
+    with pytest.raises(ConfigError, match="unknown variant 'deep'"):  # not a pair to leave out
+        plan(SweepSpec(variants=["plain", "deep"], overrides=["cure=none,fixup"]))
 
 
 def test_the_cures_experiment_is_every_cure_beside_plain_and_residual() -> None:
