@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import math
 import re
@@ -20,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 # a fraction of the time importing torch takes. Devices, precisions and paths are checked by name.
 from degrade import compute, tblog
 from degrade.sources import DATASETS
-from degrade.spec import ModelError, check_spec, model_spec
+from degrade.spec import CURES, VARIANTS, ModelError, check_spec, cure_applies, model_spec
 
 CONFIG_NAME = "config"
 _WHOLE = ("seed", "model.depth", "model.width", "trainer.epochs", "trainer.batch_size",
@@ -130,8 +131,12 @@ def _check_ranges(cfg: DictConfig) -> None:
             raise ConfigError(f"trainer.{key} must be a whole number of at least 1 (or null), got {value!r}")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError when ``cfg`` names a model, dataset or device that cannot run."""
+def validate(cfg: DictConfig, check_variant: bool = True) -> None:
+    """Raise ConfigError when ``cfg`` names a model, dataset or device that cannot run.
+
+    ``check_variant=False`` lets a cure stand beside a variant it is not defined for: a grid
+    (``sweep``) leaves such runs out instead, see ``inapplicable``.
+    """
     for key in _WHOLE:
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, int) or isinstance(value, bool):
@@ -142,7 +147,10 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} must be a number, got {value!r}")
     try:
         _check_ranges(cfg)
-        check_spec(model_spec(cfg))
+        spec = model_spec(cfg)
+        if not check_variant and _pairs_wrongly(spec.cure, spec.variant):
+            spec = dataclasses.replace(spec, variant=CURES[spec.cure][0])
+        check_spec(spec)
         if cfg.data.name not in DATASETS:
             raise ConfigError(
                 f"unknown dataset {cfg.data.name!r}; choose one of {', '.join(DATASETS)}"
@@ -220,10 +228,11 @@ def _refuse_unknown_options(overrides: list[str]) -> None:
                                   f"{', '.join(there)}")
 
 
-def compose_run(overrides: list[str], pin: bool = True) -> DictConfig:
+def compose_run(overrides: list[str], pin: bool = True, check_variant: bool = True) -> DictConfig:
     """The validated config of one run; ConfigError on any composition or value problem.
 
-    ``pin=False`` leaves ``trainer.precision`` as asked (``auto``) instead of what it means here.
+    ``pin=False`` leaves ``trainer.precision`` as asked (``auto``) instead of what it means here;
+    ``check_variant``: see ``validate``.
     """
     combos = expand_overrides(overrides)
     if len(combos) > 1:
@@ -235,8 +244,23 @@ def compose_run(overrides: list[str], pin: bool = True) -> DictConfig:
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(one_line(e)) from None
     _refuse_unknown_keys(combos[0])
-    validate(cfg)
+    validate(cfg, check_variant)
     return pin_precision(cfg) if pin else cfg
+
+
+def cure_name(cfg: DictConfig) -> str:
+    """The cure a run's config builds its net with (``none`` for runs recorded before cures)."""
+    return str(OmegaConf.select(cfg, "cure.name", default="none"))
+
+
+def inapplicable(cfg: DictConfig) -> bool:
+    """Whether ``cfg`` pairs a cure with a variant it is not defined for (Fixup on a plain net)."""
+    return _pairs_wrongly(cure_name(cfg), str(cfg.model.variant))
+
+
+def _pairs_wrongly(cure: str, variant: str) -> bool:
+    # A cure or variant that does not exist is not a pair to leave out: it is refused as it is.
+    return cure in CURES and variant in VARIANTS and not cure_applies(cure, variant)
 
 
 def pin_precision(cfg: DictConfig) -> DictConfig:

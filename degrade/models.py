@@ -13,6 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from degrade import cures
+from degrade.layers import ShortcutA
+
 # The spec and its checks need no torch (configs are checked without it); re-exported here.
 from degrade.spec import (  # noqa: F401
     BLOCKS,
@@ -32,21 +35,6 @@ from degrade.spec import (  # noqa: F401
 
 def _norm2d(spec: ModelSpec, channels: int) -> nn.Module:
     return nn.BatchNorm2d(channels) if spec.norm == "batch" else nn.Identity()
-
-
-class ShortcutA(nn.Module):
-    """Identity shortcut; where the shape changes, subsample and zero-pad the new channels."""
-
-    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
-        super().__init__()
-        self.stride, self.pad = stride, out_ch - in_ch
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride > 1:
-            x = x[:, :, :: self.stride, :: self.stride]
-        if self.pad:
-            x = F.pad(x, (0, 0, 0, 0, 0, self.pad))
-        return x
 
 
 def _projection(spec: ModelSpec, in_ch: int, out_ch: int, stride: int) -> nn.Module:
@@ -220,8 +208,11 @@ def _init_weights(model: nn.Module, spec: ModelSpec) -> None:
 
 
 def build_model(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """Build the network ``spec`` describes for inputs of ``in_shape`` (C, H, W)."""
+    """Build the network ``spec`` describes for inputs of ``in_shape`` (C, H, W); a cure other than
+    ``none`` builds its own net (``degrade.cures``)."""
     check_spec(spec)
+    if spec.cure != "none":
+        return cures.build(spec, in_shape, num_classes)
     if spec.family == "cnn":
         return CifarResNet(spec, in_channels=in_shape[0], num_classes=num_classes)
     features = 1
@@ -237,6 +228,13 @@ def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
         for name, m in model.named_modules()
         if isinstance(m, (nn.Conv2d, nn.Linear)) and "shortcut" not in name
     ]
+
+
+def param_groups(model: nn.Module) -> list[dict]:
+    """The optimizer's parameter groups: each with an ``lr_scale`` on the run's learning rate
+    (a cure's scalars may train at a fraction of it; every other net has one group at 1)."""
+    groups = model.param_groups() if isinstance(model, cures.CuredNet) else None
+    return groups or [{"params": list(model.parameters()), "lr_scale": 1.0}]
 
 
 def count_parameters(model: nn.Module) -> int:

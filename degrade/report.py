@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from degrade import frames, store
 from degrade.runids import identity_config
+from degrade.spec import CURE_NAMES
 
 log = logging.getLogger("degrade")
 
@@ -62,7 +63,18 @@ def varied_keys(configs: list[dict[str, Any]]) -> list[str]:
         for k in set().union(*members):
             if len({repr(m.get(k)) for m in members}) > 1:
                 keys.add(k)
-    return sorted(keys - set(_CURVE_KEYS))
+    keys -= set(_CURVE_KEYS)
+    # A choice from a config group (``cure.name``) brings the settings of its own node
+    # (``cure.target``): they are not settings of their own where they follow from it.
+    names = [k for k in keys if k.endswith(".name")]
+    return sorted(k for k in keys if k in names or not any(
+        k.startswith(n[: -len("name")]) and _follows(configs, k, n) for n in names))
+
+
+def _follows(configs: list[dict[str, Any]], key: str, by: str) -> bool:
+    """Whether ``key``'s value is the same in every run that has the same value of ``by``."""
+    seen: dict[str, str] = {}
+    return all(seen.setdefault(repr(c.get(by)), repr(c.get(key))) == repr(c.get(key)) for c in configs)
 
 
 def differing_keys(configs: list[dict[str, Any]]) -> dict[str, list[Any]]:
@@ -441,17 +453,57 @@ def _seeds_note(table: pd.DataFrame) -> str:
     return f" This rests on one seed: check it with {SEEDS_HINT}."
 
 
-def verdict(metrics: pd.DataFrame, iterations: bool = False, default_epochs: int | None = None) -> str:
+def _cure_call(table: pd.DataFrame, cure: str) -> str | None:
+    """The call on a cure's runs of one variant (a cure is for plain nets or for residual ones):
+    does its deep net train as well as its shallow one? None when there is nothing to compare."""
+    rows = [c for c in (_compare(table, v) for v in ("plain", "residual")) if c is not None]
+    if len(rows) != 1 or rows[0].outcome == "inconclusive":
+        return None
+    c = rows[0]
+    named = CURE_NAMES.get(cure, cure)
+    errors = f"(train error {100 * c.deep_error:.2f} % vs {100 * c.shallow_error:.2f} %)"
+    deep, shallow = f"{c.variant}-{c.deep} with {named}", f"{c.variant}-{c.shallow} with {named}"
+    if c.outcome == "not worse":
+        gain = ("degradation removed without a shortcut" if c.variant == "plain"
+                else "the shortcut trains without BN")
+        return f"No degradation: {deep} trains as well as {shallow} {errors}: {gain}."
+    return f"Still degrades: {deep} trains worse than {shallow} {errors}: {named} does not remove it here."
+
+
+def _cure_diverged(table: pd.DataFrame, cure: str) -> str | None:
+    """The line for a cure whose deeper nets diverged (every seed), or None: without their
+    errors a call on the depths left would leave the failure out."""
+    named = CURE_NAMES.get(cure, cure)
+    for variant in ("plain", "residual"):
+        part = table[table["variant"] == variant]
+        lost = part[(part["diverged"] > 0) & part["train_error_mean"].isna()]
+        if part.empty or lost.empty or int(lost["depth"].max()) == int(part["depth"].min()):
+            continue
+        kept = part[part["train_error_mean"].notna()].sort_values("depth")
+        where = ", ".join(f"{variant}-{int(d)}" for d in sorted(lost["depth"]))
+        ends = "; ".join(f"{variant}-{int(r.depth)} ends at {100 * r.train_error_mean:.2f} %"
+                         for r in kept.itertuples())
+        return (f"Diverged: {where} with {named} diverged at this learning rate"
+                + (f" ({ends})" if ends else "") + "; try a smaller optim.lr.")
+    return None
+
+
+def verdict(metrics: pd.DataFrame, iterations: bool = False, default_epochs: int | None = None,
+            cure: str | None = None) -> str:
     """One line on one setting's per-epoch metrics: have the runs trained, and if so, does
     deeper plain train worse, does residual avoid it, and what does the paper's 3x control say?
 
     ``iterations``: the runs train ``trainer.iterations`` rather than epochs (for the hint).
     ``default_epochs``: the dataset's default budget, which tells whether the runs are the 3x
-    control (see ``control``). See ``verdicts`` for a sweep that varied more than depth.
+    control (see ``control``). ``cure``: the cure the runs were built with, named in the call
+    (see ``_cure_call``). See ``verdicts`` for a sweep that varied more than depth.
     """
     table = summarize(metrics)
     if table.empty:
         return "No finished epochs to judge."
+    lost = _cure_diverged(table, cure) if cure not in (None, "none") else None
+    if lost is not None:
+        return lost
     if _compare(table, "plain") is None and _compare(table, "residual") is None:
         return _call(table)  # nothing to call: it says what is missing
     unfinished = _unfinished(metrics)
@@ -460,7 +512,7 @@ def verdict(metrics: pd.DataFrame, iterations: bool = False, default_epochs: int
     unconverged = convergence(metrics, iterations)
     if unconverged is not None:
         return unconverged
-    line = _call(table)
+    line = (_cure_call(table, cure) if cure not in (None, "none") else None) or _call(table)
     if not line.startswith(_CALLS):
         return line
     return line + control(metrics, iterations, default_epochs) + _seeds_note(table)
@@ -480,7 +532,7 @@ def _unfinished(metrics: pd.DataFrame) -> str | None:
 
 
 # The lines that make a claim, and so carry the note on seeds.
-_CALLS = ("Degradation reproduced", "Both degrade", "No degradation", "Only ")
+_CALLS = ("Degradation reproduced", "Both degrade", "No degradation", "Only ", "Still degrades")
 
 
 def verdicts(metrics: pd.DataFrame, by: list[str] | tuple[str, ...] = (),
@@ -492,7 +544,9 @@ def verdicts(metrics: pd.DataFrame, by: list[str] | tuple[str, ...] = (),
     for values, part in metrics.groupby(list(by), dropna=False, sort=True):
         values = values if isinstance(values, tuple) else (values,)
         setting = ", ".join(f"{k}={show(v)}" for k, v in zip(by, values, strict=True))
-        lines.append(f"{setting}: {verdict(part, iterations, default_epochs)}")
+        cure = dict(zip(by, values, strict=True)).get("cure.name")
+        said = verdict(part, iterations, default_epochs, None if cure is None else str(cure))
+        lines.append(f"{setting}: {said}")
     return lines
 
 

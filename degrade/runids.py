@@ -41,6 +41,9 @@ def identity_config(cfg: DictConfig) -> dict[str, Any]:
         raise TypeError(f"a run config is a mapping, not {type(container).__name__}")
     plain: dict[str, Any] = {str(k): v for k, v in container.items()}
     plain.pop("hydra", None)
+    if plain.get("cure") == {"name": "none"}:
+        # The nets of before the cure axis: their runs keep the ids stores already hold.
+        plain.pop("cure")
     trainer = plain.get("trainer")
     if isinstance(trainer, dict) and trainer.get("precision") == "auto":
         # What auto becomes here: the id names the numerics that run, not the word "auto".

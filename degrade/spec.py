@@ -5,7 +5,7 @@ No torch here, so a config is checked (and a bad one refused) before torch is im
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 VARIANTS = ("plain", "residual")
@@ -13,6 +13,23 @@ SHORTCUTS = ("A", "B", "C")
 NORMS = ("batch", "none")
 BLOCKS = ("post", "pre")
 FAMILIES = ("cnn", "mlp")
+# Each cure for degradation (configs/cure/) and the variants it is defined for: the cures that
+# train deep nets without a shortcut are for plain nets, those that train residual nets without
+# BN are for residual ones. ``none`` is the nets as He et al. built them.
+CURES = {
+    "none": ("plain", "residual"),
+    "tat": ("plain",),
+    "delta_orthogonal": ("plain",),
+    "looks_linear": ("plain",),
+    "fixup": ("residual",),
+    "skipinit": ("residual",),
+}
+# The activation each cure's paper builds it with (``cure.activation`` records it).
+CURE_ACTIVATIONS = {"tat": "leaky_relu", "delta_orthogonal": "tanh", "looks_linear": "crelu",
+                    "fixup": "relu", "skipinit": "relu"}
+# How the docs and verdicts name them.
+CURE_NAMES = {"none": "no cure", "tat": "TAT", "delta_orthogonal": "delta-orthogonal",
+              "looks_linear": "looks-linear", "fixup": "Fixup", "skipinit": "SkipInit"}
 
 
 class ModelError(ValueError):
@@ -31,6 +48,9 @@ class ModelSpec:
     block: str = "post"
     zero_init_residual: bool | None = None
     width: int = 16
+    cure: str = "none"
+    # The cure's settings (its config node less its name); they do not take part in equality.
+    cure_options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def residual(self) -> bool:
@@ -72,6 +92,36 @@ def check_spec(spec: ModelSpec) -> None:
             )
     elif depth < 4 or depth % 2:
         raise ModelError(f"mlp depth must be an even number of weight layers >= 4, got {depth}")
+    check_cure(spec)
+
+
+def cure_applies(cure: str, variant: str) -> bool:
+    """Whether ``cure`` is defined for ``variant`` nets (an unknown cure or variant: False)."""
+    return variant in CURES.get(cure, ())
+
+
+def check_cure(spec: ModelSpec) -> None:
+    """Raise ModelError with one line when the spec's cure cannot be built as asked."""
+    cure = spec.cure
+    if cure not in CURES:
+        raise ModelError(f"unknown cure {cure!r}; choose one of {', '.join(CURES)}")
+    if cure == "none":
+        return
+    if not cure_applies(cure, spec.variant):
+        which = " and ".join(CURES[cure])
+        raise ModelError(f"cure={cure} applies to {which} nets only, not model.variant={spec.variant}; "
+                         f"choose model.variant={CURES[cure][0]} (--variants in a sweep)")
+    if spec.norm != "none":
+        raise ModelError(f"cure={cure} trains without BN; model.norm={spec.norm} cannot be combined with it")
+    if spec.block != "post":
+        raise ModelError(f"cure={cure} is built on the 2015 block (model.block=post), "
+                         f"not model.block={spec.block}")
+    if spec.zero_init_residual:
+        raise ModelError(f"cure={cure} sets its own initialisation; leave model.zero_init_residual unset")
+    act = spec.cure_options.get("activation", CURE_ACTIVATIONS[cure])
+    if act != CURE_ACTIVATIONS[cure]:
+        raise ModelError(f"cure={cure} is built with {CURE_ACTIVATIONS[cure]} (its paper's); "
+                         f"cure.activation={act} is not")
 
 
 def stage_sizes(blocks: int, stages: int = 3) -> list[int]:
@@ -84,6 +134,9 @@ def stage_sizes(blocks: int, stages: int = 3) -> list[int]:
 def model_spec(cfg: Any) -> ModelSpec:
     """The architecture a config's ``model`` node describes."""
     m = cfg.model
+    # Runs recorded before cures existed have no ``cure`` node: they are today's nets.
+    cure = cfg.get("cure") if hasattr(cfg, "get") else None
+    node = dict(cure) if cure is not None else {}
     return ModelSpec(
         family=m.family,
         depth=int(m.depth),
@@ -93,4 +146,6 @@ def model_spec(cfg: Any) -> ModelSpec:
         block=m.block,
         zero_init_residual=m.zero_init_residual,
         width=int(m.width),
+        cure=str(node.get("name", "none")),
+        cure_options={k: v for k, v in node.items() if k != "name"},
     )

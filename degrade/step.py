@@ -77,6 +77,9 @@ class Step:
         self._hyper = (float(group["momentum"]), float(group["weight_decay"]), bool(group["nesterov"]))
         self._lr_float = 0.0
         self._params = [p for g in opt.param_groups for p in g["params"]]
+        # Each group's share of the parameters and its factor on the learning rate (a cure's
+        # scalars may train at a fraction of it).
+        self._scales = [(len(g["params"]), float(g.get("lr_scale", 1.0))) for g in opt.param_groups]
         self._bufs: list[torch.Tensor] | None = None
         self._graph: Any = None
         self._static: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -109,7 +112,13 @@ class Step:
         if any(g is None for g in grads):
             raise RuntimeError("a parameter got no gradient; the tensor-lr update needs them all")
         with torch.no_grad():
-            sgd_update(self._params, grads, self._bufs, self.lr, *self._hyper)
+            start = 0
+            for count, scale in self._scales:
+                part = slice(start, start + count)
+                bufs = self._bufs[part] if self._bufs else []
+                lr = self.lr if scale == 1.0 else self.lr * scale
+                sgd_update(self._params[part], grads[part], bufs, lr, *self._hyper)
+                start += count
 
     # -- the public interface -----------------------------------------------------------------
 
@@ -138,7 +147,7 @@ class Step:
         """One optimizer step on the batch (x, y)."""
         if self.path == "exact":
             for group in self.opt.param_groups:
-                group["lr"] = self._lr_float
+                group["lr"] = self._lr_float * float(group.get("lr_scale", 1.0))
             self.opt.zero_grad(set_to_none=True)
             self._forward_backward(x, y)
             self.opt.step()

@@ -32,10 +32,13 @@ from degrade.config import (
     CONFIG_NAME,
     ConfigError,
     compose_run,
+    cure_name,
     expand_overrides,
     hydra_context,
+    inapplicable,
     one_line,
     quoted,
+    validate,
 )
 from degrade.job import SWEEP_PID_ENV, RunResult, Steps, job_steps
 from degrade.runids import identity_config, run_id
@@ -128,7 +131,8 @@ def _flag_overrides(spec: SweepSpec, grid: DictConfig) -> list[str]:
     ov = []
     for key, flag, default in (("model.depth", spec.depths, grid.get("depths")),
                                ("model.variant", spec.variants, grid.get("variants")),
-                               ("seed", spec.seeds, grid.get("seeds"))):
+                               ("seed", spec.seeds, grid.get("seeds")),
+                               ("cure", None, grid.get("cures"))):
         values = flag if flag is not None else (None if key in given else default)
         if values is not None:
             ov.append(f"{key}=" + ",".join(str(v) for v in values))
@@ -207,16 +211,21 @@ def _plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig], dict[str, str]]
         if any(_key(o).startswith(("hydra/launcher", "hydra.launcher")) for o in spec.overrides):
             raise ConfigError("--together trains in this process; it cannot be combined with a launcher")
     user_run = [o for o in spec.overrides if not _is_hydra_override(o)]
-    base = compose_run(expand_overrides(user_run)[0], pin=False)
+    base = compose_run(expand_overrides(user_run)[0], pin=False, check_variant=False)
     overrides = _flag_overrides(spec, base.sweep) + list(spec.overrides)
     for key in ("depths", "variants", "seeds"):
         if base.sweep.get(key) is not None and len(base.sweep[key]) == 0:
             raise ConfigError(f"sweep.{key} is empty: the sweep would run nothing")
     run_overrides = [o for o in overrides if not _is_hydra_override(o)]
     hydra_overrides = [o for o in overrides if _is_hydra_override(o)]
-    configs = [compose_run(combo) for combo in expand_overrides(run_overrides)]
+    grid = [compose_run(combo, check_variant=False) for combo in expand_overrides(run_overrides)]
+    configs = applicable(grid)
     if not configs:
         raise ConfigError("the sweep would run nothing")
+    if len(configs) < len(grid):
+        # Hydra's sweeper forms the full product of the overrides: it leaves those runs out too.
+        hydra_overrides.append("hydra.sweeper.applicable_only=true")
+        overrides.append(hydra_overrides[-1])
     _refuse_unused_epochs(spec, configs)
     if spec.together is None and _parallel_on_cpu_by_default(configs, hydra_overrides):
         # Small same-shape runs use two cores better as two 1-thread processes than as one
@@ -238,6 +247,17 @@ def _plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig], dict[str, str]]
     swept = any(_key(o) == "trainer.precision" and "," in o for o in run_overrides)
     asked = {} if swept else {"trainer.precision": str(base.trainer.precision)}
     return overrides, configs, asked
+
+
+def applicable(grid: list[DictConfig]) -> list[DictConfig]:
+    """The runs of ``grid`` whose cure is defined for their variant; a grid crossing cures with
+    variants leaves out the pairs that do not apply (Fixup on a plain net). ConfigError (the
+    cure's own refusal) when a cure the grid names is left with no run at all."""
+    kept = [c for c in grid if not inapplicable(c)]
+    for cure in dict.fromkeys(cure_name(c) for c in grid):
+        if not any(cure_name(c) == cure for c in kept):
+            validate(next(c for c in grid if cure_name(c) == cure))  # raises its one line
+    return kept
 
 
 def _parallel_on_cpu_by_default(configs: list[DictConfig], hydra_overrides: list[str]) -> bool:

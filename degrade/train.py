@@ -23,7 +23,7 @@ from degrade.atomic import save_checkpoint, write_rows_atomic
 from degrade.compute import step_path
 from degrade.data import Dataset, augment_batch, load_dataset
 from degrade.job import RunResult, Steps, drain, process_started
-from degrade.models import build_model, evaluate
+from degrade.models import build_model, evaluate, param_groups
 from degrade.runids import run_id
 from degrade.spec import model_spec
 from degrade.step import Step
@@ -85,7 +85,7 @@ class Trainer:
             self.model.to(memory_format=fmt)  # type: ignore[call-overload]  # Module.to takes it; its stubs do not say
         o = cfg.optim
         self.opt = torch.optim.SGD(
-            self.model.parameters(),
+            param_groups(self.model),
             lr=float(o.lr),
             momentum=float(o.momentum),
             weight_decay=float(o.weight_decay),
@@ -265,7 +265,8 @@ def run_steps(
     rid = run_id(cfg)
     run = RunDir(out, rid) if out is not None else None
     trainer = Trainer(cfg, data)
-    warnings: list[str] = []
+    # What the model was built with that the run should say (a cure's fallback at this depth).
+    warnings: list[str] = list(getattr(trainer.model, "notes", []))
     if run is not None:
         ckpt = load_checkpoint(run.checkpoint, warn=warnings.append)
         if ckpt is not None:

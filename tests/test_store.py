@@ -78,3 +78,11 @@ def test_rows_of_an_older_checkpoint_keep_the_newer_columns(tmp_path):
     frame = pd.read_parquet(tmp_path / "m.parquet")
     assert list(frame.columns) == ["epoch", "train_loss", "ended"]
     assert frame["ended"].isna().tolist() == [True, False] and frame["ended"].iloc[1] == 100.0
+
+
+def test_no_cure_keeps_the_run_ids_stores_already_hold():
+    base = compose_run(["model.depth=8"])
+    assert "cure" not in runids.identity_config(base)
+    assert runids.run_id(base) == runids.run_id(compose_run(["model.depth=8", "cure=none"]))
+    cured = compose_run(["model.depth=8", "model.variant=residual", "cure=fixup"])
+    assert runids.identity_config(cured)["cure"]["name"] == "fixup"

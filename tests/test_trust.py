@@ -192,7 +192,7 @@ def test_a_missing_preset_is_refused_with_the_presets_there_are(tmp_path, capsys
     for args in (["sweep", *CHEAP, "--out", str(out)], ["train", f"out={out}", *TRAIN], ["show"]):
         code, stdout, err = run_cli([*args, f"experiment={preset}"], capsys)
         _refused(code, stdout, err, f"unknown experiment option {preset!r}",
-                 "choose one of he2016_cifar10, he2016_fig1, seed_mlp")
+                 "choose one of cures, he2016_cifar10, he2016_fig1, seed_mlp")
     assert not out.exists()
     code, stdout, _ = run_cli(["show"], capsys)  # no preset at all is still the default run
     assert code == 0 and OmegaConf.create(stdout).data.name == "digits"

@@ -167,6 +167,8 @@ def blocks(model: nn.Module) -> list[nn.Module]:
 
 def downsamples(block: nn.Module) -> bool:
     """Whether the block changes the shape of what flows through it (stride or width)."""
+    if hasattr(block, "changes_shape"):  # a cured block says so (CReLU doubles what it reads)
+        return bool(block.changes_shape)
     first = block.get_submodule("conv1" if hasattr(block, "conv1") else "fc1")
     if isinstance(first, nn.Conv2d):
         return first.stride != (1, 1) or first.in_channels != first.out_channels
@@ -176,6 +178,9 @@ def downsamples(block: nn.Module) -> bool:
 
 def branch(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """F(x): what the block's layers add to its shortcut (before the addition and its ReLU)."""
+    if hasattr(block, "branch"):  # a cured block computes its own
+        out: torch.Tensor = block.branch(x)
+        return out
     names = ("conv1", "conv2") if hasattr(block, "conv1") else ("fc1", "fc2")
     first, second = (block.get_submodule(n) for n in names)
     bn1, bn2 = block.get_submodule("bn1"), block.get_submodule("bn2")

@@ -18,12 +18,15 @@ class RemainingSweeper(BasicSweeper):
     """BasicSweeper whose job list leaves out the runs already finished in the run store.
 
     ``check_store=false`` launches every job: for a caller that has just found none finished.
+    ``applicable_only=true`` also leaves out the jobs whose cure is not defined for their variant
+    (a grid crossing cures with variants; the sweep's plan left them out too).
     """
 
     def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None,
-                 check_store: bool = True) -> None:
+                 check_store: bool = True, applicable_only: bool = False) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.check_store = check_store
+        self.applicable_only = applicable_only
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
         """The basic sweeper's set-up; a failed job's own error is then raised as it is.
@@ -48,7 +51,7 @@ class RemainingSweeper(BasicSweeper):
     def split_arguments(self, overrides: Any, max_batch_size: int | None) -> list[list[list[str]]]:  # type: ignore[override]
         """The basic sweeper's batches of jobs, less those whose runs are finished."""
         every = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
-        jobs = [job for job in every if not (self.check_store and self._finished(job))]
+        jobs = [job for job in every if not self._left_out(job)]
         if not jobs:
             return []
         return list(BasicSweeper.split_overrides_to_chunks(jobs, max_batch_size))
@@ -58,10 +61,15 @@ class RemainingSweeper(BasicSweeper):
         if not self.check_store:
             super().validate_batch_is_legal(batch)
 
-    def _finished(self, job: list[str]) -> bool:
-        from degrade import store
+    def _left_out(self, job: list[str]) -> bool:
+        """Whether the job is not launched: its run is finished, or its cure does not apply."""
+        if not (self.check_store or self.applicable_only):
+            return False
+        from degrade import config, store
         from degrade.runids import run_id
 
         assert self.hydra_context is not None and self.config is not None
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
-        return store.RunDir(Path(str(cfg.out)), run_id(cfg)).finished() is not None
+        if self.applicable_only and config.inapplicable(cfg):
+            return True
+        return self.check_store and store.RunDir(Path(str(cfg.out)), run_id(cfg)).finished() is not None
