@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +47,8 @@ def delta_orthogonal_(weight: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
     q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
     weight.zero_()
     centre = tuple(k // 2 for k in kernel)
-    weight[(slice(None), slice(None), *centre)] = (gain * q).to(weight.dtype)
+    index: tuple[Any, ...] = (slice(None), slice(None), *centre)
+    weight[index] = (gain * q).to(weight.dtype)
     return weight
 
 
@@ -335,36 +336,43 @@ class CuredNet(nn.Module):
     @torch.no_grad()
     def _init(self, spec: ModelSpec) -> None:
         o = spec.cure_options
-        layers = [self.stem] + [m for b in self.blocks for m in (b.conv1, b.conv2)]
-        shortcuts = [b.shortcut for b in self.blocks if isinstance(b.shortcut, (nn.Conv2d, nn.Linear))]
+        blocks = list(self.blocks)
+        layers = [self.stem] + [b.get_submodule(n) for b in blocks for n in ("conv1", "conv2")]
+        found = [getattr(b, "shortcut", None) for b in blocks]
+        shortcuts: list[nn.Module] = [s for s in found if isinstance(s, (nn.Conv2d, nn.Linear))]
+
+        def weight(m: nn.Module) -> torch.Tensor:
+            return m.get_parameter("weight")
+
         for m in layers + shortcuts + [self.fc]:
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+            bias = getattr(m, "bias", None)
+            if isinstance(bias, torch.Tensor):
+                nn.init.zeros_(bias)
         if spec.cure == "tat":
             for m in layers + [self.fc]:
-                suo_(m.weight)
+                suo_(weight(m))
         elif spec.cure == "delta_orthogonal":
             gain, bias_std = float(o.get("gain", 1.0)), float(o.get("bias_std", 0.0))
             for m in layers:
-                delta_orthogonal_(m.weight, gain)
+                delta_orthogonal_(weight(m), gain)
                 if bias_std:
-                    nn.init.normal_(m.bias, std=bias_std)
+                    nn.init.normal_(m.get_parameter("bias"), std=bias_std)
             nn.init.orthogonal_(self.fc.weight)
         elif spec.cure == "looks_linear":
-            delta_orthogonal_(self.stem.weight)  # it reads the raw input, not a CReLU
+            delta_orthogonal_(weight(self.stem))  # it reads the raw input, not a CReLU
             for m in layers[1:] + [self.fc]:
-                mirrored_(m.weight)
+                mirrored_(weight(m))
         else:  # fixup, skipinit: He-normal, as the uncured nets
             for m in layers + shortcuts:
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                nn.init.kaiming_normal_(weight(m), mode="fan_in", nonlinearity="relu")
             if spec.cure == "fixup":
                 # Fixup's rule: branch layers but the last scaled by L^(-1/(2m-2)), the last and
                 # the classifier zero, so that the whole net starts as its shortcut path.
                 m_layers = int(o.get("m", 2))
-                factor = len(self.blocks) ** (-1.0 / (2 * m_layers - 2))
-                for b in self.blocks:
-                    b.conv1.weight.mul_(factor)
-                    nn.init.zeros_(b.conv2.weight)
+                factor = len(blocks) ** (-1.0 / (2 * m_layers - 2))
+                for b in blocks:
+                    weight(b.get_submodule("conv1")).mul_(factor)
+                    nn.init.zeros_(weight(b.get_submodule("conv2")))
                 nn.init.zeros_(self.fc.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -382,7 +390,7 @@ class CuredNet(nn.Module):
 
     def scalars(self) -> list[nn.Parameter]:
         """The cure's scalar parameters (Fixup's biases and multipliers, SkipInit's alphas)."""
-        found = [p for b in self.blocks if hasattr(b, "scalars") for p in b.scalars()]
+        found = [p for b in self.blocks if hasattr(b, "scalars") for p in cast(Any, b).scalars()]
         return found + [p for p in (self.stem_bias, self.head_bias) if p is not None]
 
     def param_groups(self) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +39,7 @@ def _norm2d(spec: ModelSpec, channels: int) -> nn.Module:
 
 
 def _projection(spec: ModelSpec, in_ch: int, out_ch: int, stride: int) -> nn.Module:
-    layers = [nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=spec.norm == "none")]
+    layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=spec.norm == "none")]
     if spec.norm == "batch":
         layers.append(nn.BatchNorm2d(out_ch))
     return nn.Sequential(*layers)
@@ -200,8 +201,8 @@ def _init_weights(model: nn.Module, spec: ModelSpec) -> None:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
     if spec.residual and spec.zero_init:
-        for block in model.blocks:
-            layer = block.last_layer()
+        for block in cast(nn.Sequential, model.blocks):
+            layer = cast(Any, block).last_layer()
             nn.init.zeros_(layer.weight)
             if getattr(layer, "bias", None) is not None:
                 nn.init.zeros_(layer.bias)

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -179,7 +179,7 @@ def downsamples(block: nn.Module) -> bool:
 def branch(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """F(x): what the block's layers add to its shortcut (before the addition and its ReLU)."""
     if hasattr(block, "branch"):  # a cured block computes its own
-        out: torch.Tensor = block.branch(x)
+        out: torch.Tensor = cast(Any, block).branch(x)
         return out
     names = ("conv1", "conv2") if hasattr(block, "conv1") else ("fc1", "fc2")
     first, second = (block.get_submodule(n) for n in names)
