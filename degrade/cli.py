@@ -195,7 +195,7 @@ def _say_default(out: str, name: str | None) -> None:
 
 
 def _print_summary(out: str, name: str | None, say_default: bool = False) -> None:
-    from degrade import report, results
+    from degrade import flat, results, sweepdata, verdict
 
     results_sweep = results.open_store(out).sweep(name)
     data = results_sweep.loaded
@@ -204,7 +204,7 @@ def _print_summary(out: str, name: str | None, say_default: bool = False) -> Non
     table = results_sweep.summary()
     multi = bool((table["seeds"] > 1).any())
     paper = bool(table["paper_test_error"].notna().any())
-    t = Table(title=f"sweep {data.name}: final errors (%), {report.describe(data)}")
+    t = Table(title=f"sweep {data.name}: final errors (%), {sweepdata.describe(data)}")
     columns = [*data.keys, "variant", "depth", "seeds", "epochs", "train error", "test error"]
     columns += ["paper test error", "test - paper"] if paper else []
     for col in (*columns, "diverged"):
@@ -218,16 +218,16 @@ def _print_summary(out: str, name: str | None, say_default: bool = False) -> Non
     for r in table.to_dict("records"):
         paper_cells = [r["paper_test_error"], r["test_error_mean"] - r["paper_test_error"]]
         extra = [cell(v) for v in paper_cells] if paper else []
-        t.add_row(*(report.show(r[k]) for k in data.keys), r["variant"], str(r["depth"]), str(r["seeds"]),
+        t.add_row(*(flat.show(r[k]) for k in data.keys), r["variant"], str(r["depth"]), str(r["seeds"]),
                   str(int(r["epochs"]) if r["epochs"] == r["epochs"] else "-"),
                   cell(r["train_error_mean"], r["train_error_std"]),
                   cell(r["test_error_mean"], r["test_error_std"]), *extra, str(r["diverged"]))
     out_console.print(t)
     if paper:
-        pub = report.published()
+        pub = verdict.published()
         out_console.print(f"paper: {pub['metric']}, {pub['source']}", highlight=False)
     for line in results_sweep.verdicts():
-        out_console.print(f"{line} ({report.numerics(data)})", highlight=False)
+        out_console.print(f"{line} ({sweepdata.numerics(data)})", highlight=False)
 
 
 @app.command()
@@ -343,7 +343,7 @@ def plot(
     error over depth and a setting the sweep varied (--y optim.lr).
     """
     from degrade import plot as plots
-    from degrade import report, store
+    from degrade import store, sweepdata
 
     def go() -> list[Path]:
         formats = _str_list(format) or ["png"]
@@ -360,7 +360,7 @@ def plot(
             err_console.print("note: plot --epochs is now --at-epochs (the old name still works for now)",
                               highlight=False)
         chosen = _int_list(at_epochs if at_epochs is not None else epochs, "--at-epochs")
-        data = report.load(out, sweep)
+        data = sweepdata.load(out, sweep)
         fig = plots.draw(kind, data, chosen, x=x or "depth", y=y)
         folder = store.sweep_dir(Path(out), data.name)
         with store.writing(folder):
@@ -389,27 +389,32 @@ def summary(
 
 
 def _print_probe_numbers(out: str, name: str | None) -> None:
+    from degrade import flat, results
     from degrade.probes import tables
 
-    table = tables.summary(out, name)
-    if table.empty:
+    sweep = results.open_store(out).sweep(name)
+    if not sweep.probe_kinds():
         out_console.print("no probes in this sweep yet: run `degrade probe`", highlight=False)
         return
-    multi = bool((table["runs"] > 1).any())
+    table = tables.in_percent(sweep.probe_summary())
+    keys, settings = sweep.keys, tables.settings_of(table)
+    table["settings"] = [", ".join(f"{k}={v}" for k, v in zip(settings, row, strict=True) if v == v)
+                         for row in table[settings].itertuples(index=False)]
+    multi = bool((table["seeds"] > 1).any())
     depths = sorted(table["depth"].unique())
-    for (kind, settings), rows in table.groupby(["kind", "settings"], sort=False):
-        rows = tables.in_percent(rows)
+    for (kind, said), rows in table.groupby(["kind", "settings"], sort=False):
         # Runs probed with other settings get a table of their own, titled with them.
         apart = table.loc[table["kind"] == kind, "settings"].nunique() > 1
         t = Table(title=f"probe {kind}, by depth" + (": mean ± std over seeds" if multi else "")
-                  + (f" ({settings})" if apart else ""))
-        for col in ("quantity", "weights", "variant", *map(str, depths)):
-            t.add_column(col, justify="left" if col in ("quantity", "weights", "variant") else "right")
-        for (q, w, v), part in rows.groupby(["quantity", "weights", "variant"], sort=False):
+                  + (f" ({said})" if apart else ""))
+        for col in ("quantity", "weights", *keys, "variant", *map(str, depths)):
+            t.add_column(col, justify="right" if col in map(str, depths) else "left")
+        for group, part in rows.groupby(["quantity", "weights", *keys, "variant"], sort=False, dropna=False):
             cells = {int(r["depth"]): f"{r['mean']:.4g}"
                      + (f" ± {r['std']:.2g}" if multi and r["std"] == r["std"] else "")
                      for r in part.to_dict("records")}
-            t.add_row(q, w, v, *(cells.get(int(d), "-") for d in depths))
+            t.add_row(*(flat.show(v) if isinstance(v, (bool, type(None))) else str(v) for v in group),
+                      *(cells.get(int(d), "-") for d in depths))
         out_console.print(t)
 
 

@@ -153,6 +153,20 @@ def estimate(cfg: Any) -> Footprint:
     return Footprint(params, COPIES_PER_WEIGHT * params * FLOAT, train + evaluate, data)
 
 
+def training_cost(cfg: Any) -> float:
+    """A run's compute, in arbitrary units proportional to its training time (activation
+    elements per image x images it trains on): what orders a sweep's runs, longest first, so
+    the last run to finish is a short one."""
+    spec = model_spec(cfg)
+    shapes = data_shapes(cfg.data)
+    _, per_image, _ = (_cnn if spec.family == "cnn" else _mlp)(spec, shapes)
+    iterations = cfg.trainer.get("iterations")
+    batch = int(cfg.trainer.batch_size)
+    per_epoch = shapes.train_images or batch
+    images = int(iterations) * batch if iterations else int(cfg.trainer.epochs) * per_epoch
+    return float(per_image) * images
+
+
 def gigabytes(n: int) -> str:
     """``n`` bytes as TB or GB with one decimal (MB below a gigabyte)."""
     if n >= 1e12:

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
-from degrade import compute, environment, frames, plot, report, store
+from degrade import compute, environment, flat, frames, plot, store, sweepdata, verdict
 from degrade.atomic import write_text_atomic
 from degrade.probes import tables
 from degrade.runids import identity_config
@@ -84,7 +84,7 @@ def _table(header: list[str], rows: list[list[Any]], text_columns: int = 1,
 # --------------------------------------------------------------------------- sections
 
 
-def _summary(sweep: report.Sweep, table: pd.DataFrame) -> str:
+def _summary(sweep: sweepdata.SweepData, table: pd.DataFrame) -> str:
     paper = bool(table["paper_test_error"].notna().any())
     multi = bool((table["seeds"] > 1).any())
     header = [*sweep.keys, "variant", "depth", "seeds", "epochs", "train error (%)", "test error (%)"]
@@ -92,7 +92,7 @@ def _summary(sweep: report.Sweep, table: pd.DataFrame) -> str:
     header += ["diverged"]
     rows = []
     for r in table.to_dict("records"):
-        row = [*(report.show(r[k]) for k in sweep.keys), r["variant"], r["depth"], r["seeds"],
+        row = [*(flat.show(r[k]) for k in sweep.keys), r["variant"], r["depth"], r["seeds"],
                int(r["epochs"]) if r["epochs"] == r["epochs"] else "-",
                _pct(r["train_error_mean"], r["train_error_std"] if multi else None),
                _pct(r["test_error_mean"], r["test_error_std"] if multi else None)]
@@ -107,14 +107,14 @@ def _summary(sweep: report.Sweep, table: pd.DataFrame) -> str:
         out += (f'<p class="warn">{absent} of the sweep\'s {len(sweep.record["runs"])} runs have no '
                 'readable epoch and are not in this table: see <a href="#runs">Runs</a>.</p>')
     if paper:
-        pub = report.published()
+        pub = verdict.published()
         out += (f'<p class="note">Paper: {_e(pub["metric"])}, {_e(pub["source"])}. These are '
                 "CIFAR-10 <em>test</em> errors of fully trained ResNets (64k iterations); compare them "
                 "only with runs of the same setting.</p>")
     return out
 
 
-def _figures(sweep: report.Sweep) -> str:
+def _figures(sweep: sweepdata.SweepData) -> str:
     layers = plot.sweep_layers(sweep)
     wanted: list[tuple[str, dict[str, Any], str]] = [
         ("curves", {}, "Training (bold, solid) and test (thin, dashed) error by epoch, a colour per depth."),
@@ -143,9 +143,9 @@ def _figures(sweep: report.Sweep) -> str:
     return "\n".join(parts)
 
 
-def _runs(sweep: report.Sweep, listing: pd.DataFrame) -> str:
+def _runs(sweep: sweepdata.SweepData, listing: pd.DataFrame) -> str:
     plotted = _plotted(sweep)
-    settings = {rid: report.flatten(identity_config(cfg)) for rid, cfg in sweep.configs.items()}
+    settings = {rid: flat.flatten(identity_config(cfg)) for rid, cfg in sweep.configs.items()}
     header = ["run", "state", *sweep.keys, "epochs", "metrics", "in figures", "train error (%)",
               "test error (%)", "error"]
     rows, bad, missing = [], [], []
@@ -157,7 +157,7 @@ def _runs(sweep: report.Sweep, listing: pd.DataFrame) -> str:
             has_file = True
         readable = "readable" if rid in plotted else ("unreadable" if has_file else "none yet")
         epochs = f"{r['epochs_done']}/{r['epochs']}" if r.get("epochs") else str(r["epochs_done"])
-        values = [report.show(settings[rid].get(k)) if rid in settings else "?" for k in sweep.keys]
+        values = [flat.show(settings[rid].get(k)) if rid in settings else "?" for k in sweep.keys]
         rows.append([rid, r["state"], *values, epochs, readable, "yes" if rid in plotted else "no",
                      _pct(r["train_error"]), _pct(r["test_error"]), r.get("error") or ""])
         bad.append(r["state"] != "done" or rid not in plotted)
@@ -170,12 +170,12 @@ def _runs(sweep: report.Sweep, listing: pd.DataFrame) -> str:
     return out + _table(header, rows, text_columns=2 + len(sweep.keys), bad=bad)
 
 
-def _plotted(sweep: report.Sweep) -> set[str]:
+def _plotted(sweep: sweepdata.SweepData) -> set[str]:
     """The runs with at least one readable epoch: those the table and figures show."""
     return set(sweep.metrics.loc[sweep.metrics["epoch"] > 0, "run_id"])
 
 
-def _what_was_run(sweep: report.Sweep, listing: pd.DataFrame) -> str:
+def _what_was_run(sweep: sweepdata.SweepData, listing: pd.DataFrame) -> str:
     record = sweep.record
     # The store's folder is a path on the machine that ran the sweep: a shared file says <out>.
     stores = {str(c.get("out")) for c in sweep.configs.values() if c.get("out")} | {str(sweep.out.absolute())}
@@ -191,10 +191,10 @@ def _what_was_run(sweep: report.Sweep, listing: pd.DataFrame) -> str:
     out += ".</p><p>Overrides (flags and Hydra overrides as the sweep expanded them):</p><pre>"
     out += _e(local("\n".join(record.get("overrides", []))) or "(none)") + "</pre>"
     ids = [rid for rid in listing["run_id"] if rid in sweep.configs]
-    flat = [report.flatten(OmegaConf.to_container(sweep.configs[rid], resolve=True)) for rid in ids]
-    differing = report.differing_keys(flat) if flat else {}
+    flattened = [flat.flatten(OmegaConf.to_container(sweep.configs[rid], resolve=True)) for rid in ids]
+    differing = flat.differing_keys(flattened) if flattened else {}
     out += "<p>What differs between runs:</p>"
-    out += _table(["key", "values"], [[k, ", ".join(map(report.show, v))] for k, v in differing.items()],
+    out += _table(["key", "values"], [[k, ", ".join(map(flat.show, v))] for k, v in differing.items()],
                   text_columns=2) if differing else "<p>(nothing)</p>"
     if ids:
         out += f"<p>The resolved config of one run, <code>{_e(ids[0])}</code>:</p>"
@@ -205,8 +205,8 @@ def _what_was_run(sweep: report.Sweep, listing: pd.DataFrame) -> str:
     return out
 
 
-def _environment(sweep: report.Sweep, listing: pd.DataFrame) -> str:
-    last = report.final_rows(sweep.metrics).set_index("run_id")
+def _environment(sweep: sweepdata.SweepData, listing: pd.DataFrame) -> str:
+    last = sweepdata.final_rows(sweep.metrics).set_index("run_id")
     seen: Counter[tuple] = Counter()
     for rid in listing["run_id"]:
         try:
@@ -248,11 +248,11 @@ def _environment(sweep: report.Sweep, listing: pd.DataFrame) -> str:
 # --------------------------------------------------------------------------- the page
 
 
-def build(sweep: report.Sweep) -> str:
+def build(sweep: sweepdata.SweepData) -> str:
     """The whole report page of ``sweep`` as one HTML string."""
-    table = report.summarize(sweep.metrics, sweep.keys)
+    table = verdict.summarize(sweep.metrics, sweep.keys)
     listing = frames.list_runs(sweep.out, sweep.name)
-    lines = "".join(f"<li>{_e(v)}</li>" for v in report.sweep_verdicts(sweep))
+    lines = "".join(f"<li>{_e(v)}</li>" for v in verdict.sweep_verdicts(sweep))
     sections = [
         ("Verdict", f'<ul class="verdict">{lines}</ul>'),
         ("Final errors", _summary(sweep, table)),
@@ -274,7 +274,7 @@ def build(sweep: report.Sweep) -> str:
 </head>
 <body>
 <h1>{_e(title)}</h1>
-<p class="what">{_e(report.describe(sweep))}. Plain and residual networks of the same depths
+<p class="what">{_e(sweepdata.describe(sweep))}. Plain and residual networks of the same depths
 (He et al. 2015): does the deeper plain net train worse? Written {_e(time.strftime("%Y-%m-%d %H:%M"))}
 by degrade {_e(environment.software()["degrade"])}.</p>
 {body}
@@ -288,7 +288,7 @@ def write(out: str | Path, name: str | None = None) -> Path:
 
     The file is replaced atomically: a reader, or a failure half-way, never leaves half a page.
     """
-    sweep = report.load(out, name)
+    sweep = sweepdata.load(out, name)
     page = build(sweep)
     folder = store.sweep_dir(sweep.out, sweep.name)
     path = store.resolve(folder, FILE)

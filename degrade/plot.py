@@ -20,9 +20,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from degrade import figstyle, frames, report, store  # noqa: E402
+from degrade import figstyle, flat, frames, store, sweepdata  # noqa: E402
 from degrade.atomic import atomic_write  # noqa: E402
 from degrade.probes.settings import NAMES as PROBE_KINDS  # noqa: E402
+from degrade.verdict import published_errors, sweep_verdicts  # noqa: E402
 
 FORMATS = ("png", "svg", "pdf")
 KINDS = ("curves", "depth", "grid", "gradients", "responses", *PROBE_KINDS)
@@ -41,7 +42,7 @@ def _settings(frame: pd.DataFrame, keys: list[str]) -> list[tuple[str, pd.DataFr
     if not keys:
         return [("", frame)]
     groups = frame.groupby(keys, dropna=False, sort=True)
-    return [(", ".join(f"{k}={report.show(v)}" for k, v in zip(keys, values, strict=True)), part)
+    return [(", ".join(f"{k}={flat.show(v)}" for k, v in zip(keys, values, strict=True)), part)
             for values, part in groups]
 
 
@@ -114,7 +115,7 @@ def depth(metrics: pd.DataFrame, title: str = "", keys: list[str] | None = None)
     ResNet, option A), the published test errors of their Table 6 are marked. One row of panels
     per combination of the settings ``keys``.
     """
-    last = report.final_rows(metrics)
+    last = sweepdata.final_rows(metrics)
     if "state" in last:
         last = last[last["state"] != "diverged"]
     variants = figstyle.variants(metrics)
@@ -123,7 +124,7 @@ def depth(metrics: pd.DataFrame, title: str = "", keys: list[str] | None = None)
     fig, axes = plt.subplots(len(settings), len(variants), figsize=(5.2 * len(variants), 4.2 * len(settings)),
                              sharey=True, squeeze=False)
     for row, (setting, part_all) in zip(axes, settings, strict=True):
-        paper = report.published_errors(part_all)
+        paper = published_errors(part_all)
         for ax, variant in zip(row, variants, strict=True):
             part = part_all[part_all["variant"] == variant]
             g = part.groupby("depth")
@@ -163,11 +164,11 @@ def grid(metrics: pd.DataFrame, x: str, y: str, keys: list[str] | None = None, t
     A cell whose runs all diverged says so; a combination the sweep did not run is grey. The
     settings in ``keys`` other than ``x`` and ``y`` get one row of panels per combination.
     """
-    last = report.final_rows(metrics)
+    last = sweepdata.final_rows(metrics)
     others = [k for k in (keys or []) if k not in (x, y)]
     variants = figstyle.variants(last)
-    xs = report.sorted_values(list(last[x].unique()))
-    ys = report.sorted_values(list(last[y].unique()))
+    xs = flat.sorted_values(list(last[x].unique()))
+    ys = flat.sorted_values(list(last[y].unique()))
     state = last["state"] if "state" in last else pd.Series("done", index=last.index)
     ok = last[state != "diverged"]
     means = ok.groupby([*others, "variant", y, x], dropna=False)["train_error"].mean() * 100
@@ -208,8 +209,8 @@ def grid(metrics: pd.DataFrame, x: str, y: str, keys: list[str] | None = None, t
                 dark = v == v and sum(cmap(norm(v))[:3]) < 1.5
                 ax.text(j, i, text[i][j], ha="center", va="center", fontsize=9,
                         color="white" if dark else "black")
-            ax.set_xticks(range(len(xs)), [report.show(v) for v in xs])
-            ax.set_yticks(range(len(ys)), [report.show(v) for v in ys])
+            ax.set_xticks(range(len(xs)), [flat.show(v) for v in xs])
+            ax.set_yticks(range(len(ys)), [flat.show(v) for v in ys])
             ax.set_xlabel(AXIS_LABELS.get(x, x))
             ax.set_ylabel(AXIS_LABELS.get(y, y))
             ax.set_title(_panel_title(variant, setting), fontsize=10)
@@ -285,7 +286,7 @@ def responses(layers: pd.DataFrame, epochs: list[int] | None = None, title: str 
                       title or "layer responses", log=False, keys=keys or [])
 
 
-def sweep_layers(sweep: report.Sweep) -> pd.DataFrame:
+def sweep_layers(sweep: sweepdata.SweepData) -> pd.DataFrame:
     """The sweep's per-layer diagnostics, with each run's variant, depth, seed and settings."""
     layers = frames.load_layers(sweep.out, list(sweep.metrics["run_id"].unique()))
     if layers.empty:
@@ -294,7 +295,7 @@ def sweep_layers(sweep: report.Sweep) -> pd.DataFrame:
     return layers.join(what, on="run_id")
 
 
-def draw(kind: str, sweep: report.Sweep, epochs: list[int] | None = None, x: str = "depth",
+def draw(kind: str, sweep: sweepdata.SweepData, epochs: list[int] | None = None, x: str = "depth",
          y: str | None = None, layers: pd.DataFrame | None = None, verdict: bool = True) -> plt.Figure:
     """The figure ``kind`` (one of KINDS) of ``sweep``, titled with what the sweep trained.
 
@@ -306,11 +307,11 @@ def draw(kind: str, sweep: report.Sweep, epochs: list[int] | None = None, x: str
     """
     if kind not in KINDS:
         raise PlotError(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
-    title = f"sweep {sweep.name}: {report.describe(sweep)}"
+    title = f"sweep {sweep.name}: {sweepdata.describe(sweep)}"
     keys = sweep.keys
     # The figures of errors carry the verdict in the words summary and report use, below the
     # panels, and the one caption of the figures' language.
-    said = [*(report.sweep_verdicts(sweep) if verdict else []), figstyle.CAPTION]
+    said = [*(sweep_verdicts(sweep) if verdict else []), figstyle.CAPTION]
     if kind in ("curves", "depth", "grid"):
         if kind == "curves":
             fig = curves(sweep.metrics, title=title, keys=keys)
@@ -331,7 +332,7 @@ def draw(kind: str, sweep: report.Sweep, epochs: list[int] | None = None, x: str
     return draw_layers(layers, epochs, title=f"{title}\n{kind}", keys=keys)
 
 
-def probe_figure(kind: str, sweep: report.Sweep, title: str) -> plt.Figure:
+def probe_figure(kind: str, sweep: sweepdata.SweepData, title: str) -> plt.Figure:
     """The figure of the probe ``kind`` (``degrade probe``) of the sweep's runs."""
     from degrade import probeplot
 
@@ -344,7 +345,7 @@ def probe_figure(kind: str, sweep: report.Sweep, title: str) -> plt.Figure:
     return probeplot.draw(kind, frame, title)
 
 
-def grid_axes(sweep: report.Sweep, x: str, y: str | None) -> tuple[str, str]:
+def grid_axes(sweep: sweepdata.SweepData, x: str, y: str | None) -> tuple[str, str]:
     """The grid's two axes, checked: ``depth`` or settings the sweep varied, and not the same."""
     choices = ["depth", *sweep.keys]
     if y is None:

@@ -19,7 +19,7 @@ import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from degrade import frames, report, store
+from degrade import flat, frames, store, sweepdata, verdict
 from degrade.atomic import atomic_write, write_parquet_atomic
 from degrade.probes import tables as probe_tables
 from degrade.probes.settings import NAMES as PROBE_KINDS
@@ -106,9 +106,9 @@ class Sweep:
         return list(store.read_sweep(self.path, self.name)["runs"])
 
     @functools.cached_property
-    def loaded(self) -> report.Sweep:
-        """The sweep as the summary, the figures and the report read it (``report.load``)."""
-        return report.load(self.path, self.name)
+    def loaded(self) -> sweepdata.SweepData:
+        """The sweep as the summary, the figures and the report read it (``sweepdata.load``)."""
+        return sweepdata.load(self.path, self.name)
 
     @property
     def keys(self) -> list[str]:
@@ -121,11 +121,11 @@ class Sweep:
 
         ids = self.run_ids()
         configs = frames.load_configs(self.path, ids)
-        flat = {rid: report.flatten(identity_config(cfg)) for rid, cfg in configs.items()}
-        keys = report.varied_keys(list(flat.values()))
+        flattened = {rid: flat.flatten(identity_config(cfg)) for rid, cfg in configs.items()}
+        keys = flat.varied_keys(list(flattened.values()))
         rows = []
         for rid, cfg in configs.items():
-            settings = {k: flat[rid].get(k) for k in (*keys, *_ALWAYS)}
+            settings = {k: flattened[rid].get(k) for k in (*keys, *_ALWAYS)}
             rows.append({"run_id": rid, **store.run_record(cfg), **settings})
         columns = ["run_id", *_WHAT, *keys, *(k for k in _ALWAYS if k not in keys)]
         return pd.DataFrame(rows, columns=list(dict.fromkeys(columns)))
@@ -239,11 +239,11 @@ class Sweep:
         mean and std over seeds of the final train and test error (fractions), seeds, epochs,
         diverged runs and the published test error where it applies."""
         loaded = self.loaded
-        return report.summarize(loaded.metrics, loaded.keys)
+        return verdict.summarize(loaded.metrics, loaded.keys)
 
     def verdicts(self) -> list[str]:
         """The verdict lines ``degrade summary`` prints, one per combination of varied settings."""
-        return report.sweep_verdicts(self.loaded)
+        return verdict.sweep_verdicts(self.loaded)
 
     def table(self, which: str, kind: str | None = None) -> pd.DataFrame:
         """One of ``TABLES`` by name (what ``degrade export --table`` writes); ``kind`` chooses

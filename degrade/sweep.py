@@ -40,6 +40,7 @@ from degrade.config import (
     quoted,
     validate,
 )
+from degrade.flat import flatten, show, varied_keys
 from degrade.job import SWEEP_PID_ENV, RunResult, Steps, job_steps
 from degrade.runids import identity_config, run_id
 from degrade.sources import prepare_dataset
@@ -387,13 +388,11 @@ def run_labels(configs: list[DictConfig]) -> dict[str, str]:
     """Per run id, the settings the grid varies besides depth, variant and seed, as overrides
     (``optim.lr=0.01``): what tells apart runs whose ids differ only in their hash. Empty when
     the grid varies nothing else."""
-    from degrade import report  # pandas: only once the grid is checked and about to run
-
-    flat = {run_id(c): report.flatten(identity_config(c)) for c in configs}
-    keys = report.varied_keys(list(flat.values()))
+    flattened = {run_id(c): flatten(identity_config(c)) for c in configs}
+    keys = varied_keys(list(flattened.values()))
     if not keys:
         return {}
-    return {rid: ", ".join(f"{k}={report.show(f.get(k))}" for k in keys) for rid, f in flat.items()}
+    return {rid: ", ".join(f"{k}={show(f.get(k))}" for k in keys) for rid, f in flattened.items()}
 
 
 def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepResult:

@@ -8,11 +8,12 @@ import torch
 from dks.base.activation_transform import _leaky_relu_cmap
 from torch import nn
 
-from degrade import report, store
+from degrade import flat, verdict
 from degrade.cli import main
 from degrade.config import ConfigError, compose_run
 from degrade.cures import CuredNet, delta_orthogonal_, suo_, tat_choice, tat_leaky_relu
 from degrade.models import build_model, param_groups
+from degrade.runids import identity_config, run_id
 from degrade.spec import ModelError, ModelSpec, check_spec, model_spec
 from degrade.sweep import SweepSpec, plan
 from tests.conftest import run_cli, run_subprocess
@@ -257,10 +258,10 @@ def test_train_refuses_the_pair_too(capsys) -> None:
 
 
 def test_a_cure_changes_the_run_id() -> None:
-    ids = {store.run_id(compose_run([f"cure={c}", "model.variant=plain"])) for c in ("none", *PLAIN_CURES)}
+    ids = {run_id(compose_run([f"cure={c}", "model.variant=plain"])) for c in ("none", *PLAIN_CURES)}
     assert len(ids) == 4
     tat = compose_run(["cure=tat", "model.variant=plain"])
-    assert store.run_id(tat) != store.run_id(compose_run(["cure=tat", "model.variant=plain",
+    assert run_id(tat) != run_id(compose_run(["cure=tat", "model.variant=plain",
                                                           "cure.target=0.8"]))
 
 
@@ -324,7 +325,7 @@ def test_the_verdict_is_per_cure_and_names_it() -> None:
                   ("fixup", "residual", 8, 0.02), ("fixup", "residual", 56, 0.30),
                   ("none", "plain", 8, 0.01), ("none", "plain", 56, 0.5),
                   ("none", "residual", 8, 0.01), ("none", "residual", 56, 0.01)])
-    lines = report.verdicts(m, ["cure.name"])
+    lines = verdict.verdicts(m, ["cure.name"])
     assert lines[0].startswith("cure.name=fixup: Still degrades: residual-56 with Fixup trains worse than "
                                "residual-8 with Fixup (train error 30.00 % vs 2.00 %)")
     assert lines[1].startswith("cure.name=none: Degradation reproduced")
@@ -336,21 +337,21 @@ def test_the_verdict_is_per_cure_and_names_it() -> None:
 def test_a_cure_whose_deep_nets_diverged_gets_no_call_on_the_depths_left() -> None:
     m = _metrics([("tat", "plain", 8, 0.01), ("tat", "plain", 20, 0.02), ("tat", "plain", 56, 0.9)])
     m.loc[m["depth"] == 56, "state"] = "diverged"
-    line = report.verdicts(m, ["cure.name"])[0]
+    line = verdict.verdicts(m, ["cure.name"])[0]
     assert line.startswith("cure.name=tat: Diverged: plain-56 with TAT diverged at this learning rate "
                            "(plain-8 ends at 1.00 %; plain-20 ends at 2.00 %)")
     assert "trains as well" not in line
 
 
 def test_a_cures_own_settings_are_not_settings_of_their_own() -> None:
-    flat = [report.flatten(store.identity_config(compose_run([f"cure={c}", "model.variant=plain",
+    flattened = [flat.flatten(identity_config(compose_run([f"cure={c}", "model.variant=plain",
                                                                f"model.depth={d}"])))
             for c in ("none", "tat") for d in (8, 20)]
-    assert report.varied_keys(flat) == ["cure.name", "model.norm"]  # TAT's own keys follow its name
-    lr = [report.flatten(store.identity_config(compose_run(["cure=tat", "model.variant=plain",
+    assert flat.varied_keys(flattened) == ["cure.name", "model.norm"]  # TAT's own keys follow its name
+    lr = [flat.flatten(identity_config(compose_run(["cure=tat", "model.variant=plain",
                                                             f"optim.lr={r}"])))
           for r in (0.01, 0.1)]
-    assert report.varied_keys(flat + lr) == ["cure.name", "model.norm", "optim.lr"]
+    assert flat.varied_keys(flattened + lr) == ["cure.name", "model.norm", "optim.lr"]
 
 
 # --------------------------------------------------------------------------- probes

@@ -8,7 +8,7 @@ import matplotlib.colors
 import pandas as pd
 import pytest
 
-from degrade import figstyle, plot, probeplot, report
+from degrade import figstyle, plot, probeplot, sweepdata, verdict
 
 
 def _numbers(kind: str, values: dict[tuple[str, int, str], float],
@@ -90,8 +90,8 @@ def _curves() -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _sweep(metrics: pd.DataFrame) -> report.Sweep:
-    return report.Sweep("s", Path("."), {}, metrics, [])
+def _sweep(metrics: pd.DataFrame) -> sweepdata.SweepData:
+    return sweepdata.SweepData("s", Path("."), {}, metrics, [])
 
 
 def test_training_error_is_the_bold_solid_line_and_test_the_thin_dashed_one_in_every_error_figure():
@@ -109,7 +109,7 @@ def test_training_error_is_the_bold_solid_line_and_test_the_thin_dashed_one_in_e
 
 def test_the_verdict_sits_under_the_panels_not_in_the_title():
     fig = plot.draw("curves", _sweep(_curves()))
-    (line,) = report.sweep_verdicts(_sweep(_curves()))
+    (line,) = verdict.sweep_verdicts(_sweep(_curves()))
     assert line.startswith("Degradation reproduced")
     assert line not in fig._suptitle.get_text()
     under = " ".join(t.get_text() for t in fig.texts).replace("\n", " ")

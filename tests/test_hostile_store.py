@@ -280,7 +280,7 @@ COMMANDS: list[tuple[list[str], bool]] = [  # (arguments, whether it only reads)
     (["report"], False),
     (["probe", *PROBE], False),
 ]
-# The figure commands read through the same readers as summary (report.load) and ls, which run
+# The figure commands read through the same readers as summary (sweepdata.load) and ls, which run
 # under every case; drawing costs seconds a call, so they run under the cases that reach their
 # own paths: a link (where they write) and the first damage of each kind of entry.
 FIGURES = ("plot", "report")

@@ -151,15 +151,17 @@ def test_plot_report_and_summary_show_probes(store: Path, capsys: pytest.Capture
 
 
 def test_probe_summary_table(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from degrade.probes import tables
+    import degrade
+    from degrade.store import StoreError
 
-    assert tables.summary(store).empty
+    with pytest.raises(StoreError, match="no probes in sweep"):
+        degrade.open(store).sweep().probe_summary()
     assert _probe(store, capsys, "--kind", "gradcorr,identity")[0] == 0
-    table = tables.summary(store)
+    table = degrade.open(store).sweep().probe_summary()
     assert set(table["kind"]) == {"gradcorr", "identity"}
     assert set(table["depth"]) == {8, 14} and set(table["variant"]) == {"plain", "residual"}
     ratio = table[(table["quantity"] == "ratio")]
-    assert len(ratio) == 2 * 2 * 2 and (ratio["runs"] == 1).all() and ratio["mean"].gt(0).all()
+    assert len(ratio) == 2 * 2 * 2 and (ratio["seeds"] == 1).all() and ratio["mean"].gt(0).all()
 
 
 

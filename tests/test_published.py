@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from degrade import plot, report, store
+from degrade import plot, store, sweepdata, verdict
 from degrade.atomic import write_parquet_atomic
 from degrade.config import compose_run
 from degrade.runids import run_id
@@ -33,7 +33,7 @@ def _store(out: Path, runs: list[tuple[str, int, float]], extra: list[str]) -> N
 
 
 def test_the_published_numbers_live_in_one_file_with_their_source():
-    pub = report.published()
+    pub = verdict.published()
     assert pub["test_error"] == {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43}
     assert "arXiv:1512.03385" in pub["source"] and "Table 6" in pub["source"]
     assert "CIFAR-10 test error" in pub["metric"]
@@ -53,15 +53,15 @@ def test_summary_shows_the_paper_beside_ours_for_the_papers_setting_only(tmp_pat
 
 def test_other_settings_get_no_paper_numbers(tmp_path):
     _store(tmp_path, [("residual", 20, 0.10)], ["model.shortcut=B"])
-    data = report.load(tmp_path)
-    assert report.summarize(data.metrics)["paper_test_error"].isna().all()
+    data = sweepdata.load(tmp_path)
+    assert verdict.summarize(data.metrics)["paper_test_error"].isna().all()
     digits = data.metrics.assign(dataset="digits", shortcut="A")
-    assert report.published_errors(digits) == {}
+    assert verdict.published_errors(digits) == {}
 
 
 def test_the_depth_figure_and_the_report_mark_the_papers_numbers(tmp_path, capsys):
     _store(tmp_path, [("residual", 20, 0.10), ("residual", 56, 0.08), ("plain", 56, 0.2)], [])
-    fig = plot.draw("depth", report.load(tmp_path))
+    fig = plot.draw("depth", sweepdata.load(tmp_path))
     # In the ResNet panel, the variant the paper's Table 6 numbers are of.
     (marks,) = [ln for ln in fig.axes[-1].lines if ln.get_label().startswith("He et al. 2015, Table 6")]
     assert fig.axes[-1].get_title() == plot.PANELS["residual"]

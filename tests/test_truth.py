@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from degrade import atomic, frames, memory, plot, report, store
+from degrade import atomic, frames, memory, plot, store, sweepdata, verdict
 from tests.conftest import files_under, run_cli, run_subprocess
 
 PINNED = ["trainer.threads=1", "trainer.precision=fp32"]
@@ -57,7 +57,7 @@ def test_a_three_epoch_sweep_makes_no_call_and_says_so_in_summary_report_and_fig
     assert code == 0, err
     said = _said(stdout)
     assert "Degradation reproduced" not in said and "No degradation" not in said
-    (line,) = report.sweep_verdicts(report.load(out))
+    (line,) = verdict.sweep_verdicts(sweepdata.load(out))
     assert line.startswith("Not converged: train longer (--epochs 12, or trainer.epochs=12); "
                            "plain-8 (seed 0): ")
     assert "training error at the end (trained: at most 10 %)" in line
@@ -68,7 +68,7 @@ def test_a_three_epoch_sweep_makes_no_call_and_says_so_in_summary_report_and_fig
     page = Path(stdout.strip()).read_text()
     assert f"<li>{html.escape(line)}</li>" in page and "Degradation reproduced" not in page
 
-    data = report.load(out)
+    data = sweepdata.load(out)
     for kind in ("curves", "depth"):
         assert line in _said(_under(plot.draw(kind, data))), kind
 
@@ -86,14 +86,14 @@ def test_a_sweep_whose_nets_trained_makes_its_call_on_one_seed_and_the_3x_contro
     said = _said(stdout)
     assert "Not converged" not in said
     assert "This rests on one seed: check it with --seeds 0,1,2." in said
-    (line,) = report.sweep_verdicts(report.load(tmp_path))
-    assert line in said and line in _said(_under(plot.draw("curves", report.load(tmp_path))))
+    (line,) = verdict.sweep_verdicts(sweepdata.load(tmp_path))
+    assert line in said and line in _said(_under(plot.draw("curves", sweepdata.load(tmp_path))))
     # 8 epochs are far short of the paper's 3x control on digits (45): the verdict claims none.
     assert "default budget" not in line
     # Were the dataset's default budget 2 epochs, these 8 would be the control, and the verdict,
     # through the CLI, says what it found (plain-14 against plain-8, whichever way it went).
     asked = []
-    monkeypatch.setattr(report, "default_epochs", lambda dataset: asked.append(dataset) or 2)
+    monkeypatch.setattr(verdict, "default_epochs", lambda dataset: asked.append(dataset) or 2)
     code, stdout, err = run_cli(["summary", "--out", str(tmp_path)], capsys)
     assert code == 0, err
     assert asked == ["digits"]

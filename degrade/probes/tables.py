@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from degrade import store
-from degrade.probes.settings import NAMES, parse_kinds
+from degrade.probes.settings import NAMES
 from degrade.store import RunDir, StoreError
 
 log = logging.getLogger("degrade")
@@ -117,12 +117,6 @@ def is_number(frame: pd.DataFrame) -> pd.Series:
     return frame["quantity"].isin(names) & frame["kind"].isin(list(NUMBERS))
 
 
-def sweep_probe(out: str | Path, name: str | None, kind: str) -> pd.DataFrame:
-    """The rows of probe ``kind`` of every run of the named (default: latest) sweep."""
-    root, _, run_ids = sweep_runs(out, name)
-    return load(root, run_ids, parse_kinds([kind])[0])
-
-
 def kinds_present(out: str | Path, run_ids: list[str]) -> list[str]:
     """The probe kinds at least one of the runs has a file of."""
     root = store.store_root(out)
@@ -139,47 +133,3 @@ def kinds_present(out: str | Path, run_ids: list[str]) -> list[str]:
 def settings_of(frame: pd.DataFrame) -> list[str]:
     """The ``probe.*`` setting columns of a probe table."""
     return [c for c in frame.columns if str(c).startswith("probe.")]
-
-
-def numbers(frame: pd.DataFrame) -> pd.DataFrame:
-    """Each probe's numbers per kind, quantity, weights, variant, depth and probe settings: mean,
-    std, runs. Runs probed with other settings are other rows (the ``settings`` column says how)."""
-    columns = ["kind", "quantity", "weights", "variant", "depth", "settings", "runs", "mean", "std"]
-    if frame.empty:
-        return pd.DataFrame(columns=columns)
-    parts = []
-    for kind, rows in frame.groupby("kind"):
-        rows = rows[rows["quantity"].isin(NUMBERS[str(kind)])].copy()
-        if rows.empty:
-            continue
-        keys = [c for c in settings_of(rows) if rows[c].notna().any()]
-        rows["settings"] = (
-            [
-                ", ".join(f"{k}={v}" for k, v in zip(keys, values, strict=True))
-                for values in rows[keys].itertuples(index=False)
-            ]
-            if keys
-            else ""
-        )
-        rows["weights"] = rows["weights"].fillna("final") if "weights" in rows else "final"
-        g = rows.groupby(["kind", "quantity", "weights", "variant", "depth", "settings"], sort=False)["value"]
-        parts.append(pd.DataFrame({"runs": g.count(), "mean": g.mean(), "std": g.std()}).reset_index())
-    if not parts:
-        return numbers(pd.DataFrame())
-    table = pd.concat(parts, ignore_index=True)
-    order = {q: i for qs in NUMBERS.values() for i, q in enumerate(qs)}
-    table["_q"] = table["quantity"].map(order)
-    table["_k"] = table["kind"].map({k: i for i, k in enumerate(NAMES)})
-    table["_w"] = table["weights"].map({"initial": 0, "final": 1})
-    table = table.sort_values(["_k", "settings", "_q", "_w", "variant", "depth"]).drop(
-        columns=["_q", "_k", "_w"]
-    )
-    return table[columns].reset_index(drop=True)
-
-
-def summary(out: str | Path, name: str | None = None, kinds: list[str] | None = None) -> pd.DataFrame:
-    """Every probe's numbers the sweep has (or those of ``kinds``), per variant and depth, over seeds."""
-    root, _, run_ids = sweep_runs(out, name)
-    chosen = kinds_present(root, run_ids) if kinds is None else parse_kinds(kinds)
-    frames = [f for k in chosen if not (f := load(root, run_ids, k)).empty]
-    return numbers(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())

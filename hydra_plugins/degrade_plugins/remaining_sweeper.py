@@ -49,27 +49,34 @@ class RemainingSweeper(BasicSweeper):
         launcher.launch = launch_raising  # type: ignore[method-assign]  # wrapping one instance's method
 
     def split_arguments(self, overrides: Any, max_batch_size: int | None) -> list[list[list[str]]]:  # type: ignore[override]
-        """The basic sweeper's batches of jobs, less those whose runs are finished."""
+        """The basic sweeper's batches of jobs, less those whose runs are finished, the costliest
+        first: the cores stay busy to the end, and the last run to finish is a short one."""
+        from degrade.footprint import training_cost
+
         every = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
-        jobs = [job for job in every if not self._left_out(job)]
-        if not jobs:
+        composed = [(job, self._compose(job)) for job in every]
+        kept = [(job, cfg) for job, cfg in composed if not self._left_out(cfg)]
+        if not kept:
             return []
+        jobs = [job for job, _ in sorted(kept, key=lambda jc: -training_cost(jc[1]))]
         return list(BasicSweeper.split_overrides_to_chunks(jobs, max_batch_size))
+
+    def _compose(self, job: list[str]) -> Any:
+        assert self.hydra_context is not None and self.config is not None
+        return self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
 
     def validate_batch_is_legal(self, batch: Any) -> None:
         # Checking the store composed every job already; a job that cannot compose failed there.
         if not self.check_store:
             super().validate_batch_is_legal(batch)
 
-    def _left_out(self, job: list[str]) -> bool:
+    def _left_out(self, cfg: Any) -> bool:
         """Whether the job is not launched: its run is finished, or its cure does not apply."""
         if not (self.check_store or self.applicable_only):
             return False
         from degrade import config, store
         from degrade.runids import run_id
 
-        assert self.hydra_context is not None and self.config is not None
-        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
         if self.applicable_only and config.inapplicable(cfg):
             return True
         return self.check_store and store.RunDir(Path(str(cfg.out)), run_id(cfg)).finished() is not None

@@ -1,176 +1,24 @@
 """Final errors per variant and depth (and per setting a sweep varied), the verdict on
-degradation, and the published numbers beside ours."""
+degradation, the paper's 3x control, and the published numbers beside ours."""
 
 from __future__ import annotations
 
 import functools
-import logging
 import math
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
-from omegaconf import DictConfig
 
-from degrade import frames, store
-from degrade.runids import identity_config
+from degrade import store
+from degrade.flat import show
 from degrade.spec import CURE_NAMES
-
-log = logging.getLogger("degrade")
+from degrade.sweepdata import SweepData, final_rows
 
 # A difference in final training error smaller than this (2 percentage points) is no difference.
 MARGIN = 0.02
-# What places a run on the degradation curve itself: never a "setting the sweep varied".
-_CURVE_KEYS = ("seed", "model.depth", "model.variant")
-
-
-def final_rows(metrics: pd.DataFrame) -> pd.DataFrame:
-    """The last recorded epoch of every run."""
-    if metrics.empty:
-        return metrics
-    last = metrics.sort_values("epoch").groupby("run_id", sort=False).tail(1)
-    return last.sort_values(["variant", "depth", "seed"]).reset_index(drop=True)
-
-
-# --------------------------------------------------------------------------- what a sweep varied
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested config as ``{"optim.lr": 0.1, ...}``; lists become tuples so values compare."""
-    if isinstance(tree, dict):
-        flat: dict[str, Any] = {}
-        for k, v in tree.items():
-            flat.update(flatten(v, f"{prefix}{k}."))
-        return flat
-    return {prefix[:-1]: tuple(tree) if isinstance(tree, list) else tree}
-
-
-def varied_keys(configs: list[dict[str, Any]]) -> list[str]:
-    """The flat config keys that differ between runs of the same variant, depth and seed.
-
-    Comparing within those groups leaves out values that follow from the depth alone (the
-    paper's ResNet-110 warm-up) while catching every setting a sweep crossed with the depths.
-    """
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for cfg in configs:
-        groups[tuple(cfg.get(k) for k in _CURVE_KEYS)].append(cfg)
-    keys: set[str] = set()
-    for members in groups.values():
-        for k in set().union(*members):
-            if len({repr(m.get(k)) for m in members}) > 1:
-                keys.add(k)
-    keys -= set(_CURVE_KEYS)
-    # A choice from a config group (``cure.name``) brings the settings of its own node
-    # (``cure.target``): they are not settings of their own where they follow from it.
-    names = [k for k in keys if k.endswith(".name")]
-    return sorted(k for k in keys if k in names or not any(
-        k.startswith(n[: -len("name")]) and _follows(configs, k, n) for n in names))
-
-
-def _follows(configs: list[dict[str, Any]], key: str, by: str) -> bool:
-    """Whether ``key``'s value is the same in every run that has the same value of ``by``."""
-    seen: dict[str, str] = {}
-    return all(seen.setdefault(repr(c.get(by)), repr(c.get(key))) == repr(c.get(key)) for c in configs)
-
-
-def differing_keys(configs: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Every flat config key whose value is not the same in all runs, with its values."""
-    keys = set().union(*configs)
-    values: dict[str, dict[str, Any]] = defaultdict(dict)
-    for cfg in configs:
-        for k in keys:
-            values[k][repr(cfg.get(k))] = cfg.get(k)
-    return {k: sorted_values(list(vs.values())) for k, vs in sorted(values.items()) if len(vs) > 1}
-
-
-def show(value: Any) -> str:
-    """A config value as its override would write it: true, null, [0.5, 0.75], 0.1."""
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    if isinstance(value, (tuple, list)):
-        return "[" + ", ".join(show(v) for v in value) + "]"
-    return str(value)
-
-
-def sorted_values(values: list[Any]) -> list[Any]:
-    """Numbers in numeric order, anything else by its text."""
-    try:
-        return sorted(values)
-    except TypeError:
-        return sorted(values, key=str)
-
-
-def _setting_column(values: list[Any]) -> list[Any]:
-    """A setting's values as one sortable column: as they are when of one type, else as text."""
-    def kind(v: Any) -> type:
-        return float if isinstance(v, (int, float)) and not isinstance(v, bool) else type(v)
-
-    return values if len({kind(v) for v in values}) == 1 else [str(v) for v in values]
-
-
-@dataclass
-class Sweep:
-    """One sweep as the reports read it."""
-
-    name: str
-    out: Path
-    record: dict[str, Any]  # sweep.json: run ids, overrides, command
-    metrics: pd.DataFrame  # per-epoch rows with a ``state`` column and one column per varied key
-    keys: list[str]  # the settings the sweep varied besides depth, variant and seed
-    configs: dict[str, DictConfig] = field(default_factory=dict)  # run id -> resolved config
-
-
-def load(out: str | Path, name: str | None = None) -> Sweep:
-    """The named (default: latest) sweep's metrics, configs and the settings it varied.
-
-    StoreError when there is no such sweep or nothing of it has finished an epoch.
-    """
-    root = store.store_root(out)
-    name, metrics = frames.sweep_metrics(root, name)
-    record = store.read_sweep(root, name)
-    present = set(metrics["run_id"])
-    for damage in store.damaged_runs(root, name):
-        if damage.run_id in present:  # a run left out of the metrics was named as it was left out
-            log.warning(str(damage))
-    configs = frames.load_configs(root, list(metrics["run_id"].unique()))
-    flat = {rid: flatten(identity_config(cfg)) for rid, cfg in configs.items()}
-    keys = varied_keys(list(flat.values()))
-    for key in keys:
-        metrics[key] = _setting_column([flat.get(rid, {}).get(key) for rid in metrics["run_id"]])
-    return Sweep(name, root, record, metrics, keys, configs)
-
-
-def describe(sweep: Sweep) -> str:
-    """What a sweep trained, in a few words: data, epochs, seeds, and where and how it computed."""
-    metrics = sweep.metrics
-    last = final_rows(metrics)
-    epochs = sorted({int(e) for e in last["epoch"]})
-    span = str(epochs[-1]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
-    seeds = metrics["seed"].nunique()
-    return (f"{_values(metrics, 'dataset')}, {span} epoch{'s' if epochs[-1] != 1 else ''}, "
-            f"{seeds} seed{'s' if seeds != 1 else ''}, {numerics(sweep)}")
-
-
-def numerics(sweep: Sweep) -> str:
-    """Where and how the runs computed, e.g. ``cpu, bf16, 1 thread per run``: the device type,
-    the precision (what ``auto`` became) and the CPU threads each run had."""
-    threads = sorted({int(c.trainer.threads) for c in sweep.configs.values()
-                      if c.get("trainer", {}).get("threads") is not None})
-    said = [_values(sweep.metrics, "device"), _values(sweep.metrics, "precision")]
-    if threads:
-        count = str(threads[0]) if len(threads) == 1 else f"{threads[0]}-{threads[-1]}"
-        said.append(f"{count} thread{'s' if threads[-1] != 1 else ''} per run")
-    return ", ".join(said)
-
-
-def _values(metrics: pd.DataFrame, column: str) -> str:
-    if column not in metrics:
-        return "?"
-    return "/".join(sorted({str(v) for v in metrics[column].dropna()})) or "?"
 
 
 # --------------------------------------------------------------------------- published numbers
@@ -550,7 +398,7 @@ def verdicts(metrics: pd.DataFrame, by: list[str] | tuple[str, ...] = (),
     return lines
 
 
-def sweep_verdicts(sweep: Sweep) -> list[str]:
+def sweep_verdicts(sweep: SweepData) -> list[str]:
     """The verdicts of ``sweep``, as summary, report and figures all say them."""
     iterations = any(c.get("trainer", {}).get("iterations") is not None for c in sweep.configs.values())
     datasets = {str(c.data.name) for c in sweep.configs.values() if c.get("data", {}).get("name")}
