@@ -50,8 +50,12 @@ class Spread:
     @classmethod
     def of(cls, values: list[float], digits: int = 1) -> Spread:
         """The spread of ``values`` (at least one), rounded to ``digits``."""
-        return cls(round(statistics.median(values), digits), round(min(values), digits),
-                   round(max(values), digits), [round(v, digits) for v in values])
+        return cls(
+            round(statistics.median(values), digits),
+            round(min(values), digits),
+            round(max(values), digits),
+            [round(v, digits) for v in values],
+        )
 
 
 @dataclass
@@ -103,8 +107,9 @@ class ReferenceLoop:
         self.device = device
         self.model = build_model(ModelSpec(depth=depth), (3, 32, 32), 10).to(device)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-        self.loader = DataLoader(_PerSampleAugmented(data.x_train, data.y_train), batch_size=BATCH,
-                                 shuffle=True, drop_last=True)
+        self.loader = DataLoader(
+            _PerSampleAugmented(data.x_train, data.y_train), batch_size=BATCH, shuffle=True, drop_last=True
+        )
         self.batches = self._forever()
         self.model.train()
         self._steps(warmup)
@@ -132,8 +137,13 @@ class ReferenceLoop:
         return BATCH * steps / (time.perf_counter() - start)
 
 
-def _timed_windows(trainers: list[Trainer], steps: int, warmup: int, repeats: int = 1,
-                   before: Callable[[], object] | None = None) -> list[Span]:
+def _timed_windows(
+    trainers: list[Trainer],
+    steps: int,
+    warmup: int,
+    repeats: int = 1,
+    before: Callable[[], object] | None = None,
+) -> list[Span]:
     """Train ``warmup`` steps, then ``repeats`` timed windows of ``steps`` steps of batch 128.
 
     Several trainers are interleaved step by step from this thread, each on a CUDA stream of
@@ -196,13 +206,18 @@ def _processes_img_s(overrides: list[str], runs: int, steps: int, warmup: int, r
     ctx = multiprocessing.get_context("spawn")
     with ctx.Manager() as manager, ProcessPoolExecutor(runs, mp_context=ctx) as pool:
         barrier = manager.Barrier(runs)
-        jobs = [pool.submit(_one_worker, [*overrides, f"seed={k}", "trainer.threads=1"], steps, warmup,
-                            repeats, barrier) for k in range(runs)]
+        jobs = [
+            pool.submit(
+                _one_worker, [*overrides, f"seed={k}", "trainer.threads=1"], steps, warmup, repeats, barrier
+            )
+            for k in range(runs)
+        ]
         return _img_s_together([j.result() for j in jobs], steps)
 
 
-def _interleaved_img_s(overrides: list[str], runs: int, steps: int, warmup: int,
-                       repeats: int = 1) -> list[float]:
+def _interleaved_img_s(
+    overrides: list[str], runs: int, steps: int, warmup: int, repeats: int = 1
+) -> list[float]:
     """Runs interleaved step by step in this process, each on its own CUDA stream, as
     `degrade sweep --together` trains them."""
     trainers = [Trainer(compose_run([*overrides, f"seed={k}"])) for k in range(runs)]
@@ -210,8 +225,9 @@ def _interleaved_img_s(overrides: list[str], runs: int, steps: int, warmup: int,
     return [runs * BATCH * steps / (end - start) for start, end in spans]
 
 
-def sweep_img_s(overrides: list[str], device: torch.device, runs: int, steps: int, warmup: int,
-                repeats: int = 1) -> list[float]:
+def sweep_img_s(
+    overrides: list[str], device: torch.device, runs: int, steps: int, warmup: int, repeats: int = 1
+) -> list[float]:
     """Images per second of ``runs`` same-shape runs trained at once, one value per repeat: runs
     interleaved on CUDA streams in one process on a GPU, one single-thread process per run elsewhere."""
     if device.type == "cuda":
@@ -234,9 +250,18 @@ def check_args(depths: tuple[int, ...], steps: int | None, runs: int | None, rep
             raise ConfigError(f"{flag} must be at least 1")
 
 
-def run(depths: tuple[int, ...] = (20, 56), device: str = "auto", precision: str = "auto",
-        steps: int | None = None, warmup: int = 5, images: int = 2048, path: str = "auto",
-        concurrent: bool = False, runs: int | None = None, repeats: int = 3) -> list[BenchRow]:
+def run(
+    depths: tuple[int, ...] = (20, 56),
+    device: str = "auto",
+    precision: str = "auto",
+    steps: int | None = None,
+    warmup: int = 5,
+    images: int = 2048,
+    path: str = "auto",
+    concurrent: bool = False,
+    runs: int | None = None,
+    repeats: int = 3,
+) -> list[BenchRow]:
     """Measure both loops for the CIFAR ResNet of each depth, ``repeats`` alternating times each;
     return one row per depth.
 
@@ -247,9 +272,16 @@ def run(depths: tuple[int, ...] = (20, 56), device: str = "auto", precision: str
     check_args(depths, steps, runs, repeats)
     rows = []
     for depth in depths:
-        overrides = [f"model.depth={depth}", "data=synthetic", f"data.train_size={images}",
-                     "data.test_size=128", f"trainer.device={device}", f"trainer.precision={precision}",
-                     f"trainer.path={path}", "trainer.diagnostics=false"]
+        overrides = [
+            f"model.depth={depth}",
+            "data=synthetic",
+            f"data.train_size={images}",
+            "data.test_size=128",
+            f"trainer.device={device}",
+            f"trainer.precision={precision}",
+            f"trainer.path={path}",
+            "trainer.diagnostics=false",
+        ]
         trainer = Trainer(compose_run(overrides))
         dev = trainer.acc.device
         n = steps if steps is not None else (300 if dev.type == "cuda" else 10)
@@ -259,10 +291,18 @@ def run(depths: tuple[int, ...] = (20, 56), device: str = "auto", precision: str
         for _ in range(repeats):
             ref.append(reference.img_s(n))
             ours.append(degrade_img_s(trainer, n))
-        row = BenchRow(f"resnet{depth}", dev.type, trainer.acc.precision, trainer.stepper.path,
-                       trainer.acc.channels_last, n, Spread.of(ref), Spread.of(ours),
-                       Spread.of([o / r for o, r in zip(ours, ref, strict=True)], 2),
-                       round(trainer.stepper.setup_seconds, 1))
+        row = BenchRow(
+            f"resnet{depth}",
+            dev.type,
+            trainer.acc.precision,
+            trainer.stepper.path,
+            trainer.acc.channels_last,
+            n,
+            Spread.of(ref),
+            Spread.of(ours),
+            Spread.of([o / r for o, r in zip(ours, ref, strict=True)], 2),
+            round(trainer.stepper.setup_seconds, 1),
+        )
         del trainer, reference
         if concurrent:
             row.sweep_runs = runs or default_sweep_runs(dev)

@@ -89,8 +89,11 @@ class _NewWarnings:
         self.seen: set[tuple[str, int, str]] | None = None
 
     def __call__(self, statuses: dict[str, dict[str, Any]]) -> list[str]:
-        now = {(rid, len(s.get("sessions") or []), str(w))
-               for rid, s in statuses.items() for w in s.get("warnings") or []}
+        now = {
+            (rid, len(s.get("sessions") or []), str(w))
+            for rid, s in statuses.items()
+            for w in s.get("warnings") or []
+        }
         new = [] if self.seen is None else sorted(now - self.seen)
         self.seen = now if self.seen is None else self.seen | now
         return [f"warning: run {rid}: {w}" for rid, _, w in new]
@@ -106,9 +109,13 @@ class RichReporter:
 
     def __init__(self) -> None:
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-            console=err_console, transient=False,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=False,
         )
         self.sweep = self.progress.add_task("runs", total=None, info="")
         self.runs: dict[str, Any] = {}
@@ -135,11 +142,14 @@ class RichReporter:
             if s.get("state") != "running" and rid not in self.runs:
                 continue
             if rid not in self.runs:
-                self.runs[rid] = self.progress.add_task(_named(rid, self.labels), total=s.get("epochs"),
-                                                        info="")
+                self.runs[rid] = self.progress.add_task(
+                    _named(rid, self.labels), total=s.get("epochs"), info=""
+                )
             err = s.get("train_error")
             self.progress.update(
-                self.runs[rid], completed=s.get("epochs_done", 0), total=s.get("epochs"),
+                self.runs[rid],
+                completed=s.get("epochs_done", 0),
+                total=s.get("epochs"),
                 info=f"train err {err:.3f}" if err is not None else s.get("state", ""),
             )
             if s.get("state") in FINAL:
@@ -218,10 +228,17 @@ def _print_summary(out: str, name: str | None, say_default: bool = False) -> Non
     for r in table.to_dict("records"):
         paper_cells = [r["paper_test_error"], r["test_error_mean"] - r["paper_test_error"]]
         extra = [cell(v) for v in paper_cells] if paper else []
-        t.add_row(*(flat.show(r[k]) for k in data.keys), r["variant"], str(r["depth"]), str(r["seeds"]),
-                  str(int(r["epochs"]) if r["epochs"] == r["epochs"] else "-"),
-                  cell(r["train_error_mean"], r["train_error_std"]),
-                  cell(r["test_error_mean"], r["test_error_std"]), *extra, str(r["diverged"]))
+        t.add_row(
+            *(flat.show(r[k]) for k in data.keys),
+            r["variant"],
+            str(r["depth"]),
+            str(r["seeds"]),
+            str(int(r["epochs"]) if r["epochs"] == r["epochs"] else "-"),
+            cell(r["train_error_mean"], r["train_error_std"]),
+            cell(r["test_error_mean"], r["test_error_std"]),
+            *extra,
+            str(r["diverged"]),
+        )
     out_console.print(t)
     if paper:
         pub = verdict.published()
@@ -240,9 +257,12 @@ def sweep(
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | mps")] = None,
     name: Annotated[str | None, typer.Option(help="The sweep's name.")] = None,
     out: Annotated[str | None, typer.Option(help="The run store (default ./outputs).")] = None,
-    together: Annotated[int | None, typer.Option(
-        help="Train up to N runs at once in this process, each on its own CUDA stream (for a GPU).")]
-    = None,
+    together: Annotated[
+        int | None,
+        typer.Option(
+            help="Train up to N runs at once in this process, each on its own CUDA stream (for a GPU)."
+        ),
+    ] = None,
 ) -> None:
     """Train plain and residual twins at each depth.
 
@@ -255,8 +275,13 @@ def sweep(
             depths=_int_list(depths, "--depths"),
             variants=_str_list(variants) if variants is None or variants.strip() else [],
             seeds=_int_list(seeds, "--seeds"),
-            epochs=epochs, device=device, name=name, out=out, overrides=list(overrides or []),
-            together=together, command=shlex.join(_invoked),
+            epochs=epochs,
+            device=device,
+            name=name,
+            out=out,
+            overrides=list(overrides or []),
+            together=together,
+            command=shlex.join(_invoked),
         )
         with _reporter() as rep:
             result = run_sweep(spec, rep)
@@ -269,8 +294,12 @@ def sweep(
 
         default = store.latest_sweep(result.out)
         if default != result.name and store.latest_pinned(result.out):
-            err_console.print(f"note: the default sweep stays {default} (pinned by `degrade use`); "
-                              f"--sweep {result.name} reads this one", markup=False, highlight=False)
+            err_console.print(
+                f"note: the default sweep stays {default} (pinned by `degrade use`); "
+                f"--sweep {result.name} reads this one",
+                markup=False,
+                highlight=False,
+            )
         for r in result.runs:
             if r.state == "failed":
                 err_console.print(f"error: run {r.run_id} failed: {r.error}", markup=False, highlight=False)
@@ -323,18 +352,29 @@ def show(overrides: Overrides = None) -> None:
 def plot(
     sweep: SweepOption = None,
     out: OutOption = "outputs",
-    kind: Annotated[str, typer.Option("--kind", help="curves | depth | grid | gradients | responses, "
-                                      "or a probe: landscape | lesion | gradcorr | identity")]
-    = "curves",
-    at_epochs: Annotated[str | None, typer.Option(
-        "--at-epochs", help="Epochs for gradients/responses, e.g. 1,15.")] = None,
-    epochs: Annotated[str | None, typer.Option("--epochs", hidden=True, help="Old name of --at-epochs.")]
-    = None,
-    x: Annotated[str | None, typer.Option("--x", help="The grid's columns: depth (default) or a swept key.")]
-    = None,
-    y: Annotated[str | None, typer.Option(
-        "--y", help="The grid's rows: a key the sweep varied, e.g. optim.lr (default: the only one).")]
-    = None,
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind",
+            help="curves | depth | grid | gradients | responses, "
+            "or a probe: landscape | lesion | gradcorr | identity",
+        ),
+    ] = "curves",
+    at_epochs: Annotated[
+        str | None, typer.Option("--at-epochs", help="Epochs for gradients/responses, e.g. 1,15.")
+    ] = None,
+    epochs: Annotated[
+        str | None, typer.Option("--epochs", hidden=True, help="Old name of --at-epochs.")
+    ] = None,
+    x: Annotated[
+        str | None, typer.Option("--x", help="The grid's columns: depth (default) or a swept key.")
+    ] = None,
+    y: Annotated[
+        str | None,
+        typer.Option(
+            "--y", help="The grid's rows: a key the sweep varied, e.g. optim.lr (default: the only one)."
+        ),
+    ] = None,
     format: Annotated[str, typer.Option("--format", help="Comma list of png, svg, pdf.")] = "png",
 ) -> None:
     """Draw a figure of a sweep (curves, depth, grid, per layer).
@@ -357,8 +397,9 @@ def plot(
         if epochs is not None:
             if at_epochs is not None:
                 raise UserError("--epochs is the old name of --at-epochs; give one of them")
-            err_console.print("note: plot --epochs is now --at-epochs (the old name still works for now)",
-                              highlight=False)
+            err_console.print(
+                "note: plot --epochs is now --at-epochs (the old name still works for now)", highlight=False
+            )
         chosen = _int_list(at_epochs if at_epochs is not None else epochs, "--at-epochs")
         data = sweepdata.load(out, sweep)
         fig = plots.draw(kind, data, chosen, x=x or "depth", y=y)
@@ -376,8 +417,9 @@ def plot(
 def summary(
     sweep: SweepOption = None,
     out: OutOption = "outputs",
-    probes: Annotated[bool, typer.Option("--probes", help="Add the numbers of every probe the sweep has.")]
-    = False,
+    probes: Annotated[
+        bool, typer.Option("--probes", help="Add the numbers of every probe the sweep has.")
+    ] = False,
 ) -> None:
     """Final errors per setting, variant and depth, and a verdict.
 
@@ -398,32 +440,46 @@ def _print_probe_numbers(out: str, name: str | None) -> None:
         return
     table = tables.in_percent(sweep.probe_summary())
     keys, settings = sweep.keys, tables.settings_of(table)
-    table["settings"] = [", ".join(f"{k}={v}" for k, v in zip(settings, row, strict=True) if v == v)
-                         for row in table[settings].itertuples(index=False)]
+    table["settings"] = [
+        ", ".join(f"{k}={v}" for k, v in zip(settings, row, strict=True) if v == v)
+        for row in table[settings].itertuples(index=False)
+    ]
     multi = bool((table["seeds"] > 1).any())
     depths = sorted(table["depth"].unique())
     for (kind, said), rows in table.groupby(["kind", "settings"], sort=False):
         # Runs probed with other settings get a table of their own, titled with them.
         apart = table.loc[table["kind"] == kind, "settings"].nunique() > 1
-        t = Table(title=f"probe {kind}, by depth" + (": mean ± std over seeds" if multi else "")
-                  + (f" ({said})" if apart else ""))
+        t = Table(
+            title=f"probe {kind}, by depth"
+            + (": mean ± std over seeds" if multi else "")
+            + (f" ({said})" if apart else "")
+        )
         for col in ("quantity", "weights", *keys, "variant", *map(str, depths)):
             t.add_column(col, justify="right" if col in map(str, depths) else "left")
         for group, part in rows.groupby(["quantity", "weights", *keys, "variant"], sort=False, dropna=False):
-            cells = {int(r["depth"]): f"{r['mean']:.4g}"
-                     + (f" ± {r['std']:.2g}" if multi and r["std"] == r["std"] else "")
-                     for r in part.to_dict("records")}
-            t.add_row(*(flat.show(v) if isinstance(v, (bool, type(None))) else str(v) for v in group),
-                      *(cells.get(int(d), "-") for d in depths))
+            cells = {
+                int(r["depth"]): f"{r['mean']:.4g}"
+                + (f" ± {r['std']:.2g}" if multi and r["std"] == r["std"] else "")
+                for r in part.to_dict("records")
+            }
+            t.add_row(
+                *(flat.show(v) if isinstance(v, (bool, type(None))) else str(v) for v in group),
+                *(cells.get(int(d), "-") for d in depths),
+            )
         out_console.print(t)
 
 
 @app.command()
 def probe(
-    overrides: Annotated[list[str] | None, typer.Argument(
-        help="probe.* overrides, e.g. probe.landscape.grid=21 probe.images=512", show_default=False)] = None,
-    kind: Annotated[str, typer.Option("--kind", help="Comma list of landscape, lesion, gradcorr, identity.")]
-    = "landscape,lesion,gradcorr,identity",
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="probe.* overrides, e.g. probe.landscape.grid=21 probe.images=512", show_default=False
+        ),
+    ] = None,
+    kind: Annotated[
+        str, typer.Option("--kind", help="Comma list of landscape, lesion, gradcorr, identity.")
+    ] = "landscape,lesion,gradcorr,identity",
     sweep: SweepOption = None,
     out: OutOption = "outputs",
 ) -> None:
@@ -447,32 +503,49 @@ def probe(
         from degrade.probes import runner
 
         runner.count(plan)
-        err_console.print(f"sweep {plan.name}: {len(todo)} of {len(plan.jobs)} probe files to measure, "
-                          f"{plan.evaluations:,} evaluations", markup=False, highlight=False)
-        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TimeElapsedColumn(), console=err_console, transient=False, disable=not todo)
+        err_console.print(
+            f"sweep {plan.name}: {len(todo)} of {len(plan.jobs)} probe files to measure, "
+            f"{plan.evaluations:,} evaluations",
+            markup=False,
+            highlight=False,
+        )
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=False,
+            disable=not todo,
+        )
         with bar:
             task = bar.add_task("evaluations", total=plan.evaluations)
-            measured = runner.run(plan, tick=lambda n: bar.advance(task, n),
-                                  done=lambda job: print(f"{job.run_id} {job.kind}: measured -> {job.path}",
-                                                         flush=True))
+            measured = runner.run(
+                plan,
+                tick=lambda n: bar.advance(task, n),
+                done=lambda job: print(f"{job.run_id} {job.kind}: measured -> {job.path}", flush=True),
+            )
         for rid, why in measured.not_probed.items():
             err_console.print(f"warning: run {rid} not probed: {why}", markup=False, highlight=False)
         return plan, measured.jobs
 
     plan, measured = _guard(go)
-    print(f"sweep {plan.name}: {len(measured)} probe files measured, "
-          f"{len(plan.jobs) - len(plan.todo)} unchanged (skipped)"
-          + (f", {len(plan.todo) - len(measured)} not measured" if len(plan.todo) > len(measured) else ""))
+    print(
+        f"sweep {plan.name}: {len(measured)} probe files measured, "
+        f"{len(plan.jobs) - len(plan.todo)} unchanged (skipped)"
+        + (f", {len(plan.todo) - len(measured)} not measured" if len(plan.todo) > len(measured) else "")
+    )
 
 
 @app.command()
 def use(
-    name: Annotated[str | None, typer.Argument(help="The sweep to read by default.", show_default=False)]
-    = None,
+    name: Annotated[
+        str | None, typer.Argument(help="The sweep to read by default.", show_default=False)
+    ] = None,
     out: OutOption = "outputs",
-    unpin: Annotated[bool, typer.Option("--unpin", help="Let the next sweep started be the default again.")]
-    = False,
+    unpin: Annotated[
+        bool, typer.Option("--unpin", help="Let the next sweep started be the default again.")
+    ] = False,
 ) -> None:
     """Choose the sweep that commands read by default.
 
@@ -487,8 +560,11 @@ def use(
         return store.use_sweep(out, name)
 
     chosen = _guard(go)
-    print(f"sweep {chosen} is the default (the next sweep started takes over)" if unpin
-          else f"sweep {chosen} is the default; sweeps started later leave it (degrade use --unpin)")
+    print(
+        f"sweep {chosen} is the default (the next sweep started takes over)"
+        if unpin
+        else f"sweep {chosen} is the default; sweeps started later leave it (degrade use --unpin)"
+    )
 
 
 @app.command("report")
@@ -507,18 +583,22 @@ def report_page(sweep: SweepOption = None, out: OutOption = "outputs") -> None:
 @app.command()
 def bench(
     depths: Annotated[str, typer.Option(help="ResNet depths to measure.")] = "20,56",
-    steps: Annotated[int | None, typer.Option(help="Timed steps per loop (default 300 on CUDA, 10 on CPU).")]
-    = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Timed steps per loop (default 300 on CUDA, 10 on CPU).")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
     precision: Annotated[str, typer.Option(help="auto | fp32 | bf16")] = "auto",
-    path: Annotated[str, typer.Option(help="degrade's step path: auto | exact | eager | graph")]
-    = "auto",
-    concurrent: Annotated[bool, typer.Option(
-        "--concurrent", help="Also measure several same-shape runs at once, as a sweep trains them.")]
-    = False,
+    path: Annotated[str, typer.Option(help="degrade's step path: auto | exact | eager | graph")] = "auto",
+    concurrent: Annotated[
+        bool,
+        typer.Option(
+            "--concurrent", help="Also measure several same-shape runs at once, as a sweep trains them."
+        ),
+    ] = False,
     sweep: Annotated[bool, typer.Option("--sweep", hidden=True, help="Old name of --concurrent.")] = False,
-    runs: Annotated[int | None, typer.Option(
-        help="Runs at once for --concurrent (default: cores; 8 on a GPU).")] = None,
+    runs: Annotated[
+        int | None, typer.Option(help="Runs at once for --concurrent (default: cores; 8 on a GPU).")
+    ] = None,
     repeats: Annotated[int, typer.Option(help="Timed repeats of each side, alternating.")] = 3,
     json_out: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
@@ -532,10 +612,19 @@ def bench(
 
     def go() -> list[Any]:
         if sweep:
-            err_console.print("note: bench --sweep is now --concurrent (the old name still works for now)",
-                              highlight=False)
-        return benchmark.run(tuple(_int_list(depths, "--depths") or []), device, precision, steps, path=path,
-                             concurrent=concurrent or sweep, runs=runs, repeats=repeats)
+            err_console.print(
+                "note: bench --sweep is now --concurrent (the old name still works for now)", highlight=False
+            )
+        return benchmark.run(
+            tuple(_int_list(depths, "--depths") or []),
+            device,
+            precision,
+            steps,
+            path=path,
+            concurrent=concurrent or sweep,
+            runs=runs,
+            repeats=repeats,
+        )
 
     rows = _guard(go)
     if json_out:
@@ -546,8 +635,9 @@ def bench(
         head = f"{s.median:{fmt}}{unit}"
         return f"{head} ({s.min:{fmt}}-{s.max:{fmt}})" if len(s.repeats) > 1 else head
 
-    t = Table(title=f"training throughput, batch 128, img/s: median (min-max) of {repeats} alternating "
-                    "repeats")
+    t = Table(
+        title=f"training throughput, batch 128, img/s: median (min-max) of {repeats} alternating repeats"
+    )
     together = concurrent or sweep
     numbers = ["reference", "degrade", "speedup", "setup s"]
     numbers += ["runs at once", "at once"] if together else []
@@ -555,8 +645,17 @@ def bench(
         t.add_column(col, justify="right" if col in numbers else "left")
     for r in rows:
         extra = [str(r.sweep_runs), spread(r.sweep_img_s, ",.0f")] if together else []
-        t.add_row(r.model, r.device, r.precision, r.path, spread(r.reference_img_s, ",.0f"),
-                  spread(r.degrade_img_s, ",.0f"), spread(r.speedup, ".2f", "x"), f"{r.setup_s:.1f}", *extra)
+        t.add_row(
+            r.model,
+            r.device,
+            r.precision,
+            r.path,
+            spread(r.reference_img_s, ",.0f"),
+            spread(r.degrade_img_s, ",.0f"),
+            spread(r.speedup, ".2f", "x"),
+            f"{r.setup_s:.1f}",
+            *extra,
+        )
     out_console.print(t)
 
 
@@ -564,16 +663,21 @@ def bench(
 def export(
     sweep: SweepOption = None,
     out: OutOption = "outputs",
-    format: Annotated[str | None, typer.Option(
-        "--format", help="csv | parquet (default: what --to ends in, else csv).")] = None,
-    to: Annotated[str | None, typer.Option(
-        "--to", help="The file to write (default: <out>/sweeps/<name>/<table>.<format>).")] = None,
-    table: Annotated[str, typer.Option(
-        "--table", help="metrics | layers | summary | runs | probes | probe_summary")] = "metrics",
-    kind: Annotated[str | None, typer.Option(
-        "--kind", help="The probe of --table probes or probe_summary (default: every kind).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace the file --to names if it exists.")]
-    = False,
+    format: Annotated[
+        str | None, typer.Option("--format", help="csv | parquet (default: what --to ends in, else csv).")
+    ] = None,
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="The file to write (default: <out>/sweeps/<name>/<table>.<format>)."),
+    ] = None,
+    table: Annotated[
+        str, typer.Option("--table", help="metrics | layers | summary | runs | probes | probe_summary")
+    ] = "metrics",
+    kind: Annotated[
+        str | None,
+        typer.Option("--kind", help="The probe of --table probes or probe_summary (default: every kind)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the file --to names if it exists.")] = False,
 ) -> None:
     """Write a sweep's tidy table to one CSV or Parquet file.
 
@@ -607,12 +711,18 @@ def _print_sweeps(out: str, sweep: str | None) -> None:
     states = [s for s in results.STATES if sweeps[s].any()]
     for col in ("sweep", "runs", *states, "started", "command"):
         # Names and counts stay whole; a long command (a store's path in it) folds instead.
-        t.add_column(col, justify="right" if col == "runs" or col in states else "left",
-                     no_wrap=col != "command")
+        t.add_column(
+            col, justify="right" if col == "runs" or col in states else "left", no_wrap=col != "command"
+        )
     for r in sweeps.to_dict("records"):
         name = r["sweep"] + (" (latest)" if r["latest"] else "")
-        t.add_row(name, str(r["runs"]), *(str(r[s]) for s in states), str(r["started"] or "?"),
-                  f"degrade {r['command']}" if r["command"] else "?")
+        t.add_row(
+            name,
+            str(r["runs"]),
+            *(str(r[s]) for s in states),
+            str(r["started"] or "?"),
+            f"degrade {r['command']}" if r["command"] else "?",
+        )
     out_console.print(t)
 
 
@@ -620,8 +730,9 @@ def _print_sweeps(out: str, sweep: str | None) -> None:
 def ls(
     sweep: Annotated[str | None, typer.Option("--sweep", help="Sweep name (default: every run).")] = None,
     out: OutOption = "outputs",
-    sweeps: Annotated[bool, typer.Option("--sweeps", help="List the sweeps, with their runs' states.")]
-    = False,
+    sweeps: Annotated[
+        bool, typer.Option("--sweeps", help="List the sweeps, with their runs' states.")
+    ] = False,
 ) -> None:
     """List runs (--sweeps: the sweeps) with their state.
 
@@ -657,8 +768,14 @@ def ls(
         if r.get("damaged"):
             state = f"damaged ({r['damaged']})"
         epochs = f"{r['epochs_done']}/{r['epochs']}" if r.get("epochs") else str(r["epochs_done"])
-        t.add_row(r["run_id"], state, *(known(r.get(k)) for k in ("variant", "depth", "seed")),
-                  epochs, pct(r["train_error"]), pct(r["test_error"]))
+        t.add_row(
+            r["run_id"],
+            state,
+            *(known(r.get(k)) for k in ("variant", "depth", "seed")),
+            epochs,
+            pct(r["train_error"]),
+            pct(r["test_error"]),
+        )
     out_console.print(t)
 
 

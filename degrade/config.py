@@ -24,12 +24,26 @@ from degrade.sources import DATASETS
 from degrade.spec import CURES, VARIANTS, ModelError, check_spec, cure_applies, model_spec
 
 CONFIG_NAME = "config"
-_WHOLE = ("seed", "model.depth", "model.width", "trainer.epochs", "trainer.batch_size",
-          "trainer.eval_batch_size", "trainer.diagnostics_batch", "optim.warmup_iters")
+_WHOLE = (
+    "seed",
+    "model.depth",
+    "model.width",
+    "trainer.epochs",
+    "trainer.batch_size",
+    "trainer.eval_batch_size",
+    "trainer.diagnostics_batch",
+    "optim.warmup_iters",
+)
 _REAL = ("optim.lr", "optim.momentum", "optim.weight_decay", "optim.gamma", "optim.warmup_factor")
 # Whole-number keys and the least value each may take.
-_AT_LEAST = {"seed": 0, "trainer.epochs": 1, "trainer.batch_size": 1, "trainer.eval_batch_size": 1,
-             "trainer.diagnostics_batch": 1, "optim.warmup_iters": 0}
+_AT_LEAST = {
+    "seed": 0,
+    "trainer.epochs": 1,
+    "trainer.batch_size": 1,
+    "trainer.eval_batch_size": 1,
+    "trainer.diagnostics_batch": 1,
+    "optim.warmup_iters": 0,
+}
 
 
 def _deep_only(depth: int, min_depth: int, value: int) -> int:
@@ -62,15 +76,22 @@ def hydra_context(job_name: str = "degrade") -> Iterator[None]:
 
 
 # Names people give a variant when they ask for it as a model (``model=resnet``).
-_VARIANT_WORDS = {"resnet": "residual", "residual": "residual", "res": "residual", "plain": "plain",
-                  "plainnet": "plain"}
+_VARIANT_WORDS = {
+    "resnet": "residual",
+    "residual": "residual",
+    "res": "residual",
+    "plain": "plain",
+    "plainnet": "plain",
+}
 
 
 def _variant_as_model(option: str, families: list[str]) -> str:
     """The line for a variant asked for as a family (``model=resnet``): where variants are chosen."""
     variant = _VARIANT_WORDS[option.lower()]
-    return (f"unknown model option {option!r}: model= picks the family ({', '.join(families)}); "
-            f"plain or residual is model.variant, e.g. model=cnn model.variant={variant}")
+    return (
+        f"unknown model option {option!r}: model= picks the family ({', '.join(families)}); "
+        f"plain or residual is model.variant, e.g. model=cnn model.variant={variant}"
+    )
 
 
 def one_line(err: BaseException) -> str:
@@ -152,9 +173,7 @@ def validate(cfg: DictConfig, check_variant: bool = True) -> None:
             spec = dataclasses.replace(spec, variant=CURES[spec.cure][0])
         check_spec(spec)
         if cfg.data.name not in DATASETS:
-            raise ConfigError(
-                f"unknown dataset {cfg.data.name!r}; choose one of {', '.join(DATASETS)}"
-            )
+            raise ConfigError(f"unknown dataset {cfg.data.name!r}; choose one of {', '.join(DATASETS)}")
         if not isinstance(cfg.get("out"), str) or not cfg.out.strip():
             raise ConfigError(f"out (the run store) must name a folder, got {cfg.get('out')!r}")
         compute.check_precision(str(cfg.trainer.precision))
@@ -224,8 +243,9 @@ def _refuse_unknown_options(overrides: list[str]) -> None:
                 there = sorted(p.stem for p in folder.glob("*.yaml"))
                 if o.key_or_group == "model" and str(option).lower() in _VARIANT_WORDS:
                     raise ConfigError(_variant_as_model(str(option), there))
-                raise ConfigError(f"unknown {o.key_or_group} option {str(option)!r}; choose one of "
-                                  f"{', '.join(there)}")
+                raise ConfigError(
+                    f"unknown {o.key_or_group} option {str(option)!r}; choose one of {', '.join(there)}"
+                )
 
 
 def compose_run(overrides: list[str], pin: bool = True, check_variant: bool = True) -> DictConfig:
@@ -285,8 +305,10 @@ def expand_overrides(overrides: list[str]) -> list[list[str]]:
         except HydraException as e:
             if re.fullmatch(r"[0-9.,]+", text.strip()):
                 # `--depths 8 20`: the shell split a list the flag takes as one word.
-                raise ConfigError(f"bad override {text!r}: a list is one word with commas, e.g. "
-                                  "--depths 8,20 or --seeds 0,1 (an override is key=value)") from None
+                raise ConfigError(
+                    f"bad override {text!r}: a list is one word with commas, e.g. "
+                    "--depths 8,20 or --seeds 0,1 (an override is key=value)"
+                ) from None
             raise ConfigError(f"bad override {text!r}: {one_line(e)}") from None
     seen: dict[str, str] = {}
     for text, o in zip(overrides, parsed, strict=True):
@@ -309,8 +331,9 @@ def quoted(value: str, key: str) -> str:
     """``key=value`` as a Hydra override that reads back as exactly ``value`` (a name or path
     with spaces, brackets or non-ASCII letters); ConfigError when no override can say it."""
     if "${" in value or any(ord(c) < 32 for c in value):
-        raise ConfigError(f"{key} {value!r} cannot be passed to Hydra (no '${{' or control "
-                          "characters); choose another")
+        raise ConfigError(
+            f"{key} {value!r} cannot be passed to Hydra (no '${{' or control characters); choose another"
+        )
     text = "'" + re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
     # Backslashes before the closing quote are escaped too.
     trail = len(value) - len(value.rstrip("\\"))

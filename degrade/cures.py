@@ -38,8 +38,9 @@ def delta_orthogonal_(weight: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         return nn.init.orthogonal_(weight, gain=gain)
     out_ch, in_ch, *kernel = weight.shape
     if out_ch < in_ch:
-        raise ModelError(f"delta-orthogonal kernels need at least as many output as input channels, "
-                         f"got {out_ch} < {in_ch}")
+        raise ModelError(
+            f"delta-orthogonal kernels need at least as many output as input channels, got {out_ch} < {in_ch}"
+        )
     if any(k % 2 == 0 for k in kernel):
         raise ModelError(f"delta-orthogonal kernels need odd sizes, got {tuple(kernel)}")
     # QR of a Gaussian, signs fixed by R's diagonal: Haar-distributed orthonormal columns.
@@ -98,8 +99,9 @@ def tat_leaky_relu(nonlinear_layers: int, target: float) -> tuple[float, float]:
             c = local_map(c)
         return c
 
-    act = get_transformed_activations(["leaky_relu"], method="TAT", tat_params={"c_val_0_target": target},
-                                      subnet_max_func=whole_net)["leaky_relu"]
+    act = get_transformed_activations(
+        ["leaky_relu"], method="TAT", tat_params={"c_val_0_target": target}, subnet_max_func=whole_net
+    )["leaky_relu"]
     one = torch.ones(())
     pos, neg = float(act(one)), float(act(-one))
     return -neg / pos, pos
@@ -115,15 +117,19 @@ def tat_choice(spec: ModelSpec) -> tuple[float, float, float, str | None]:
         return (*tat_leaky_relu(layers, target), target, None)
     except ValueError:
         if fallback is None:
-            raise ModelError(f"TAT cannot reach C_f(0)={target} at depth {spec.depth}; set "
-                             "cure.fallback_target") from None
+            raise ModelError(
+                f"TAT cannot reach C_f(0)={target} at depth {spec.depth}; set cure.fallback_target"
+            ) from None
     try:
         slope, scale = tat_leaky_relu(layers, float(fallback))
     except ValueError:
-        raise ModelError(f"TAT cannot reach C_f(0)={target} nor cure.fallback_target={fallback} at depth "
-                         f"{spec.depth}") from None
-    note = (f"TAT cannot reach C_f(0)={target} at depth {spec.depth} ({layers} activations); built with "
-            f"cure.fallback_target={fallback} (negative slope {slope:.3f})")
+        raise ModelError(
+            f"TAT cannot reach C_f(0)={target} nor cure.fallback_target={fallback} at depth {spec.depth}"
+        ) from None
+    note = (
+        f"TAT cannot reach C_f(0)={target} at depth {spec.depth} ({layers} activations); built with "
+        f"cure.fallback_target={fallback} (negative slope {slope:.3f})"
+    )
     return slope, scale, float(fallback), note
 
 

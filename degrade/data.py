@@ -64,7 +64,7 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> 
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
     flip = torch.rand(n, generator=generator, device=x.device) < 0.5
-    rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])  # (n, h)
+    rows = dy[:, None] + torch.arange(h, device=x.device)[None, :]  # (n, h)
     cols = dx[:, None] + torch.arange(w, device=x.device)[None, :]  # (n, w)
     cols = torch.where(flip[:, None], cols.flip(1), cols)
     idx_n = torch.arange(n, device=x.device)[:, None, None]
@@ -91,9 +91,7 @@ def load_digits(test_fraction: float = 0.2, split_seed: int = 0) -> Dataset:
     return _from_arrays("digits", digits_arrays(test_fraction, split_seed), 10, augment=False)
 
 
-def load_cifar(
-    name: str, root: str | Path, download: bool = True, validation: bool = False
-) -> Dataset:
+def load_cifar(name: str, root: str | Path, download: bool = True, validation: bool = False) -> Dataset:
     """CIFAR-10/100 from the python-pickle layout in ``root``, per-pixel mean subtracted.
 
     With ``validation`` the last 5,000 training images stand in for the test set (the paper's

@@ -41,8 +41,10 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast: Any) -
     stds: dict[int, torch.Tensor] = {}
     hooks = []
     for i, (_, _, resp) in enumerate(layers):
+
         def hook(_m: nn.Module, _inp: Any, out: torch.Tensor, i: int = i) -> None:
             stds[i] = out.detach().float().std()
+
         hooks.append(resp.register_forward_hook(hook))
     was_training = model.training
     model.train()

@@ -37,14 +37,29 @@ def software() -> dict[str, str]:
 
 def of_run(acc: Accel) -> dict[str, Any]:
     """What a run trains with: software, device, precision, threads, numerics-changing CPU features."""
-    return {**software(), "device": acc.device.type, "device_name": device_name(acc.device),
-            "precision": acc.precision, "threads": torch.get_num_threads(),
-            "cpu": cpu_name(), "cpu_features": cpu_features()}
+    return {
+        **software(),
+        "device": acc.device.type,
+        "device_name": device_name(acc.device),
+        "precision": acc.precision,
+        "threads": torch.get_num_threads(),
+        "cpu": cpu_name(),
+        "cpu_features": cpu_features(),
+    }
 
 
 def this_machine() -> dict[str, Any]:
     """The machine calling this: software, CPU, its numerics-changing features, any GPU."""
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] \
-        if torch.cuda.is_available() else []
-    return {**software(), "cpu": cpu_name(), "cpu_features": cpu_features(),
-            "gpus": gpus, "threads": torch.get_num_threads(), "platform": platform.platform()}
+    gpus = (
+        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        if torch.cuda.is_available()
+        else []
+    )
+    return {
+        **software(),
+        "cpu": cpu_name(),
+        "cpu_features": cpu_features(),
+        "gpus": gpus,
+        "threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+    }

@@ -36,8 +36,10 @@ EARLIER = [{"ls": ":", "lw": 1.4}, {"ls": "-.", "lw": 1.2}]
 NEUTRAL = "#333333"  # the proxies in legends: a style, not a depth
 
 # Said once, under every figure that draws errors and in the report's captions.
-CAPTION = ("Bold solid lines: training error, the quantity the degradation is about; thin dashed: "
-           "test error. One colour per depth in every figure; plain nets left, ResNets right.")
+CAPTION = (
+    "Bold solid lines: training error, the quantity the degradation is about; thin dashed: "
+    "test error. One colour per depth in every figure; plain nets left, ResNets right."
+)
 FOOTER_WIDTH = 120  # characters per line of the text under a figure
 
 

@@ -38,8 +38,11 @@ def varied_keys(configs: list[dict[str, Any]]) -> list[str]:
     # A choice from a config group (``cure.name``) brings the settings of its own node
     # (``cure.target``): they are not settings of their own where they follow from it.
     names = [k for k in keys if k.endswith(".name")]
-    return sorted(k for k in keys if k in names or not any(
-        k.startswith(n[: -len("name")]) and _follows(configs, k, n) for n in names))
+    return sorted(
+        k
+        for k in keys
+        if k in names or not any(k.startswith(n[: -len("name")]) and _follows(configs, k, n) for n in names)
+    )
 
 
 def _follows(configs: list[dict[str, Any]], key: str, by: str) -> bool:
@@ -77,6 +80,7 @@ def sorted_values(values: list[Any]) -> list[Any]:
 
 def setting_column(values: list[Any]) -> list[Any]:
     """A setting's values as one sortable column: as they are when of one type, else as text."""
+
     def kind(v: Any) -> type:
         return float if isinstance(v, (int, float)) and not isinstance(v, bool) else type(v)
 

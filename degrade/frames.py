@@ -37,8 +37,11 @@ def left_out(rid: str, e: StoreError, run: RunDir | None = None) -> None:
     damage = run.damage() if run is not None else None
     mend = ""
     if damage is not None and damage.files:
-        mend = ("; rerunning its sweep rebuilds it from the checkpoint" if damage.rebuildable
-                else "; rerunning its sweep trains it again")
+        mend = (
+            "; rerunning its sweep rebuilds it from the checkpoint"
+            if damage.rebuildable
+            else "; rerunning its sweep trains it again"
+        )
     log.warning(f"left out run {rid}: {e}{mend}")
 
 

@@ -46,14 +46,27 @@ class RunResult:
 
     def as_dict(self) -> dict[str, Any]:
         """The result as plain values, as a job returns it across processes."""
-        return {"run_id": self.run_id, "state": self.state, "epochs_done": self.epochs_done,
-                "final": self.final, "error": self.error, "warnings": list(self.warnings)}
+        return {
+            "run_id": self.run_id,
+            "state": self.state,
+            "epochs_done": self.epochs_done,
+            "final": self.final,
+            "error": self.error,
+            "warnings": list(self.warnings),
+        }
 
     @classmethod
     def from_dict(cls, r: dict[str, Any], out: Path) -> RunResult:
         """The result a job returned, with its run folder in the store ``out``."""
-        return cls(r["run_id"], r["state"], r["epochs_done"], r["final"] or {}, r["error"],
-                   store.RunDir(out, r["run_id"]).path, list(r.get("warnings") or []))
+        return cls(
+            r["run_id"],
+            r["state"],
+            r["epochs_done"],
+            r["final"] or {},
+            r["error"],
+            store.RunDir(out, r["run_id"]).path,
+            list(r.get("warnings") or []),
+        )
 
 
 def process_started() -> float:
@@ -162,8 +175,13 @@ def job_steps(cfg: DictConfig, train: Training, settle: bool = True) -> Steps[di
     except OSError as e:
         if e.errno not in _UNWRITABLE:
             raise
-        result = RunResult(rid, "failed", 0, path=run.path, error=(
-            f"cannot write to run folder {run.path}: {e.strerror}; make it writable, then rerun"))
+        result = RunResult(
+            rid,
+            "failed",
+            0,
+            path=run.path,
+            error=(f"cannot write to run folder {run.path}: {e.strerror}; make it writable, then rerun"),
+        )
     return result.as_dict()
 
 

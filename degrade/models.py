@@ -245,7 +245,10 @@ def count_parameters(model: nn.Module) -> int:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1024,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch: int = 1024,
     numerics: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> tuple[float, float]:
     """Mean cross-entropy and error of ``model`` on (x, y), in batches of ``batch``, in the mode the

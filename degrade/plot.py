@@ -35,15 +35,15 @@ class PlotError(ValueError):
     """A figure that cannot be drawn from what the sweep holds (the message is one line)."""
 
 
-
-
 def _settings(frame: pd.DataFrame, keys: list[str]) -> list[tuple[str, pd.DataFrame]]:
     """(label, rows) per combination of the settings ``keys``; one unlabelled group without keys."""
     if not keys:
         return [("", frame)]
     groups = frame.groupby(keys, dropna=False, sort=True)
-    return [(", ".join(f"{k}={flat.show(v)}" for k, v in zip(keys, values, strict=True)), part)
-            for values, part in groups]
+    return [
+        (", ".join(f"{k}={flat.show(v)}" for k, v in zip(keys, values, strict=True)), part)
+        for values, part in groups
+    ]
 
 
 def _panel_title(variant: str, setting: str) -> str:
@@ -65,8 +65,13 @@ def curves(metrics: pd.DataFrame, title: str = "", keys: list[str] | None = None
     variants = figstyle.variants(metrics)
     settings = _settings(metrics, keys or [])
     colours = figstyle.depth_colours(sorted(metrics["depth"].unique()))
-    fig, axes = plt.subplots(len(settings), len(variants), figsize=(5.2 * len(variants), 4.2 * len(settings)),
-                             sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        len(settings),
+        len(variants),
+        figsize=(5.2 * len(variants), 4.2 * len(settings)),
+        sharey=True,
+        squeeze=False,
+    )
     top = max(metrics[["train_error", "test_error"]].max().max() * 100 * 1.05, 5)
     top = top if top == top else 100.0  # every value NaN: nothing finished an epoch
     for row, (setting, rows) in zip(axes, settings, strict=True):
@@ -82,11 +87,23 @@ def curves(metrics: pd.DataFrame, title: str = "", keys: list[str] | None = None
                     label = None
                     if column == "train_error":
                         label = figstyle.name(variant, depth) + (" (diverged)" if diverged else "")
-                    ax.plot(band["epoch"], band["mean"] * 100, color=colour, label=label,
-                            marker="x" if diverged else None, markevery=[-1], **style)
+                    ax.plot(
+                        band["epoch"],
+                        band["mean"] * 100,
+                        color=colour,
+                        label=label,
+                        marker="x" if diverged else None,
+                        markevery=[-1],
+                        **style,
+                    )
                     if runs["seed"].nunique() > 1:
-                        ax.fill_between(band["epoch"], (band["mean"] - band["std"]) * 100,
-                                        (band["mean"] + band["std"]) * 100, color=colour, alpha=0.15)
+                        ax.fill_between(
+                            band["epoch"],
+                            (band["mean"] - band["std"]) * 100,
+                            (band["mean"] + band["std"]) * 100,
+                            color=colour,
+                            alpha=0.15,
+                        )
             ax.set_title(_panel_title(variant, setting), fontsize=10)
             ax.set_xlabel("epoch")
             ax.set_ylim(0, top)
@@ -99,8 +116,17 @@ def curves(metrics: pd.DataFrame, title: str = "", keys: list[str] | None = None
     return fig
 
 
-def _band(ax: plt.Axes, x, mean, std, colour, label: str | None, style: dict[str, Any] | None = None,
-          marker: str | None = None, **more: Any) -> None:
+def _band(
+    ax: plt.Axes,
+    x,
+    mean,
+    std,
+    colour,
+    label: str | None,
+    style: dict[str, Any] | None = None,
+    marker: str | None = None,
+    **more: Any,
+) -> None:
     ax.plot(x, mean, color=colour, label=label, marker=marker, ms=5, **{**(style or figstyle.FINAL), **more})
     if (std > 0).any():
         ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.2)
@@ -121,36 +147,62 @@ def depth(metrics: pd.DataFrame, title: str = "", keys: list[str] | None = None)
     variants = figstyle.variants(metrics)
     settings = _settings(last, keys or []) if not last.empty else [("", last)]
     colours = figstyle.depth_colours(sorted(metrics["depth"].unique()))
-    fig, axes = plt.subplots(len(settings), len(variants), figsize=(5.2 * len(variants), 4.2 * len(settings)),
-                             sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        len(settings),
+        len(variants),
+        figsize=(5.2 * len(variants), 4.2 * len(settings)),
+        sharey=True,
+        squeeze=False,
+    )
     for row, (setting, part_all) in zip(axes, settings, strict=True):
         paper = published_errors(part_all)
         for ax, variant in zip(row, variants, strict=True):
             part = part_all[part_all["variant"] == variant]
             g = part.groupby("depth")
-            for column, style, hollow in (("test_error", figstyle.TEST, True),
-                                          ("train_error", figstyle.TRAIN, False)):
+            for column, style, hollow in (
+                ("test_error", figstyle.TEST, True),
+                ("train_error", figstyle.TRAIN, False),
+            ):
                 if part.empty:
                     break
                 mean, std = g[column].mean() * 100, g[column].std().fillna(0) * 100
                 _band(ax, mean.index, mean, std, figstyle.NEUTRAL, None, style)
                 face = [("white" if hollow else colours[d]) for d in mean.index]
-                ax.scatter(mean.index, mean, s=42, c=face, edgecolors=[colours[d] for d in mean.index],
-                           linewidths=1.5, zorder=3)
+                ax.scatter(
+                    mean.index,
+                    mean,
+                    s=42,
+                    c=face,
+                    edgecolors=[colours[d] for d in mean.index],
+                    linewidths=1.5,
+                    zorder=3,
+                )
             for d in sorted(part["depth"].unique()):  # one legend entry per depth, in its colour
                 ax.plot([], [], "o", color=colours[d], label=figstyle.name(variant, d))
             if paper and variant == "residual":
                 ds = sorted(paper)
-                ax.plot(ds, [100 * paper[d] for d in ds], "*", color="black", ms=9, ls="none",
-                        label="He et al. 2015, Table 6\n(CIFAR-10 test)")
+                ax.plot(
+                    ds,
+                    [100 * paper[d] for d in ds],
+                    "*",
+                    color="black",
+                    ms=9,
+                    ls="none",
+                    label="He et al. 2015, Table 6\n(CIFAR-10 test)",
+                )
             ax.set_xlabel(AXIS_LABELS["depth"])
             ax.set_ylim(bottom=0)
             if not part_all.empty:
                 ax.set_xticks(sorted(part_all["depth"].unique()))
             ax.grid(alpha=0.3)
             ax.set_title(_panel_title(variant, setting), fontsize=10)
-            figstyle.legend(ax, [figstyle.proxy(figstyle.TRAIN, "training error", marker="o"),
-                                 figstyle.proxy(figstyle.TEST, "test error", marker="o", mfc="white")])
+            figstyle.legend(
+                ax,
+                [
+                    figstyle.proxy(figstyle.TRAIN, "training error", marker="o"),
+                    figstyle.proxy(figstyle.TEST, "test error", marker="o", mfc="white"),
+                ],
+            )
         row[0].set_ylabel("final error (%)")
     fig.suptitle(title or "final error against depth", fontsize=10)
     fig.tight_layout()
@@ -180,8 +232,9 @@ def grid(metrics: pd.DataFrame, x: str, y: str, keys: list[str] | None = None, t
     seeds = last["seed"].nunique()
     width = max(1.0 * len(xs), 2.5) * len(variants) + 2.2
     height = (max(0.55 * len(ys), 1.6) + 1.1) * len(settings) + 0.6
-    fig, axes = plt.subplots(len(settings), len(variants), figsize=(width, height), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        len(settings), len(variants), figsize=(width, height), squeeze=False, layout="constrained"
+    )
     image = None
     for row, (setting, rows) in zip(axes, settings, strict=True):
         for ax, variant in zip(row, variants, strict=True):
@@ -202,28 +255,41 @@ def grid(metrics: pd.DataFrame, x: str, y: str, keys: list[str] | None = None, t
                     text[i][j] += f"\n({len(sel) - len(done)} div.)"
                 if sel["seed"].nunique() < seeds:  # a mean of fewer seeds than the others
                     text[i][j] += f"\n({sel['seed'].nunique()} of {seeds} seeds)"
-            image = ax.imshow(np.ma.masked_invalid(cells), cmap=cmap, norm=norm, aspect="auto",
-                              origin="lower")
+            image = ax.imshow(
+                np.ma.masked_invalid(cells), cmap=cmap, norm=norm, aspect="auto", origin="lower"
+            )
             for (i, _), (j, _) in itertools.product(enumerate(ys), enumerate(xs)):
                 v = cells[i, j]
                 dark = v == v and sum(cmap(norm(v))[:3]) < 1.5
-                ax.text(j, i, text[i][j], ha="center", va="center", fontsize=9,
-                        color="white" if dark else "black")
+                ax.text(
+                    j, i, text[i][j], ha="center", va="center", fontsize=9, color="white" if dark else "black"
+                )
             ax.set_xticks(range(len(xs)), [flat.show(v) for v in xs])
             ax.set_yticks(range(len(ys)), [flat.show(v) for v in ys])
             ax.set_xlabel(AXIS_LABELS.get(x, x))
             ax.set_ylabel(AXIS_LABELS.get(y, y))
             ax.set_title(_panel_title(variant, setting), fontsize=10)
     if image is not None:
-        fig.colorbar(image, ax=axes, shrink=0.9,
-                     label="final training error (%)" + (f", mean of {seeds} seeds" if seeds > 1 else ""))
+        fig.colorbar(
+            image,
+            ax=axes,
+            shrink=0.9,
+            label="final training error (%)" + (f", mean of {seeds} seeds" if seeds > 1 else ""),
+        )
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
 
 
-def _per_layer(layers: pd.DataFrame, column: str, ylabel: str, epochs: list[int] | None,
-               title: str, log: bool, keys: list[str]) -> plt.Figure:
+def _per_layer(
+    layers: pd.DataFrame,
+    column: str,
+    ylabel: str,
+    epochs: list[int] | None,
+    title: str,
+    log: bool,
+    keys: list[str],
+) -> plt.Figure:
     """``column`` against layer index: a panel per variant (and setting), a line per depth (and epoch)."""
     variants = figstyle.variants(layers)
     settings = _settings(layers, keys)
@@ -232,8 +298,13 @@ def _per_layer(layers: pd.DataFrame, column: str, ylabel: str, epochs: list[int]
     colours = figstyle.depth_colours(sorted(layers["depth"].unique()))
     # Earlier epochs dotted (and dash-dot), the last one solid: "start" and "end" as in the probes.
     styles = [*figstyle.EARLIER[: len(chosen) - 1], figstyle.FINAL] if len(chosen) <= 3 else None
-    fig, axes = plt.subplots(len(settings), len(variants), figsize=(5.2 * len(variants), 4.2 * len(settings)),
-                             sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        len(settings),
+        len(variants),
+        figsize=(5.2 * len(variants), 4.2 * len(settings)),
+        sharey=True,
+        squeeze=False,
+    )
     for row, (setting, rows) in zip(axes, settings, strict=True):
         for ax, variant in zip(row, variants, strict=True):
             part = rows[rows["variant"] == variant]
@@ -251,8 +322,9 @@ def _per_layer(layers: pd.DataFrame, column: str, ylabel: str, epochs: list[int]
                         m, sd = g.mean(), g.std().fillna(0)
                         ax.plot(m.index, 10**m, color=colours[d], label=label, **style)
                         if (sd > 0).any():
-                            ax.fill_between(m.index, 10 ** (m - sd), 10 ** (m + sd), color=colours[d],
-                                            alpha=0.2)
+                            ax.fill_between(
+                                m.index, 10 ** (m - sd), 10 ** (m + sd), color=colours[d], alpha=0.2
+                            )
                     else:
                         g = sel.groupby("layer")[column]
                         _band(ax, g.mean().index, g.mean(), g.std().fillna(0), colours[d], label, style)
@@ -268,22 +340,38 @@ def _per_layer(layers: pd.DataFrame, column: str, ylabel: str, epochs: list[int]
     return fig
 
 
-def gradients(layers: pd.DataFrame, epochs: list[int] | None = None, title: str = "",
-              keys: list[str] | None = None) -> plt.Figure:
+def gradients(
+    layers: pd.DataFrame, epochs: list[int] | None = None, title: str = "", keys: list[str] | None = None
+) -> plt.Figure:
     """Gradient norm of each weight layer against its index, plain beside residual."""
-    return _per_layer(layers, "grad_norm", "gradient norm (fixed batch)", epochs,
-                      title or "gradient norm by layer", log=True, keys=keys or [])
+    return _per_layer(
+        layers,
+        "grad_norm",
+        "gradient norm (fixed batch)",
+        epochs,
+        title or "gradient norm by layer",
+        log=True,
+        keys=keys or [],
+    )
 
 
-def responses(layers: pd.DataFrame, epochs: list[int] | None = None, title: str = "",
-              keys: list[str] | None = None) -> plt.Figure:
+def responses(
+    layers: pd.DataFrame, epochs: list[int] | None = None, title: str = "", keys: list[str] | None = None
+) -> plt.Figure:
     """Std of each 3x3 layer's response (after BN, before ReLU/addition): the paper's Fig. 7.
 
     The linear head is left out, as in the paper: its outputs are logits, not responses.
     """
     layers = layers[layers["name"] != "fc"]
-    return _per_layer(layers, "response_std", "std of layer response", epochs,
-                      title or "layer responses", log=False, keys=keys or [])
+    return _per_layer(
+        layers,
+        "response_std",
+        "std of layer response",
+        epochs,
+        title or "layer responses",
+        log=False,
+        keys=keys or [],
+    )
 
 
 def sweep_layers(sweep: sweepdata.SweepData) -> pd.DataFrame:
@@ -295,8 +383,15 @@ def sweep_layers(sweep: sweepdata.SweepData) -> pd.DataFrame:
     return layers.join(what, on="run_id")
 
 
-def draw(kind: str, sweep: sweepdata.SweepData, epochs: list[int] | None = None, x: str = "depth",
-         y: str | None = None, layers: pd.DataFrame | None = None, verdict: bool = True) -> plt.Figure:
+def draw(
+    kind: str,
+    sweep: sweepdata.SweepData,
+    epochs: list[int] | None = None,
+    x: str = "depth",
+    y: str | None = None,
+    layers: pd.DataFrame | None = None,
+    verdict: bool = True,
+) -> plt.Figure:
     """The figure ``kind`` (one of KINDS) of ``sweep``, titled with what the sweep trained.
 
     ``epochs``: which epochs the per-layer figures show (default: the last). ``x``/``y``: the
@@ -352,14 +447,18 @@ def grid_axes(sweep: sweepdata.SweepData, x: str, y: str | None) -> tuple[str, s
         rest = [k for k in choices if k != x]
         if len(rest) != 1:
             raise PlotError(
-                f"--kind grid needs --y: one of {', '.join(rest)}" if rest else
-                f"sweep {sweep.name!r} varied nothing but depth; sweep a setting too, "
-                "e.g. degrade sweep --depths 8,20,56 optim.lr=0.01,0.03,0.1")
+                f"--kind grid needs --y: one of {', '.join(rest)}"
+                if rest
+                else f"sweep {sweep.name!r} varied nothing but depth; sweep a setting too, "
+                "e.g. degrade sweep --depths 8,20,56 optim.lr=0.01,0.03,0.1"
+            )
         y = rest[0]
     for flag, key in (("--x", x), ("--y", y)):
         if key not in choices:
-            raise PlotError(f"{flag} {key!r} is not a setting sweep {sweep.name!r} varied; "
-                            f"choose from {', '.join(choices)}")
+            raise PlotError(
+                f"{flag} {key!r} is not a setting sweep {sweep.name!r} varied; "
+                f"choose from {', '.join(choices)}"
+            )
     if x == y:
         raise PlotError(f"--x and --y are both {x!r}; the grid needs two different settings")
     return x, y
@@ -399,7 +498,7 @@ def inline_svg(fig: plt.Figure, prefix: str) -> str:
         fig.savefig(buf, format="svg", bbox_inches="tight", metadata=_NO_METADATA)
     plt.close(fig)
     text = buf.getvalue()
-    text = text[text.index("<svg"):]
+    text = text[text.index("<svg") :]
     text = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", text)
     text = re.sub(r'\bid="([^"]+)"', rf'id="{prefix}\1"', text)
     text = re.sub(r'(href)="#([^"]+)"', rf'\1="#{prefix}\2"', text)

@@ -37,8 +37,10 @@ _HEADER = struct.Struct(">Q")
 # A worker imports what the sweep's process imported: it starts with that process's module
 # search path, not with the current folder first (``python -m`` would put it there, and a
 # ``degrade/`` folder in it would then stand in for the installed package).
-_BOOT = ("import json, runpy, sys; sys.path[:] = json.loads(sys.argv[3]); "
-         "runpy.run_module('degrade.pool', run_name='__main__', alter_sys=True)")
+_BOOT = (
+    "import json, runpy, sys; sys.path[:] = json.loads(sys.argv[3]); "
+    "runpy.run_module('degrade.pool', run_name='__main__', alter_sys=True)"
+)
 
 
 def _send(f: IO[bytes], message: Any) -> None:
@@ -85,7 +87,10 @@ class _Worker:
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", _BOOT, str(job_r), str(result_w), json.dumps(_search_path())],
-                pass_fds=(job_r, result_w), env=env, stdin=subprocess.DEVNULL)
+                pass_fds=(job_r, result_w),
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
         finally:
             os.close(job_r)
             os.close(result_w)
@@ -139,8 +144,12 @@ class Pool:
             w.stop(wait=5.0)
         self.idle = []
 
-    def map(self, fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]],
-            on_result: Callable[[int, Outcome], None] | None = None) -> list[Outcome]:
+    def map(
+        self,
+        fn: Callable[..., Any],
+        jobs: Sequence[tuple[Any, ...]],
+        on_result: Callable[[int, Outcome], None] | None = None,
+    ) -> list[Outcome]:
         """``fn(*args)`` for each ``args`` of ``jobs``; the outcomes in the order of ``jobs``.
 
         A job that raises gives its exception; a worker that dies mid-job fails that job with
@@ -233,8 +242,9 @@ def worker(job_fd: int, result_fd: int) -> None:
     jobs = os.fdopen(job_fd, "rb")
     results = os.fdopen(result_fd, "wb")
     inbox: queue.Queue = queue.Queue()
-    threading.Thread(target=_watch_parent, args=(jobs, inbox), daemon=True,
-                     name="degrade-parent-watch").start()
+    threading.Thread(
+        target=_watch_parent, args=(jobs, inbox), daemon=True, name="degrade-parent-watch"
+    ).start()
     if os.environ.get(HOLD_ENV):
         _hold(os.environ[HOLD_ENV])
     while True:

@@ -71,8 +71,13 @@ def lesion_finding(frame: pd.DataFrame) -> str:
         d = (ok or depths)[-1]
         b, s = base[(v, d)], single[(v, d)]
         cost = s - b
-        verb = ("fails" if cost >= LESION_FATAL else "barely notices" if cost < LESION_SMALL
-                else f"loses {100 * cost:.0f} points")
+        verb = (
+            "fails"
+            if cost >= LESION_FATAL
+            else "barely notices"
+            if cost < LESION_SMALL
+            else f"loses {100 * cost:.0f} points"
+        )
         said.append(f"{figstyle.name(v, d)} {verb} (test error {_pct(b)} → {_pct(s)})")
     if not said:
         return "removing one block: no single lesions measured"
@@ -95,10 +100,12 @@ def landscape_finding(frame: pd.DataFrame) -> str:
     if d is None or any(k not in loss.index or k not in rough.index for k in keys):
         return "loss landscape around the final weights"
     (lp, lr), (rp, rr) = (loss[k] for k in keys), (rough[k] for k in keys)
-    return (f"around its final weights {figstyle.name('plain', d)} sits "
-            f"{_compare(lp, lr, 'higher', 'lower', 'as high')} than {figstyle.name('residual', d)} "
-            f"(loss {lp:.3g} vs {lr:.3g}), on a {_compare(rp, rr, 'more', 'less', 'as')} non-convex "
-            f"surface ({_pct(rp)} vs {_pct(rr)} of the map)")
+    return (
+        f"around its final weights {figstyle.name('plain', d)} sits "
+        f"{_compare(lp, lr, 'higher', 'lower', 'as high')} than {figstyle.name('residual', d)} "
+        f"(loss {lp:.3g} vs {lr:.3g}), on a {_compare(rp, rr, 'more', 'less', 'as')} non-convex "
+        f"surface ({_pct(rp)} vs {_pct(rr)} of the map)"
+    )
 
 
 def gradcorr_finding(frame: pd.DataFrame) -> str:
@@ -110,8 +117,12 @@ def gradcorr_finding(frame: pd.DataFrame) -> str:
     parts = []
     for w, when in (("initial", "at initialisation"), ("final", "after training")):
         corr = _numbers(frame, "corr_lag1", w)
-        said = [f"{figstyle.name(v, d)}'s are {'shattered' if corr[(v, d)] < SHATTERED else 'correlated'} "
-                f"({corr[(v, d)]:.2f})" for v in figstyle.variants(frame) if (v, d) in corr.index]
+        said = [
+            f"{figstyle.name(v, d)}'s are {'shattered' if corr[(v, d)] < SHATTERED else 'correlated'} "
+            f"({corr[(v, d)]:.2f})"
+            for v in figstyle.variants(frame)
+            if (v, d) in corr.index
+        ]
         if said:
             parts.append(f"{when} " + ", ".join(said))
     if not parts:
@@ -133,24 +144,33 @@ def identity_finding(frame: pd.DataFrame) -> str:
     return ("after training " + ", ".join(said)) if said else "distance from the identity"
 
 
-def _line(ax: plt.Axes, rows: pd.DataFrame, x: str, colour: Any, label: str | None,
-          style: dict[str, Any] | None = None, marker: str | None = None) -> None:
+def _line(
+    ax: plt.Axes,
+    rows: pd.DataFrame,
+    x: str,
+    colour: Any,
+    label: str | None,
+    style: dict[str, Any] | None = None,
+    marker: str | None = None,
+) -> None:
     """Mean of ``value`` over runs (seeds) against ``x``, with a band of one std."""
     per_run = rows.groupby(["run_id", x])["value"].mean().reset_index()
     g = per_run.groupby(x)["value"]
     mean, std = g.mean(), g.std().fillna(0.0)
     # A net with one block of a kind has one point: a marker shows it.
     marker = marker or ("." if len(mean) < 3 else None)
-    ax.plot(mean.index, mean.values, color=colour, label=label, marker=marker, ms=4,
-            **(style or figstyle.FINAL))
+    ax.plot(
+        mean.index, mean.values, color=colour, label=label, marker=marker, ms=4, **(style or figstyle.FINAL)
+    )
     if (std > 0).any():
         ax.fill_between(mean.index, mean - std, mean + std, color=colour, alpha=0.15)
 
 
 def _panels(frame: pd.DataFrame, sharey: bool = True) -> tuple[plt.Figure, list[plt.Axes]]:
     variants = figstyle.variants(frame)
-    fig, axes = plt.subplots(1, len(variants), figsize=(5.2 * len(variants), 4.4), sharey=sharey,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(variants), figsize=(5.2 * len(variants), 4.4), sharey=sharey, squeeze=False
+    )
     return fig, list(axes[0])
 
 
@@ -167,8 +187,9 @@ def landscape(frame: pd.DataFrame, title: str = "") -> plt.Figure:
     line = frame[(frame["quantity"] == "loss") & (frame["section"] == "slice")]
     variants = figstyle.variants(frame)
     deepest = int(grid.groupby("variant")["depth"].max().min()) if not grid.empty else None
-    fig, axes = plt.subplots(2, len(variants), figsize=(5.4 * len(variants), 9.0), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        2, len(variants), figsize=(5.4 * len(variants), 9.0), squeeze=False, layout="constrained"
+    )
     maps = {}
     for v in variants:
         part = grid[(grid["variant"] == v) & (grid["depth"] == deepest)]
@@ -188,22 +209,40 @@ def landscape(frame: pd.DataFrame, title: str = "") -> plt.Figure:
                 ax.set_axis_off()
                 continue
             m = maps[v]
-            image = ax.contourf(m.columns, m.index, np.clip(m.values, low, high), levels=levels, norm=norm,
-                                cmap="viridis")
-            ax.contour(m.columns, m.index, np.clip(m.values, low, high), levels=levels[::3], colors="white",
-                       linewidths=0.5, alpha=0.6)
-            ax.plot([0], [0], "+", color="red", ms=12, mew=2, ls="none",
-                    label="the trained weights (α = β = 0)")
+            image = ax.contourf(
+                m.columns, m.index, np.clip(m.values, low, high), levels=levels, norm=norm, cmap="viridis"
+            )
+            ax.contour(
+                m.columns,
+                m.index,
+                np.clip(m.values, low, high),
+                levels=levels[::3],
+                colors="white",
+                linewidths=0.5,
+                alpha=0.6,
+            )
+            ax.plot(
+                [0], [0], "+", color="red", ms=12, mew=2, ls="none", label="the trained weights (α = β = 0)"
+            )
             ax.legend(fontsize=8, loc="upper right")
             ax.set_title(f"{figstyle.name(v, deepest)}: training loss around the final weights", fontsize=10)
             ax.set_xlabel("direction 1 (α)")
             ax.set_ylabel("direction 2 (β)")
             ax.set_aspect("equal")
         if image is not None:
-            bar = fig.colorbar(image, ax=list(axes[0]), shrink=0.85,
-                               label="training loss (log scale, shared; white lines: contours)")
-            bar.set_ticks([t for t in 10.0 ** np.arange(np.floor(np.log10(low)), np.ceil(np.log10(high)) + 1)
-                           if low <= t <= high])
+            bar = fig.colorbar(
+                image,
+                ax=list(axes[0]),
+                shrink=0.85,
+                label="training loss (log scale, shared; white lines: contours)",
+            )
+            bar.set_ticks(
+                [
+                    t
+                    for t in 10.0 ** np.arange(np.floor(np.log10(low)), np.ceil(np.log10(high)) + 1)
+                    if low <= t <= high
+                ]
+            )
     colours = figstyle.depth_colours(sorted(frame["depth"].unique()))
     for ax, v in zip(axes[1], variants, strict=True):
         part = line[line["variant"] == v]
@@ -243,13 +282,20 @@ def lesion(frame: pd.DataFrame, title: str = "") -> plt.Figure:
                 down = r[flag]
                 if q == "test_error" and not down.empty:
                     downs = True
-                    ax.plot(down["removed"] + 0.06 * np.arange(len(down)), down["value"] * 100, "v",
-                            color=colours[d], ms=6, ls="none")
+                    ax.plot(
+                        down["removed"] + 0.06 * np.arange(len(down)),
+                        down["value"] * 100,
+                        "v",
+                        color=colours[d],
+                        ms=6,
+                        ls="none",
+                    )
         _depth_entries(ax, v, depths, colours)
         extra = figstyle.train_test_proxies()
         if downs:
-            extra.append(figstyle.proxy({"ls": "none"}, "a down-sampling block removed alone (test)",
-                                        marker="v", ms=6))
+            extra.append(
+                figstyle.proxy({"ls": "none"}, "a down-sampling block removed alone (test)", marker="v", ms=6)
+            )
         ks = sorted(part["removed"].dropna().unique())
         ax.set_xscale("symlog", linthresh=1)
         ax.set_xticks(ks, [str(int(k)) for k in ks])
@@ -260,8 +306,13 @@ def lesion(frame: pd.DataFrame, title: str = "") -> plt.Figure:
         figstyle.legend(ax, extra, fontsize=7)
     axes[0].set_ylabel("error (%)")
     _title(fig, lesion_finding(frame), title)
-    figstyle.footer(fig, ["1 block removed: the mean over removing each shape-keeping block alone; "
-                          f"k > 1: the mean of random draws of k blocks. {figstyle.CAPTION}"])
+    figstyle.footer(
+        fig,
+        [
+            "1 block removed: the mean over removing each shape-keeping block alone; "
+            f"k > 1: the mean of random draws of k blocks. {figstyle.CAPTION}"
+        ],
+    )
     return fig
 
 
@@ -321,8 +372,9 @@ def identity(frame: pd.DataFrame, title: str = "") -> plt.Figure:
         _depth_entries(ax, v, depths, colours)
         extra = figstyle.weights_proxies()
         if downs:
-            extra.append(figstyle.proxy({"ls": "none"}, "a down-sampling block", marker="o", mfc="none",
-                                        ms=6))
+            extra.append(
+                figstyle.proxy({"ls": "none"}, "a down-sampling block", marker="o", mfc="none", ms=6)
+            )
         ax.axhline(1.0, color="grey", lw=0.8, label="1: a change as large as the input")
         if v == "residual":  # a branch's share falls along the stack: a log axis, in plain numbers
             ax.set_yscale("log")
@@ -340,8 +392,9 @@ def identity(frame: pd.DataFrame, title: str = "") -> plt.Figure:
 DRAW = {"landscape": landscape, "lesion": lesion, "gradcorr": gradcorr, "identity": identity}
 
 
-def probe_frame(out: Any, run_ids: list[str], kind: str,
-                settings: pd.DataFrame | None = None) -> pd.DataFrame:
+def probe_frame(
+    out: Any, run_ids: list[str], kind: str, settings: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The probe's rows of the runs; with ``settings`` (run_id -> varied settings), only the runs of
     its first combination of settings, so runs trained differently are never averaged together."""
     frame = tables.load(out, run_ids, kind)

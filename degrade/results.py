@@ -83,10 +83,16 @@ class Store:
             record = store.read_sweep(self.path, name)
             listing = frames.list_runs(self.path, name)
             states = listing["state"].value_counts() if not listing.empty else pd.Series(dtype=int)
-            rows.append({"sweep": name, "runs": len(record.get("runs", [])),
-                         **{s: int(states.get(s, 0)) for s in STATES},
-                         "latest": name == latest, "started": record.get("started"),
-                         "command": record.get("command")})
+            rows.append(
+                {
+                    "sweep": name,
+                    "runs": len(record.get("runs", [])),
+                    **{s: int(states.get(s, 0)) for s in STATES},
+                    "latest": name == latest,
+                    "started": record.get("started"),
+                    "command": record.get("command"),
+                }
+            )
         columns = ["sweep", "runs", *STATES, "latest", "started", "command"]
         return pd.DataFrame(rows, columns=columns)
 
@@ -155,8 +161,13 @@ class Sweep:
         if missing:
             settings = self._settings().set_index("run_id")[missing]
             frame = frame.join(settings, on="run_id")
-        first = ["run_id", *(c for c in _WHAT if c in frame), *self.keys,
-                 *(k for k in _ALWAYS if k not in self.keys), "state"]
+        first = [
+            "run_id",
+            *(c for c in _WHAT if c in frame),
+            *self.keys,
+            *(k for k in _ALWAYS if k not in self.keys),
+            "state",
+        ]
         return frame[[*first, *(c for c in frame if c not in first)]].reset_index(drop=True)
 
     def _run_columns(self) -> pd.DataFrame:
@@ -194,8 +205,11 @@ class Sweep:
         probes = probe_tables.load(self.path, self.run_ids(), kind)
         if probes.empty:
             kinds = self.probe_kinds()
-            there = (f"probes there: {', '.join(kinds)}" if kinds
-                     else "no run of it has probes yet; run `degrade probe` first")
+            there = (
+                f"probes there: {', '.join(kinds)}"
+                if kinds
+                else "no run of it has probes yet; run `degrade probe` first"
+            )
             raise StoreError(f"no probe {kind!r} in sweep {self.name!r}; {there}")
         return _with_settings(probes, self._probe_settings())
 
@@ -224,9 +238,11 @@ class Sweep:
         g = rows.groupby(groups, dropna=False, sort=False)
         table = g.agg(seeds=("seed", "nunique"), mean=("value", "mean"), std=("value", "std")).reset_index()
         order = {q: i for qs in probe_tables.NUMBERS.values() for i, q in enumerate(qs)}
-        table = table.assign(_k=table["kind"].map({k: i for i, k in enumerate(PROBE_KINDS)}),
-                             _q=table["quantity"].map(order),
-                             _w=table["weights"].map({"initial": 0, "final": 1}))
+        table = table.assign(
+            _k=table["kind"].map({k: i for i, k in enumerate(PROBE_KINDS)}),
+            _q=table["quantity"].map(order),
+            _w=table["weights"].map({"initial": 0, "final": 1}),
+        )
         table = table.sort_values(["_k", "_q", "_w", *self.keys, "variant", "depth", *settings])
         return table.drop(columns=["_k", "_q", "_w"]).reset_index(drop=True)
 
@@ -279,8 +295,10 @@ def export_format(fmt: str | None, to: str | Path | None) -> str:
         raise StoreError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if said is not None and said != fmt:
         named = Path(str(to)).name
-        raise StoreError(f"--format {fmt} but {named} names a {said} file; give a name that ends in "
-                         f".{fmt}, or leave out --format")
+        raise StoreError(
+            f"--format {fmt} but {named} names a {said} file; give a name that ends in "
+            f".{fmt}, or leave out --format"
+        )
     return fmt
 
 
@@ -296,8 +314,10 @@ def export_path(sweep: Sweep, which: str, fmt: str, to: str | Path | None, force
         raise StoreError("--to is empty: name the file to write")
     inside = store.inside_store(path.parent) or store.inside_store(path)
     if inside is not None:
-        raise StoreError(f"{path} is inside the run store {inside}, whose files are its own: write the "
-                         "export elsewhere, or leave out --to to write it in the sweep's folder")
+        raise StoreError(
+            f"{path} is inside the run store {inside}, whose files are its own: write the "
+            "export elsewhere, or leave out --to to write it in the sweep's folder"
+        )
     if path.is_symlink():
         raise StoreError(f"{path} is a symbolic link; export replaces no link: name another file")
     if path.is_dir():
@@ -311,8 +331,14 @@ def export_path(sweep: Sweep, which: str, fmt: str, to: str | Path | None, force
     return path
 
 
-def export(sweep: Sweep, which: str = "metrics", fmt: str | None = None,
-           to: str | Path | None = None, force: bool = False, kind: str | None = None) -> Path:
+def export(
+    sweep: Sweep,
+    which: str = "metrics",
+    fmt: str | None = None,
+    to: str | Path | None = None,
+    force: bool = False,
+    kind: str | None = None,
+) -> Path:
     """Write one of the sweep's tables (``TABLES``) to one CSV or Parquet file, atomically.
 
     ``to`` defaults to ``<store>/sweeps/<name>/<table>.<format>`` (replaced when it is there:

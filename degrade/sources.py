@@ -195,8 +195,11 @@ def _array_globals() -> dict[tuple[str, str], Any]:
         from numpy._core import multiarray, numeric
     except ImportError:  # numpy 1
         from numpy.core import multiarray, numeric  # type: ignore[no-redef]
-    allowed: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
-                                          ("_codecs", "encode"): _latin1}
+    allowed: dict[tuple[str, str], Any] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1,
+    }
     for core in ("numpy.core", "numpy._core"):
         allowed[(f"{core}.multiarray", "_reconstruct")] = multiarray._reconstruct
         allowed[(f"{core}.numeric", "_frombuffer")] = getattr(numeric, "_frombuffer")  # noqa: B009 - protocol 5; private
@@ -217,8 +220,9 @@ class _BatchUnpickler(pickle.Unpickler):
         return found
 
 
-def read_batches(folder: Path, names: list[str], label_key: bytes,
-                 classes: int) -> tuple[np.ndarray, np.ndarray]:
+def read_batches(
+    folder: Path, names: list[str], label_key: bytes, classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The images (N, 3, 32, 32, uint8) and labels of the named pickle batches in ``folder``.
 
     A batch that does not unpickle, or whose images or labels are not what CIFAR holds, is a
@@ -233,16 +237,29 @@ def read_batches(folder: Path, names: list[str], label_key: bytes,
             images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             labels = np.asarray(batch[label_key], dtype=np.int64)
         except _NotABatch as e:
-            raise DataError(f"cannot read CIFAR batch {path}: {e}; delete the folder to extract the "
-                            "archive again") from None
-        except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError,
-                AttributeError, IndexError) as e:
-            raise DataError(f"cannot read CIFAR batch {path}: {e.__class__.__name__}; "
-                            "delete the folder to extract the archive again") from None
+            raise DataError(
+                f"cannot read CIFAR batch {path}: {e}; delete the folder to extract the archive again"
+            ) from None
+        except (
+            OSError,
+            pickle.UnpicklingError,
+            EOFError,
+            KeyError,
+            ValueError,
+            TypeError,
+            AttributeError,
+            IndexError,
+        ) as e:
+            raise DataError(
+                f"cannot read CIFAR batch {path}: {e.__class__.__name__}; "
+                "delete the folder to extract the archive again"
+            ) from None
         in_range = not len(labels) or 0 <= labels.min() <= labels.max() < classes
         if labels.shape != (len(images),) or not in_range:
-            raise DataError(f"CIFAR batch {path} is damaged: its labels do not match its images; "
-                            "delete the folder to extract the archive again")
+            raise DataError(
+                f"CIFAR batch {path} is damaged: its labels do not match its images; "
+                "delete the folder to extract the archive again"
+            )
         xs.append(images)
         ys.append(labels)
     return np.concatenate(xs), np.concatenate(ys)

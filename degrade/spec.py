@@ -25,11 +25,22 @@ CURES = {
     "skipinit": ("residual",),
 }
 # The activation each cure's paper builds it with (``cure.activation`` records it).
-CURE_ACTIVATIONS = {"tat": "leaky_relu", "delta_orthogonal": "tanh", "looks_linear": "crelu",
-                    "fixup": "relu", "skipinit": "relu"}
+CURE_ACTIVATIONS = {
+    "tat": "leaky_relu",
+    "delta_orthogonal": "tanh",
+    "looks_linear": "crelu",
+    "fixup": "relu",
+    "skipinit": "relu",
+}
 # How the docs and verdicts name them.
-CURE_NAMES = {"none": "no cure", "tat": "TAT", "delta_orthogonal": "delta-orthogonal",
-              "looks_linear": "looks-linear", "fixup": "Fixup", "skipinit": "SkipInit"}
+CURE_NAMES = {
+    "none": "no cure",
+    "tat": "TAT",
+    "delta_orthogonal": "delta-orthogonal",
+    "looks_linear": "looks-linear",
+    "fixup": "Fixup",
+    "skipinit": "SkipInit",
+}
 
 
 class ModelError(ValueError):
@@ -87,9 +98,7 @@ def check_spec(spec: ModelSpec) -> None:
     if spec.family == "cnn":
         if depth < 8 or (depth - 2) % 6:
             shown = ", ".join(str(d) for d in valid_cnn_depths(56))
-            raise ModelError(
-                f"cnn depth must be 6n+2 with n >= 1 ({shown}, 110, ...), got {depth}"
-            )
+            raise ModelError(f"cnn depth must be 6n+2 with n >= 1 ({shown}, 110, ...), got {depth}")
     elif depth < 4 or depth % 2:
         raise ModelError(f"mlp depth must be an even number of weight layers >= 4, got {depth}")
     check_cure(spec)
@@ -109,19 +118,23 @@ def check_cure(spec: ModelSpec) -> None:
         return
     if not cure_applies(cure, spec.variant):
         which = " and ".join(CURES[cure])
-        raise ModelError(f"cure={cure} applies to {which} nets only, not model.variant={spec.variant}; "
-                         f"choose model.variant={CURES[cure][0]} (--variants in a sweep)")
+        raise ModelError(
+            f"cure={cure} applies to {which} nets only, not model.variant={spec.variant}; "
+            f"choose model.variant={CURES[cure][0]} (--variants in a sweep)"
+        )
     if spec.norm != "none":
         raise ModelError(f"cure={cure} trains without BN; model.norm={spec.norm} cannot be combined with it")
     if spec.block != "post":
-        raise ModelError(f"cure={cure} is built on the 2015 block (model.block=post), "
-                         f"not model.block={spec.block}")
+        raise ModelError(
+            f"cure={cure} is built on the 2015 block (model.block=post), not model.block={spec.block}"
+        )
     if spec.zero_init_residual:
         raise ModelError(f"cure={cure} sets its own initialisation; leave model.zero_init_residual unset")
     act = spec.cure_options.get("activation", CURE_ACTIVATIONS[cure])
     if act != CURE_ACTIVATIONS[cure]:
-        raise ModelError(f"cure={cure} is built with {CURE_ACTIVATIONS[cure]} (its paper's); "
-                         f"cure.activation={act} is not")
+        raise ModelError(
+            f"cure={cure} is built with {CURE_ACTIVATIONS[cure]} (its paper's); cure.activation={act} is not"
+        )
 
 
 def stage_sizes(blocks: int, stages: int = 3) -> list[int]:

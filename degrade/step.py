@@ -27,7 +27,6 @@ from degrade.accel import Accel
 log = logging.getLogger("degrade")
 
 
-
 def momentum_buffers(opt: torch.optim.SGD) -> list[torch.Tensor]:
     """The momentum buffer of every parameter, created as zeros where the optimizer has none yet.
 
@@ -44,8 +43,15 @@ def momentum_buffers(opt: torch.optim.SGD) -> list[torch.Tensor]:
     return bufs
 
 
-def sgd_update(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor],
-               lr: torch.Tensor, momentum: float, weight_decay: float, nesterov: bool) -> None:
+def sgd_update(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    bufs: list[torch.Tensor],
+    lr: torch.Tensor,
+    momentum: float,
+    weight_decay: float,
+    nesterov: bool,
+) -> None:
     """``torch.optim.SGD``'s update (no dampening) with the learning rate read from a tensor.
 
     Nothing here reads a value back to the host, so it can be captured in a CUDA graph.

@@ -55,6 +55,7 @@ class SweepReporter(Protocol):
 
     def sweep_started(self, name: str, run_ids: list[str], labels: dict[str, str] | None = None) -> None:
         """The sweep's runs, and per run the settings that tell it apart (``optim.lr=0.01``)."""
+
     def update(self, statuses: dict[str, dict[str, Any]]) -> None: ...
 
 
@@ -81,8 +82,14 @@ class _Watcher(threading.Thread):
 
 
 @contextlib.contextmanager
-def _watching(out: Path, name: str, run_ids: list[str], reporter: SweepReporter | None,
-              every: float = 0.5, labels: dict[str, str] | None = None) -> Iterator[None]:
+def _watching(
+    out: Path,
+    name: str,
+    run_ids: list[str],
+    reporter: SweepReporter | None,
+    every: float = 0.5,
+    labels: dict[str, str] | None = None,
+) -> Iterator[None]:
     if reporter is None:
         yield
         return
@@ -130,10 +137,12 @@ def _flag_overrides(spec: SweepSpec, grid: DictConfig) -> list[str]:
     """
     given = {_key(o) for o in spec.overrides}
     ov = []
-    for key, flag, default in (("model.depth", spec.depths, grid.get("depths")),
-                               ("model.variant", spec.variants, grid.get("variants")),
-                               ("seed", spec.seeds, grid.get("seeds")),
-                               ("cure", None, grid.get("cures"))):
+    for key, flag, default in (
+        ("model.depth", spec.depths, grid.get("depths")),
+        ("model.variant", spec.variants, grid.get("variants")),
+        ("seed", spec.seeds, grid.get("seeds")),
+        ("cure", None, grid.get("cures")),
+    ):
         values = flag if flag is not None else (None if key in given else default)
         if values is not None:
             ov.append(f"{key}=" + ",".join(str(v) for v in values))
@@ -149,13 +158,15 @@ def _flag_overrides(spec: SweepSpec, grid: DictConfig) -> list[str]:
 def _refuse_conflicts(spec: SweepSpec) -> None:
     """ConfigError when a flag and an override set the same thing (``--depths 8,20 model.depth=56``):
     one of them would be dropped without a word."""
-    flags = (("--depths", spec.depths, ("model.depth", "sweep.depths")),
-             ("--variants", spec.variants, ("model.variant", "sweep.variants")),
-             ("--seeds", spec.seeds, ("seed", "sweep.seeds")),
-             ("--epochs", spec.epochs, ("trainer.epochs", "trainer.iterations")),
-             ("--device", spec.device, ("trainer.device",)),
-             ("--name", spec.name, ("name",)),
-             ("--out", spec.out, ("out",)))
+    flags = (
+        ("--depths", spec.depths, ("model.depth", "sweep.depths")),
+        ("--variants", spec.variants, ("model.variant", "sweep.variants")),
+        ("--seeds", spec.seeds, ("seed", "sweep.seeds")),
+        ("--epochs", spec.epochs, ("trainer.epochs", "trainer.iterations")),
+        ("--device", spec.device, ("trainer.device",)),
+        ("--name", spec.name, ("name",)),
+        ("--out", spec.out, ("out",)),
+    )
     for flag, value, keys in flags:
         if value is None:
             continue
@@ -175,9 +186,11 @@ def _refuse_unused_epochs(spec: SweepSpec, configs: list[DictConfig]) -> None:
         return
     for cfg in configs:
         if cfg.trainer.get("iterations") is not None:
-            raise ConfigError(f"--epochs {spec.epochs} would not be used: trainer.iterations="
-                              f"{cfg.trainer.iterations} sets the run's length (a preset sets it); give "
-                              "trainer.iterations=N instead, or add trainer.iterations=null to count epochs")
+            raise ConfigError(
+                f"--epochs {spec.epochs} would not be used: trainer.iterations="
+                f"{cfg.trainer.iterations} sets the run's length (a preset sets it); give "
+                "trainer.iterations=N instead, or add trainer.iterations=null to count epochs"
+            )
 
 
 def _key(override: str) -> str:
@@ -199,8 +212,7 @@ def plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig]]:
 def _plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig], dict[str, str]]:
     """``plan``, and what the user asked for where the runs' configs hold what it resolved to
     (``{"trainer.precision": "auto"}``)."""
-    for name, values in (("--depths", spec.depths), ("--variants", spec.variants),
-                         ("--seeds", spec.seeds)):
+    for name, values in (("--depths", spec.depths), ("--variants", spec.variants), ("--seeds", spec.seeds)):
         if values is not None and not values:
             raise ConfigError(f"{name} is empty: the sweep would run nothing")
     if spec.out is not None:
@@ -263,8 +275,10 @@ def applicable(grid: list[DictConfig]) -> list[DictConfig]:
 
 def _parallel_on_cpu_by_default(configs: list[DictConfig], hydra_overrides: list[str]) -> bool:
     """No launcher chosen, several runs, several cores, and every run on the CPU."""
-    if any(_key(o) in ("hydra/launcher", "hydra.launcher") or _key(o).startswith("hydra.launcher.")
-           for o in hydra_overrides):
+    if any(
+        _key(o) in ("hydra/launcher", "hydra.launcher") or _key(o).startswith("hydra.launcher.")
+        for o in hydra_overrides
+    ):
         return False
     if len(configs) < 2 or compute.usable_cores() < 2:
         return False
@@ -302,7 +316,8 @@ def check_fits(configs: list[DictConfig]) -> None:
                 f"{m.family}-{m.variant}-{m.depth} needs about {footprint.gigabytes(need.total)} "
                 f"({footprint.count(need.parameters)} parameters with their gradients and momentum, "
                 f"{footprint.gigabytes(need.activation_bytes)} of activations for a batch of "
-                f"{cfg.trainer.batch_size}) and {device} has {footprint.gigabytes(have)} available")
+                f"{cfg.trainer.batch_size}) and {device} has {footprint.gigabytes(have)} available"
+            )
 
 
 def prepare_data(configs: list[DictConfig]) -> None:
@@ -357,7 +372,8 @@ def _check_writable(runs: list[store.RunDir]) -> None:
     for run in runs:
         lock = run.lock_file
         if (run.path.exists() and not os.access(run.path, os.W_OK | os.X_OK)) or (
-                lock.exists() and not os.access(lock, os.W_OK)):
+            lock.exists() and not os.access(lock, os.W_OK)
+        ):
             raise store.StoreError(f"cannot write to run folder {run.path}; make it writable, then rerun")
 
 
@@ -416,22 +432,33 @@ def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepRe
     _check_writable([store.RunDir(root, run_id(c)) for c in remaining])
     prepare_data(remaining)
     out = store.make_out(root)
-    folder = store.write_sweep(out, name, {
-        "name": name,
-        "runs": unique,
-        "overrides": overrides,
-        "command": spec.command if spec.command is not None else " ".join(sys.argv[1:]),
-        "asked": asked,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    })
+    folder = store.write_sweep(
+        out,
+        name,
+        {
+            "name": name,
+            "runs": unique,
+            "overrides": overrides,
+            "command": spec.command if spec.command is not None else " ".join(sys.argv[1:]),
+            "asked": asked,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+    )
     for cfg, rid in zip(configs, ids, strict=True):
         if finished[rid] is not None:
             with store.writing(store.RunDir(out, rid).path):
                 job.log_finished(cfg, store.RunDir(out, rid))
     results: dict[str, RunResult] = {
-        rid: RunResult(rid, "skipped", int(store.RunDir(out, rid).status().get("epochs_done", 0)),
-                       final=final, path=store.RunDir(out, rid).path)
-        for rid, final in finished.items() if final is not None}
+        rid: RunResult(
+            rid,
+            "skipped",
+            int(store.RunDir(out, rid).status().get("epochs_done", 0)),
+            final=final,
+            path=store.RunDir(out, rid).path,
+        )
+        for rid, final in finished.items()
+        if final is not None
+    }
     labels = run_labels(configs) if reporter is not None else {}
     if remaining:
         with _watching(out, name, unique, reporter, labels=labels):
@@ -489,8 +516,11 @@ def stopped(e: BaseException, out: Path, run_ids: list[str], who: str = "the lau
             continue
         try:
             marked = run.mark_interrupted(error)
-            where = (f"its error is recorded in {run.status_file}" if marked
-                     else f"what it last recorded is in {run.status_file}")
+            where = (
+                f"its error is recorded in {run.status_file}"
+                if marked
+                else f"what it last recorded is in {run.status_file}"
+            )
         except OSError as w:
             where = f"its folder {run.path} could not record the error ({w.strerror or w})"
         said.append(f"run {rid} was left unfinished: {where}")

@@ -66,15 +66,22 @@ def describe(sweep: SweepData) -> str:
     epochs = sorted({int(e) for e in last["epoch"]})
     span = str(epochs[-1]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
     seeds = metrics["seed"].nunique()
-    return (f"{_values(metrics, 'dataset')}, {span} epoch{'s' if epochs[-1] != 1 else ''}, "
-            f"{seeds} seed{'s' if seeds != 1 else ''}, {numerics(sweep)}")
+    return (
+        f"{_values(metrics, 'dataset')}, {span} epoch{'s' if epochs[-1] != 1 else ''}, "
+        f"{seeds} seed{'s' if seeds != 1 else ''}, {numerics(sweep)}"
+    )
 
 
 def numerics(sweep: SweepData) -> str:
     """Where and how the runs computed, e.g. ``cpu, bf16, 1 thread per run``: the device type,
     the precision (what ``auto`` became) and the CPU threads each run had."""
-    threads = sorted({int(c.trainer.threads) for c in sweep.configs.values()
-                      if c.get("trainer", {}).get("threads") is not None})
+    threads = sorted(
+        {
+            int(c.trainer.threads)
+            for c in sweep.configs.values()
+            if c.get("trainer", {}).get("threads") is not None
+        }
+    )
     said = [_values(sweep.metrics, "device"), _values(sweep.metrics, "precision")]
     if threads:
         count = str(threads[0]) if len(threads) == 1 else f"{threads[0]}-{threads[-1]}"

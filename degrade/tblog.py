@@ -16,8 +16,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-MISSING = ("trainer.tensorboard=true needs the tensorboard extra: "
-           "pip install 'degrade[tensorboard]' (or pip install tensorboard)")
+MISSING = (
+    "trainer.tensorboard=true needs the tensorboard extra: "
+    "pip install 'degrade[tensorboard]' (or pip install tensorboard)"
+)
 
 
 def wanted(cfg: DictConfig) -> bool:
@@ -56,9 +58,14 @@ def first_missing(folder: Path, epochs: list[int]) -> int:
 
 
 # TensorBoard tag, metrics column, scale.
-_SCALARS = (("error/train", "train_error", 100), ("error/test", "test_error", 100),
-            ("loss/train", "train_loss", 1), ("loss/test", "test_loss", 1), ("lr", "scheduled_lr", 1),
-            ("throughput/images_per_second", "images_per_second", 1))
+_SCALARS = (
+    ("error/train", "train_error", 100),
+    ("error/test", "test_error", 100),
+    ("loss/train", "train_loss", 1),
+    ("loss/test", "test_loss", 1),
+    ("lr", "scheduled_lr", 1),
+    ("throughput/images_per_second", "images_per_second", 1),
+)
 
 
 class EpochLog:
@@ -88,8 +95,9 @@ class EpochLog:
 
 
 @contextlib.contextmanager
-def epoch_log(cfg: DictConfig, folder: Path | None, rows: list[dict[str, Any]],
-              layer_rows: list[dict[str, Any]]) -> Iterator[EpochLog | None]:
+def epoch_log(
+    cfg: DictConfig, folder: Path | None, rows: list[dict[str, Any]], layer_rows: list[dict[str, Any]]
+) -> Iterator[EpochLog | None]:
     """An EpochLog into ``folder`` when ``cfg`` asks for one and the run has a folder, else None.
 
     ``rows`` (and ``layer_rows``): the epochs the run has trained so far. Their events are
@@ -111,8 +119,9 @@ def epoch_log(cfg: DictConfig, folder: Path | None, rows: list[dict[str, Any]],
         log.close()
 
 
-def catch_up(cfg: DictConfig, folder: Path, rows: list[dict[str, Any]],
-             layer_rows: list[dict[str, Any]]) -> int:
+def catch_up(
+    cfg: DictConfig, folder: Path, rows: list[dict[str, Any]], layer_rows: list[dict[str, Any]]
+) -> int:
     """Write the events of a finished run's epochs its folder lacks (none when ``cfg`` does not
     ask for TensorBoard); the number of epochs written. Nothing is opened when none is missing."""
     if not wanted(cfg) or not rows:

@@ -237,9 +237,11 @@ def _write_layers(run: RunDir, trainer: Trainer) -> None:
 def _timeline(trainer: Trainer) -> dict[str, float]:
     """Seconds from this process's start to each part of the run's set-up."""
     start = process_started()
-    return {"process_started": round(start, 3),
-            **{k: round(v - start, 3) for k, v in trainer.marks.items()},
-            "training_started": round(time.time() - start, 3)}
+    return {
+        "process_started": round(start, 3),
+        **{k: round(v - start, 3) for k, v in trainer.marks.items()},
+        "training_started": round(time.time() - start, 3),
+    }
 
 
 def train_run(
@@ -276,9 +278,11 @@ def run_steps(
             # On the CPU its thread count shapes a run's numbers; a GPU's kernels do not use it.
             began = (ckpt.get("threads") or recorded_threads(run)) if now == "cpu" else None
             if isinstance(began, int) and began >= 1 and began != trainer.threads:
-                warnings.append(f"resumed on {began} CPU thread{'s' if began != 1 else ''}, the count it "
-                                f"began with, not {trainer.threads}: a run keeps its thread count so that "
-                                "it ends as an uninterrupted run would")
+                warnings.append(
+                    f"resumed on {began} CPU thread{'s' if began != 1 else ''}, the count it "
+                    f"began with, not {trainer.threads}: a run keeps its thread count so that "
+                    "it ends as an uninterrupted run would"
+                )
                 trainer.keep_threads(began)
             # The checkpoint holds the rows up to its epoch: rewriting the metrics from it
             # drops a row of an epoch that is trained again and mends a damaged file.
@@ -286,8 +290,12 @@ def run_steps(
             write_rows_atomic(run.metrics, trainer.rows)
             _write_layers(run, trainer)
         run.write_config(cfg)  # with the thread count the run trains with
-        run.begin_session(trainer.epoch, trainer.epochs, environment=environment.of_run(trainer.acc),
-                          timeline=_timeline(trainer))
+        run.begin_session(
+            trainer.epoch,
+            trainer.epochs,
+            environment=environment.of_run(trainer.acc),
+            timeline=_timeline(trainer),
+        )
         if warnings:
             # The console shows them from here, whichever process or machine trains the run.
             run.set_status("running", epochs_done=trainer.epoch, epochs=trainer.epochs, warnings=warnings)
@@ -300,24 +308,40 @@ def run_steps(
                 row = {**header, **(yield from trainer.epoch_steps())}
             except Diverged as e:
                 if run is not None:
-                    run.set_status("diverged", error=str(e), epochs_done=trainer.epoch,
-                                   epochs=trainer.epochs, warnings=warnings)
-                return RunResult(rid, "diverged", trainer.epoch, rows[-1] if rows else {}, str(e), where,
-                                 warnings)
+                    run.set_status(
+                        "diverged",
+                        error=str(e),
+                        epochs_done=trainer.epoch,
+                        epochs=trainer.epochs,
+                        warnings=warnings,
+                    )
+                return RunResult(
+                    rid, "diverged", trainer.epoch, rows[-1] if rows else {}, str(e), where, warnings
+                )
             rows.append(row)
             if run is not None:
                 save_checkpoint(run.checkpoint, trainer.state())
                 write_rows_atomic(run.metrics, rows)
                 _write_layers(run, trainer)
-                run.set_status("running", epochs_done=trainer.epoch, epochs=trainer.epochs,
-                               train_error=row["train_error"], warnings=warnings)
+                run.set_status(
+                    "running",
+                    epochs_done=trainer.epoch,
+                    epochs=trainer.epochs,
+                    train_error=row["train_error"],
+                    warnings=warnings,
+                )
             if live is not None:
                 live.write(row, trainer.layer_rows)
             if on_epoch is not None:
                 on_epoch({**row, "epochs": trainer.epochs})
     final = rows[-1] if rows else {}
     if run is not None:
-        run.set_status("done", epochs_done=trainer.epoch, epochs=trainer.epochs,
-                       train_error=final.get("train_error"), test_error=final.get("test_error"),
-                       warnings=warnings)
+        run.set_status(
+            "done",
+            epochs_done=trainer.epoch,
+            epochs=trainer.epochs,
+            train_error=final.get("train_error"),
+            test_error=final.get("test_error"),
+            warnings=warnings,
+        )
     return RunResult(rid, "done", trainer.epoch, final, None, where, warnings)

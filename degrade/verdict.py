@@ -116,8 +116,9 @@ def _compare(rows: pd.DataFrame, variant: str) -> Comparison | None:
         outcome = "worse" if lo_b > hi_a else "inconclusive"
     else:
         outcome = "worse"
-    return Comparison(variant, int(a.depth), int(b.depth), float(a.train_error_mean),
-                      float(b.train_error_mean), outcome)
+    return Comparison(
+        variant, int(a.depth), int(b.depth), float(a.train_error_mean), float(b.train_error_mean), outcome
+    )
 
 
 # --------------------------------------------------------------------------- have the runs trained?
@@ -148,18 +149,23 @@ def _run_unconverged(curve: pd.DataFrame) -> tuple[str, bool] | None:
     why, far = [], False
     if not last <= TRAINED_ERROR:
         far = True
-        why.append(f"{100 * last:.2f} % training error at the end (trained: at most "
-                   f"{100 * TRAINED_ERROR:.0f} %)")
+        why.append(
+            f"{100 * last:.2f} % training error at the end (trained: at most {100 * TRAINED_ERROR:.0f} %)"
+        )
     k = flat_window(epochs)
     if len(errors) <= k:
         far = True
-        why.append(f"{len(errors)} epoch{'s' if len(errors) != 1 else ''}, too few to see its curve "
-                   f"flatten (it takes more than {k})")
+        why.append(
+            f"{len(errors)} epoch{'s' if len(errors) != 1 else ''}, too few to see its curve "
+            f"flatten (it takes more than {k})"
+        )
     else:
         moved = abs(errors[-1 - k] - last)
         if not moved < FLAT:
-            why.append(f"training error still moved {100 * moved:.2f} points over the last {k} epochs "
-                       f"(flat: less than {100 * FLAT:.0f})")
+            why.append(
+                f"training error still moved {100 * moved:.2f} points over the last {k} epochs "
+                f"(flat: less than {100 * FLAT:.0f})"
+            )
     if not why:
         return None
     return f"{name} (seed {int(curve['seed'].iloc[0])}): " + ", ".join(why), far
@@ -246,13 +252,16 @@ def control(metrics: pd.DataFrame, iterations: bool = False, default: int | None
     epochs = int(curve["epoch"].iloc[-1])
     k = min(flat_window(epochs), len(curve) - 1)
     fell = float(curve["train_error"].iloc[-1 - k] - curve["train_error"].iloc[-1])
-    moved = (f"training error moved {100 * abs(fell):.2f} points over its last {k} "
-             f"epoch{'s' if k != 1 else ''}")
+    moved = (
+        f"training error moved {100 * abs(fell):.2f} points over its last {k} epoch{'s' if k != 1 else ''}"
+    )
     if not iterations and default and epochs >= CONTROL_FACTOR * default:
         budget = f"At {epochs / default:.3g}x the default budget ({epochs} epochs against {default})"
         if plain.outcome == "worse":
-            return (f" {budget} the degradation persisted, as in the paper's control; plain-{plain.deep}'s "
-                    f"{moved}.")
+            return (
+                f" {budget} the degradation persisted, as in the paper's control; plain-{plain.deep}'s "
+                f"{moved}."
+            )
         return f" {budget} plain-{plain.deep} no longer trains worse: the degradation did not persist."
     if fell < FLAT or plain.outcome != "worse":  # only a gap can be "just slower"
         return ""
@@ -260,8 +269,10 @@ def control(metrics: pd.DataFrame, iterations: bool = False, default: int | None
         option = f"trainer.iterations={CONTROL_FACTOR * int(metrics['iteration'].max())}"
     else:
         option = f"--epochs {CONTROL_FACTOR * epochs}"
-    return (f" plain-{plain.deep} was still improving at the end: its {moved}. Degraded, or just slower? "
-            f"The paper's control trains {CONTROL_FACTOR}x as long: run the same sweep with {option}.")
+    return (
+        f" plain-{plain.deep} was still improving at the end: its {moved}. Degraded, or just slower? "
+        f"The paper's control trains {CONTROL_FACTOR}x as long: run the same sweep with {option}."
+    )
 
 
 # --------------------------------------------------------------------------- the verdict
@@ -274,9 +285,11 @@ def _call(table: pd.DataFrame) -> str:
     plain, res = _compare(table, "plain"), _compare(table, "residual")
 
     def said(c: Comparison) -> str:
-        return (f"{c.variant}-{c.deep} {'trains worse than' if c.outcome == 'worse' else 'vs'} "
-                f"{c.variant}-{c.shallow} (train error {100 * c.deep_error:.2f} % vs "
-                f"{100 * c.shallow_error:.2f} %{', seeds overlap' if c.outcome == 'inconclusive' else ''})")
+        return (
+            f"{c.variant}-{c.deep} {'trains worse than' if c.outcome == 'worse' else 'vs'} "
+            f"{c.variant}-{c.shallow} (train error {100 * c.deep_error:.2f} % vs "
+            f"{100 * c.shallow_error:.2f} %{', seeds overlap' if c.outcome == 'inconclusive' else ''})"
+        )
 
     if plain is None and res is None:
         return "Need at least two depths of one variant to judge degradation."
@@ -312,8 +325,11 @@ def _cure_call(table: pd.DataFrame, cure: str) -> str | None:
     errors = f"(train error {100 * c.deep_error:.2f} % vs {100 * c.shallow_error:.2f} %)"
     deep, shallow = f"{c.variant}-{c.deep} with {named}", f"{c.variant}-{c.shallow} with {named}"
     if c.outcome == "not worse":
-        gain = ("degradation removed without a shortcut" if c.variant == "plain"
-                else "the shortcut trains without BN")
+        gain = (
+            "degradation removed without a shortcut"
+            if c.variant == "plain"
+            else "the shortcut trains without BN"
+        )
         return f"No degradation: {deep} trains as well as {shallow} {errors}: {gain}."
     return f"Still degrades: {deep} trains worse than {shallow} {errors}: {named} does not remove it here."
 
@@ -329,15 +345,23 @@ def _cure_diverged(table: pd.DataFrame, cure: str) -> str | None:
             continue
         kept = part[part["train_error_mean"].notna()].sort_values("depth")
         where = ", ".join(f"{variant}-{int(d)}" for d in sorted(lost["depth"]))
-        ends = "; ".join(f"{variant}-{int(r.depth)} ends at {100 * r.train_error_mean:.2f} %"
-                         for r in kept.itertuples())
-        return (f"Diverged: {where} with {named} diverged at this learning rate"
-                + (f" ({ends})" if ends else "") + "; try a smaller optim.lr.")
+        ends = "; ".join(
+            f"{variant}-{int(r.depth)} ends at {100 * r.train_error_mean:.2f} %" for r in kept.itertuples()
+        )
+        return (
+            f"Diverged: {where} with {named} diverged at this learning rate"
+            + (f" ({ends})" if ends else "")
+            + "; try a smaller optim.lr."
+        )
     return None
 
 
-def verdict(metrics: pd.DataFrame, iterations: bool = False, default_epochs: int | None = None,
-            cure: str | None = None) -> str:
+def verdict(
+    metrics: pd.DataFrame,
+    iterations: bool = False,
+    default_epochs: int | None = None,
+    cure: str | None = None,
+) -> str:
     """One line on one setting's per-epoch metrics: have the runs trained, and if so, does
     deeper plain train worse, does residual avoid it, and what does the paper's 3x control say?
 
@@ -375,16 +399,22 @@ def _unfinished(metrics: pd.DataFrame) -> str | None:
     left = states[states.isin([store.INTERRUPTED, "running"])]
     if left.empty:
         return None
-    return (f"Not finished: {len(left)} of {len(states)} runs are {' or '.join(sorted(set(left)))}; "
-            "no call until they finish (rerun the same sweep command to resume them).")
+    return (
+        f"Not finished: {len(left)} of {len(states)} runs are {' or '.join(sorted(set(left)))}; "
+        "no call until they finish (rerun the same sweep command to resume them)."
+    )
 
 
 # The lines that make a claim, and so carry the note on seeds.
 _CALLS = ("Degradation reproduced", "Both degrade", "No degradation", "Only ", "Still degrades")
 
 
-def verdicts(metrics: pd.DataFrame, by: list[str] | tuple[str, ...] = (),
-             iterations: bool = False, default_epochs: int | None = None) -> list[str]:
+def verdicts(
+    metrics: pd.DataFrame,
+    by: list[str] | tuple[str, ...] = (),
+    iterations: bool = False,
+    default_epochs: int | None = None,
+) -> list[str]:
     """One verdict per combination of the settings ``by`` (just one line when ``by`` is empty)."""
     if not by or metrics.empty:
         return [verdict(metrics, iterations, default_epochs)]

@@ -69,29 +69,82 @@ class Sizes:
 CUDA = Sizes(
     device="cuda",
     sweep_args=["--depths", "8,20,56"],
-    compare_args=["--depths", "20", "--variants", "residual", "data=synthetic", "data.train_size=4096",
-                  "data.test_size=1024", "trainer.iterations=400", "trainer.precision=fp32"],
+    compare_args=[
+        "--depths",
+        "20",
+        "--variants",
+        "residual",
+        "data=synthetic",
+        "data.train_size=4096",
+        "data.test_size=1024",
+        "trainer.iterations=400",
+        "trainer.precision=fp32",
+    ],
     together_runs=8,
-    together_args=["--depths", "56", "--variants", "residual", "data=synthetic", "data.train_size=4096",
-                   "data.test_size=1024", "trainer.iterations=256", "trainer.diagnostics=false"],
+    together_args=[
+        "--depths",
+        "56",
+        "--variants",
+        "residual",
+        "data=synthetic",
+        "data.train_size=4096",
+        "data.test_size=1024",
+        "trainer.iterations=256",
+        "trainer.diagnostics=false",
+    ],
     bench_args=["--depths", "20,56", "--concurrent", "--runs", "8", "--steps", "200"],
-    paper_args=["--depths", "20,56", "data=synthetic", "data.train_size=50000", "data.test_size=10000",
-                "trainer.iterations=2000"],
+    paper_args=[
+        "--depths",
+        "20,56",
+        "data=synthetic",
+        "data.train_size=50000",
+        "data.test_size=10000",
+        "trainer.iterations=2000",
+    ],
     paper_precisions=["fp32", "auto"],
 )
 CPU = Sizes(
     device="cpu",
     sweep_args=["--depths", "8,14", "--epochs", "2", "hydra/launcher=basic", "trainer.threads=1"],
-    compare_args=["--depths", "8", "--variants", "residual", "data=synthetic", "data.train_size=128",
-                  "data.test_size=64", "trainer.iterations=12", "trainer.precision=fp32",
-                  "trainer.batch_size=32", "optim.warmup_iters=2", "trainer.threads=1"],
+    compare_args=[
+        "--depths",
+        "8",
+        "--variants",
+        "residual",
+        "data=synthetic",
+        "data.train_size=128",
+        "data.test_size=64",
+        "trainer.iterations=12",
+        "trainer.precision=fp32",
+        "trainer.batch_size=32",
+        "optim.warmup_iters=2",
+        "trainer.threads=1",
+    ],
     together_runs=2,
-    together_args=["--depths", "8", "--variants", "residual", "data=synthetic", "data.train_size=128",
-                   "data.test_size=64", "trainer.iterations=8", "trainer.batch_size=32",
-                   "trainer.precision=fp32", "trainer.diagnostics=false", "trainer.threads=1"],
+    together_args=[
+        "--depths",
+        "8",
+        "--variants",
+        "residual",
+        "data=synthetic",
+        "data.train_size=128",
+        "data.test_size=64",
+        "trainer.iterations=8",
+        "trainer.batch_size=32",
+        "trainer.precision=fp32",
+        "trainer.diagnostics=false",
+        "trainer.threads=1",
+    ],
     bench_args=["--depths", "8", "--steps", "2", "--concurrent", "--runs", "2", "--precision", "fp32"],
-    paper_args=["--depths", "8,14", "data=synthetic", "data.train_size=256", "data.test_size=64",
-                "trainer.iterations=16", "trainer.threads=1"],
+    paper_args=[
+        "--depths",
+        "8,14",
+        "data=synthetic",
+        "data.train_size=256",
+        "data.test_size=64",
+        "trainer.iterations=16",
+        "trainer.threads=1",
+    ],
     paper_precisions=["fp32"],
 )
 
@@ -155,8 +208,9 @@ class Check:
             raise StepFailed(f"`degrade {' '.join(args[:3])} ...` exited {code}: {last}")
         return text, seconds
 
-    def step(self, name: str, title: str, fn: Callable[[StepResult], None],
-             min_left: float = 0.0) -> StepResult:
+    def step(
+        self, name: str, title: str, fn: Callable[[StepResult], None], min_left: float = 0.0
+    ) -> StepResult:
         """Run one step, timed; print its pass/fail/skip line."""
         r = StepResult(name, title)
         start = time.monotonic()
@@ -188,8 +242,10 @@ def read_runs(store: Path) -> pd.DataFrame:
 
 def states(store: Path) -> dict[str, str]:
     """Each run's state from its status file."""
-    return {p.parent.name: json.loads(p.read_text()).get("state", "?")
-            for p in (store / "runs").glob("*/status.json")}
+    return {
+        p.parent.name: json.loads(p.read_text()).get("state", "?")
+        for p in (store / "runs").glob("*/status.json")
+    }
 
 
 def all_done(store: Path, expected: int) -> None:
@@ -218,11 +274,16 @@ def compare_curves(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, float]:
     loss = ((a["train_loss"] - b["train_loss"]).abs() / b["train_loss"].abs()).max()
     error = (a["train_error"] - b["train_error"]).abs().max()
     test = ((a["test_loss"] - b["test_loss"]).abs() / b["test_loss"].abs()).max()
-    diffs = {"max_train_loss_rel_diff": float(loss), "max_train_error_diff": float(error),
-             "max_test_loss_rel_diff": float(test)}
+    diffs = {
+        "max_train_loss_rel_diff": float(loss),
+        "max_train_error_diff": float(error),
+        "max_test_loss_rel_diff": float(test),
+    }
     if not (loss <= LOSS_RTOL and error <= ERROR_ATOL):  # NaN fails too
-        raise StepFailed(f"curves differ beyond tolerance: train loss {loss:.2%} "
-                         f"(tolerance {LOSS_RTOL:.0%}), train error {error:.3f} (tolerance {ERROR_ATOL})")
+        raise StepFailed(
+            f"curves differ beyond tolerance: train loss {loss:.2%} "
+            f"(tolerance {LOSS_RTOL:.0%}), train error {error:.3f} (tolerance {ERROR_ATOL})"
+        )
     return diffs
 
 
@@ -230,7 +291,7 @@ def verdict_line(text: str) -> str:
     """The verdict `degrade sweep` prints after its table (joined again where the console wrapped it)."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     ends = [i for i, ln in enumerate(lines) if ln.startswith("└")]
-    return " ".join(lines[ends[-1] + 1:]) if ends else ""
+    return " ".join(lines[ends[-1] + 1 :]) if ends else ""
 
 
 # --------------------------------------------------------------------------- the steps
@@ -263,14 +324,19 @@ def _twins(args: list[str]) -> int:
 def default_sweep(check: Check, r: StepResult) -> None:
     """The README's main job, on this device."""
     store = check.store / "default"
-    text, seconds = check.degrade(["sweep", *check.sizes.sweep_args, "--device", check.sizes.device,
-                                   "--out", str(store)])
+    text, seconds = check.degrade(
+        ["sweep", *check.sizes.sweep_args, "--device", check.sizes.device, "--out", str(store)]
+    )
     runs = _twins(check.sizes.sweep_args)
     all_done(store, runs)
     rows = read_runs(store)
-    r.data = {"wall_seconds": round(seconds, 1), "verdict": verdict_line(text),
-              "paths": sorted(rows["step_path"].unique()), "precisions": sorted(rows["precision"].unique()),
-              "devices": sorted(rows["device"].unique())}
+    r.data = {
+        "wall_seconds": round(seconds, 1),
+        "verdict": verdict_line(text),
+        "paths": sorted(rows["step_path"].unique()),
+        "precisions": sorted(rows["precision"].unique()),
+        "devices": sorted(rows["device"].unique()),
+    }
     if set(rows["device"]) != {check.sizes.device}:
         raise StepFailed(f"runs trained on {r.data['devices']}, not {check.sizes.device}")
     r.detail = f"{runs} runs in {seconds:.0f} s; {r.data['verdict']}"
@@ -283,8 +349,17 @@ def graph_vs_eager(check: Check, r: StepResult) -> None:
     curves = {}
     for path in (fast, slow):
         store = check.store / f"path-{path}"
-        check.degrade(["sweep", *check.sizes.compare_args, f"trainer.path={path}",
-                       "--device", check.sizes.device, "--out", str(store)])
+        check.degrade(
+            [
+                "sweep",
+                *check.sizes.compare_args,
+                f"trainer.path={path}",
+                "--device",
+                check.sizes.device,
+                "--out",
+                str(store),
+            ]
+        )
         all_done(store, 1)
         curves[path] = read_runs(store)
         if set(curves[path]["step_path"]) != {path}:
@@ -292,11 +367,17 @@ def graph_vs_eager(check: Check, r: StepResult) -> None:
     lrs = curves[fast]["scheduled_lr"].round(8).unique()
     if len(lrs) < 3:
         raise StepFailed(f"the run crossed too few lr milestones to test the schedule: {sorted(lrs)}")
-    r.data = {"paths": [fast, slow], "epochs": len(curves[fast]), "lrs": sorted(float(v) for v in lrs),
-              **compare_curves(curves[fast], curves[slow])}
-    r.detail = (f"{fast} vs {slow}: train loss within {r.data['max_train_loss_rel_diff']:.2e} relative, "
-                f"train error within {r.data['max_train_error_diff']:.3f} over {r.data['epochs']} epochs "
-                f"(tolerance {LOSS_RTOL:.0%}, {ERROR_ATOL})")
+    r.data = {
+        "paths": [fast, slow],
+        "epochs": len(curves[fast]),
+        "lrs": sorted(float(v) for v in lrs),
+        **compare_curves(curves[fast], curves[slow]),
+    }
+    r.detail = (
+        f"{fast} vs {slow}: train loss within {r.data['max_train_loss_rel_diff']:.2e} relative, "
+        f"train error within {r.data['max_train_error_diff']:.3f} over {r.data['epochs']} epochs "
+        f"(tolerance {LOSS_RTOL:.0%}, {ERROR_ATOL})"
+    )
     if check.sizes.device != "cuda":
         r.status, r.detail = "skip", f"graph needs CUDA; compared exact vs eager instead: {r.detail}"
 
@@ -326,8 +407,19 @@ def together_vs_apart(check: Check, r: StepResult) -> None:
     got = {}
     for mode, extra in (("together", ["--together", str(n)]), ("apart", ["hydra/launcher=basic"])):
         store = check.store / f"runs-{mode}"
-        _, seconds = check.degrade(["sweep", *check.sizes.together_args, "--seeds", seeds, *extra,
-                                    "--device", check.sizes.device, "--out", str(store)])
+        _, seconds = check.degrade(
+            [
+                "sweep",
+                *check.sizes.together_args,
+                "--seeds",
+                seeds,
+                *extra,
+                "--device",
+                check.sizes.device,
+                "--out",
+                str(store),
+            ]
+        )
         all_done(store, n)
         rows = read_runs(store)
         got[mode] = rows
@@ -340,13 +432,19 @@ def together_vs_apart(check: Check, r: StepResult) -> None:
             raise StepFailed(f"run {rid} trained together has no twin trained apart (different run ids)")
         for k, v in compare_curves(a, b).items():
             worst[k] = max(worst.get(k, 0.0), v)
-    r.data.update(worst, runs=n, precision=str(got["together"]["precision"].iloc[0]),
-                  path=str(got["together"]["step_path"].iloc[-1]))
+    r.data.update(
+        worst,
+        runs=n,
+        precision=str(got["together"]["precision"].iloc[0]),
+        path=str(got["together"]["step_path"].iloc[-1]),
+    )
     gain = r.data["together_img_s"] / r.data["apart_img_s"]
-    r.detail = (f"{n} runs: {r.data['together_img_s']:,.0f} img/s together vs {r.data['apart_img_s']:,.0f} "
-                f"apart ({gain:.2f}x); wall {r.data['together_wall_seconds']:.0f} s vs "
-                f"{r.data['apart_wall_seconds']:.0f} s; results within "
-                f"{worst['max_train_loss_rel_diff']:.2e} relative train loss")
+    r.detail = (
+        f"{n} runs: {r.data['together_img_s']:,.0f} img/s together vs {r.data['apart_img_s']:,.0f} "
+        f"apart ({gain:.2f}x); wall {r.data['together_wall_seconds']:.0f} s vs "
+        f"{r.data['apart_wall_seconds']:.0f} s; results within "
+        f"{worst['max_train_loss_rel_diff']:.2e} relative train loss"
+    )
 
 
 def _batch(args: list[str]) -> int:
@@ -359,14 +457,16 @@ def _batch(args: list[str]) -> int:
 def bench(check: Check, r: StepResult) -> None:
     """`degrade bench --concurrent --json`: the Performance table's numbers for this device."""
     text, _ = check.degrade(["bench", *check.sizes.bench_args, "--device", check.sizes.device, "--json"])
-    rows = json.loads(text[text.index("["): text.rindex("]") + 1])
+    rows = json.loads(text[text.index("[") : text.rindex("]") + 1])
     r.data = {"rows": rows}
     parts = []
     for row in rows:
-        parts.append(f"{row['model']} {row['path']} {row['precision']}: "
-                     f"{row['degrade_img_s_median']:,.0f} img/s "
-                     f"({row['speedup_median']:.2f}x the reference), "
-                     f"{row['sweep_runs']} together {row['sweep_img_s_median']:,.0f}")
+        parts.append(
+            f"{row['model']} {row['path']} {row['precision']}: "
+            f"{row['degrade_img_s_median']:,.0f} img/s "
+            f"({row['speedup_median']:.2f}x the reference), "
+            f"{row['sweep_runs']} together {row['sweep_img_s_median']:,.0f}"
+        )
     r.detail = "; ".join(parts)
 
 
@@ -387,10 +487,12 @@ def paper_projection(rows: pd.DataFrame, batch: int = 128) -> dict[str, float]:
     one_run = float((deepest["depth"] * deepest["its"]).sum() / deepest["epoch_seconds"].sum())
     work = sum(d for d, _ in PAPER_RUNS) * PAPER_ITERATIONS
     alone_110 = PAPER_ITERATIONS * 110 / one_run
-    return {"slice_img_s": round(float(rows["its"].sum()) * batch / _window(rows), 1),
-            "depth_iterations_per_s": round(together, 1),
-            "projected_minutes": round(max(work / together, alone_110) / 60, 1),
-            "resnet110_alone_minutes": round(alone_110 / 60, 1)}
+    return {
+        "slice_img_s": round(float(rows["its"].sum()) * batch / _window(rows), 1),
+        "depth_iterations_per_s": round(together, 1),
+        "projected_minutes": round(max(work / together, alone_110) / 60, 1),
+        "resnet110_alone_minutes": round(alone_110 / 60, 1),
+    }
 
 
 def paper_slice(check: Check, r: StepResult) -> None:
@@ -401,18 +503,37 @@ def paper_slice(check: Check, r: StepResult) -> None:
             r.data[precision] = "skipped: out of the check's time budget"
             continue
         store = check.store / f"paper-{precision}"
-        _, seconds = check.degrade(["sweep", "experiment=he2016_cifar10", *check.sizes.paper_args,
-                                    f"trainer.precision={precision}", "--together", str(n),
-                                    "--device", check.sizes.device, "--out", str(store)])
+        _, seconds = check.degrade(
+            [
+                "sweep",
+                "experiment=he2016_cifar10",
+                *check.sizes.paper_args,
+                f"trainer.precision={precision}",
+                "--together",
+                str(n),
+                "--device",
+                check.sizes.device,
+                "--out",
+                str(store),
+            ]
+        )
         all_done(store, n)
         rows = read_runs(store)
         got = paper_projection(rows)
-        got.update(wall_seconds=round(seconds, 1), precision=str(rows["precision"].iloc[0]),
-                   iterations=int(rows["iteration"].max()), runs=n)
+        got.update(
+            wall_seconds=round(seconds, 1),
+            precision=str(rows["precision"].iloc[0]),
+            iterations=int(rows["iteration"].max()),
+            runs=n,
+        )
         r.data[precision] = got
     first = r.data[check.sizes.paper_precisions[0]]
-    parts = [f"{v['precision']}: {v['slice_img_s']:,.0f} img/s with {v['runs']} together, full preset "
-             f"~{v['projected_minutes']:.0f} min" for v in r.data.values() if isinstance(v, dict)]
+    parts = [
+        f"{v['precision']}: {v['slice_img_s']:,.0f} img/s with {v['runs']} together, full preset "
+        f"~{v['projected_minutes']:.0f} min"
+        for v in r.data.values()
+        if isinstance(v, dict)
+    ]
     r.detail = "; ".join(parts)
     if check.sizes.device != "cuda":
         r.detail += " (a CPU projection, for the rehearsal only)"
@@ -429,15 +550,32 @@ def targets(results: dict[str, StepResult]) -> list[dict[str, Any]]:
     rows = {row["model"]: row for row in results.get("bench", empty).data.get("rows", [])}
     r56 = rows.get("resnet56")
     if r56:
-        out.append({"what": "ResNet-56, one run on the graph path, img/s", "target": TARGET_GRAPH_RESNET56,
-                    "measured": r56["degrade_img_s_median"], "path": r56["path"]})
+        out.append(
+            {
+                "what": "ResNet-56, one run on the graph path, img/s",
+                "target": TARGET_GRAPH_RESNET56,
+                "measured": r56["degrade_img_s_median"],
+                "path": r56["path"],
+            }
+        )
         if r56.get("sweep_img_s_median"):
-            out.append({"what": f"ResNet-56, {r56['sweep_runs']} runs together, img/s",
-                        "target": TARGET_TOGETHER_RESNET56, "measured": r56["sweep_img_s_median"]})
+            out.append(
+                {
+                    "what": f"ResNet-56, {r56['sweep_runs']} runs together, img/s",
+                    "target": TARGET_TOGETHER_RESNET56,
+                    "measured": r56["sweep_img_s_median"],
+                }
+            )
     proj = results.get("paper", empty).data.get("projected_minutes")
     if proj is not None:
-        out.append({"what": "full paper preset (fp32), projected minutes", "target": TARGET_PAPER_MINUTES,
-                    "measured": proj, "lower_is_better": True})
+        out.append(
+            {
+                "what": "full paper preset (fp32), projected minutes",
+                "target": TARGET_PAPER_MINUTES,
+                "measured": proj,
+                "lower_is_better": True,
+            }
+        )
     for t in out:
         better = t["measured"] <= t["target"] if t.get("lower_is_better") else t["measured"] >= t["target"]
         t["met"] = bool(better) and not math.isnan(t["measured"])
@@ -448,12 +586,21 @@ def environment(device: str) -> dict[str, Any]:
     """What this check ran on."""
     import torch
 
-    env: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
-                           "machine": platform.machine(), "cpu_cores": os.cpu_count(), "mode": device}
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "cpu_cores": os.cpu_count(),
+        "mode": device,
+    }
     if device == "cuda" and torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
-        env.update(gpu=p.name, gpu_memory_gib=round(p.total_memory / 2**30, 1), cuda=torch.version.cuda,
-                   cudnn=torch.backends.cudnn.version())
+        env.update(
+            gpu=p.name,
+            gpu_memory_gib=round(p.total_memory / 2**30, 1),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+        )
     return env
 
 
@@ -482,14 +629,22 @@ def main(argv: list[str] | None = None) -> int:
     """Run every step; write the JSON and the log; 0 when no step failed."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cpu", action="store_true", help="the rehearsal: toy sizes on the CPU")
-    ap.add_argument("--out", help="where gpu-check.json and gpu-check.log go (default $OUT, else "
-                                  "outputs/gpu-check)")
-    ap.add_argument("--budget", type=float, default=None,
-                    help="seconds the whole check may take; steps that no longer fit are skipped "
-                         "(default 480 on CUDA, 600 on the CPU)")
+    ap.add_argument(
+        "--out", help="where gpu-check.json and gpu-check.log go (default $OUT, else outputs/gpu-check)"
+    )
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds the whole check may take; steps that no longer fit are skipped "
+        "(default 480 on CUDA, 600 on the CPU)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the scratch run store")
-    ap.add_argument("--only", help="comma list of steps to run (e.g. together,paper to rerun what failed): "
-                                   + ", ".join(STEP_NAMES))
+    ap.add_argument(
+        "--only",
+        help="comma list of steps to run (e.g. together,paper to rerun what failed): "
+        + ", ".join(STEP_NAMES),
+    )
     args = ap.parse_args(argv)
     only = [n.strip() for n in (args.only or ",".join(STEP_NAMES)).split(",") if n.strip()]
     if set(only) - set(STEP_NAMES):
@@ -516,21 +671,32 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(store, ignore_errors=True)
     for t in report["targets"] if sizes.device == "cuda" else []:
-        print(f"[{'MET' if t['met'] else 'MISS'}] target {t['what']}: {t['measured']:,.1f} "
-              f"(target {t['target']:,.0f})", flush=True)
+        print(
+            f"[{'MET' if t['met'] else 'MISS'}] target {t['what']}: {t['measured']:,.1f} "
+            f"(target {t['target']:,.0f})",
+            flush=True,
+        )
     failed = report["failed"]
-    print(f"{'PASSED' if not failed else 'FAILED: ' + ', '.join(failed)} in {report['seconds']:.0f} s; "
-          f"details in {out / 'gpu-check.json'}", flush=True)
+    print(
+        f"{'PASSED' if not failed else 'FAILED: ' + ', '.join(failed)} in {report['seconds']:.0f} s; "
+        f"details in {out / 'gpu-check.json'}",
+        flush=True,
+    )
     return 0 if not failed else 1
 
 
 def write_report(check: Check, env: dict[str, Any]) -> dict[str, Any]:
     """Write gpu-check.json with the steps so far; return what it holds."""
     failed = [r.name for r in check.results if r.status == "fail"]
-    report = {"environment": env, "seconds": round(time.monotonic() - check.started, 1),
-              "passed": not failed, "failed": failed, "steps": [asdict(r) for r in check.results],
-              # On the CPU only to rehearse the arithmetic: the targets are a GPU's.
-              "targets": targets({r.name: r for r in check.results})}
+    report = {
+        "environment": env,
+        "seconds": round(time.monotonic() - check.started, 1),
+        "passed": not failed,
+        "failed": failed,
+        "steps": [asdict(r) for r in check.results],
+        # On the CPU only to rehearse the arithmetic: the targets are a GPU's.
+        "targets": targets({r.name: r for r in check.results}),
+    }
     tmp = check.out / "gpu-check.json.tmp"
     tmp.write_text(json.dumps(report, indent=1, default=str))
     tmp.replace(check.out / "gpu-check.json")

@@ -34,9 +34,23 @@ def depth_lr_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Shared by every test that reads such a sweep; tests that change a store copy it first.
     """
     out = tmp_path_factory.mktemp("depth-lr") / "outputs"
-    code = main(["sweep", "--depths", "8,14", "--epochs", "1", "--name", DEPTH_LR, "--out", str(out),
-                 "trainer.threads=1", "trainer.precision=fp32", "hydra/launcher=basic",
-                 f"optim.lr={','.join(DEPTH_LR_RATES)}"])
+    code = main(
+        [
+            "sweep",
+            "--depths",
+            "8,14",
+            "--epochs",
+            "1",
+            "--name",
+            DEPTH_LR,
+            "--out",
+            str(out),
+            "trainer.threads=1",
+            "trainer.precision=fp32",
+            "hydra/launcher=basic",
+            f"optim.lr={','.join(DEPTH_LR_RATES)}",
+        ]
+    )
     assert code == 0
     return out
 
@@ -52,8 +66,12 @@ def run_subprocess(args: list[str], cwd: Path, timeout: float = 300) -> subproce
     """Run ``python -m degrade ARGS`` as a user would, from ``cwd``."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "degrade", *args], cwd=cwd, env=env, capture_output=True,
-        text=True, timeout=timeout,
+        [sys.executable, "-m", "degrade", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

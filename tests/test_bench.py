@@ -10,8 +10,9 @@ from tests.conftest import run_cli
 
 
 def test_bench_json_gives_median_and_range_of_alternating_repeats(capsys):
-    code, out, err = run_cli(["bench", "--depths", "8", "--steps", "1", "--device", "cpu", "--json",
-                              "--precision", "fp32"], capsys)
+    code, out, err = run_cli(
+        ["bench", "--depths", "8", "--steps", "1", "--device", "cpu", "--json", "--precision", "fp32"], capsys
+    )
     assert code == 0, err
     (row,) = json.loads(out)
     assert row["model"] == "resnet8" and row["device"] == "cpu" and row["precision"] == "fp32"
@@ -35,8 +36,9 @@ def test_a_far_off_repeat_shows_in_the_range_not_in_the_median():
 
 
 def test_bench_table_shows_the_range(capsys):
-    code, out, err = run_cli(["bench", "--depths", "8", "--steps", "1", "--device", "cpu", "--repeats", "2"],
-                             capsys)
+    code, out, err = run_cli(
+        ["bench", "--depths", "8", "--steps", "1", "--device", "cpu", "--repeats", "2"], capsys
+    )
     assert code == 0, err
     assert "median (min-max) of 2 alternating repeats" in " ".join(out.split())
     assert "resnet8" in out and "x (" in out  # the speedup with its range
@@ -50,8 +52,15 @@ def test_bench_refuses_a_depth_it_cannot_build(capsys):
 def test_bf16_and_fp32_paths_agree_within_tolerance():
     losses = {}
     for precision in ("fp32", "bf16"):
-        cfg = compose_run(["model.depth=8", "trainer.epochs=2", "trainer.threads=1",
-                           f"trainer.precision={precision}", "trainer.diagnostics=false"])
+        cfg = compose_run(
+            [
+                "model.depth=8",
+                "trainer.epochs=2",
+                "trainer.threads=1",
+                f"trainer.precision={precision}",
+                "trainer.diagnostics=false",
+            ]
+        )
         t = Trainer(cfg)
         assert t.acc.precision == precision
         losses[precision] = [t.train_epoch()["train_loss"] for _ in range(2)]
@@ -60,8 +69,22 @@ def test_bf16_and_fp32_paths_agree_within_tolerance():
 
 
 def test_bench_concurrent_measures_runs_trained_at_once(capsys):
-    code, out, err = run_cli(["bench", "--depths", "8", "--steps", "2", "--device", "cpu", "--concurrent",
-                              "--runs", "2", "--json"], capsys)
+    code, out, err = run_cli(
+        [
+            "bench",
+            "--depths",
+            "8",
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+            "--concurrent",
+            "--runs",
+            "2",
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0, err
     (row,) = json.loads(out)
     assert row["sweep_runs"] == 2 and row["sweep_img_s_min"] > 0 and len(row["sweep_img_s_repeats"]) == 3
@@ -79,8 +102,9 @@ def test_bench_refuses_what_it_cannot_measure_and_keeps_the_old_flag(capsys):
 
 
 def test_bench_without_sweep_leaves_its_fields_empty(capsys):
-    code, out, err = run_cli(["bench", "--depths", "8", "--steps", "1", "--device", "cpu", "--path", "eager",
-                              "--json"], capsys)
+    code, out, err = run_cli(
+        ["bench", "--depths", "8", "--steps", "1", "--device", "cpu", "--path", "eager", "--json"], capsys
+    )
     assert code == 0, err
     (row,) = json.loads(out)
     assert row["sweep_runs"] is None and row["sweep_img_s_median"] is None and row["path"] == "eager"
@@ -89,7 +113,13 @@ def test_bench_without_sweep_leaves_its_fields_empty(capsys):
 def test_runs_interleaved_in_one_process_are_timed_together():
     from degrade.bench import _interleaved_img_s
 
-    overrides = ["model.depth=8", "data=synthetic", "data.train_size=256", "data.test_size=128",
-                 "trainer.device=cpu", "trainer.diagnostics=false"]
+    overrides = [
+        "model.depth=8",
+        "data=synthetic",
+        "data.train_size=256",
+        "data.test_size=128",
+        "trainer.device=cpu",
+        "trainer.diagnostics=false",
+    ]
     rates = _interleaved_img_s(overrides, runs=2, steps=1, warmup=1, repeats=2)
     assert len(rates) == 2 and min(rates) > 0

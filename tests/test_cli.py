@@ -5,14 +5,35 @@ import pytest
 
 from tests.conftest import files_under, run_cli, run_subprocess
 
-SCHEMA = ["run_id", "family", "variant", "depth", "shortcut", "seed", "dataset", "device", "precision",
-          "epoch", "iteration", "scheduled_lr", "train_loss", "train_error", "test_loss", "test_error",
-          "epoch_seconds", "images_per_second", "step_path", "setup_seconds", "ended"]
+SCHEMA = [
+    "run_id",
+    "family",
+    "variant",
+    "depth",
+    "shortcut",
+    "seed",
+    "dataset",
+    "device",
+    "precision",
+    "epoch",
+    "iteration",
+    "scheduled_lr",
+    "train_loss",
+    "train_error",
+    "test_loss",
+    "test_error",
+    "epoch_seconds",
+    "images_per_second",
+    "step_path",
+    "setup_seconds",
+    "ended",
+]
 
 
 def test_sweep_plot_summary_end_to_end(tmp_path):
-    r = run_subprocess(["sweep", "--depths", "8,14", "--epochs", "2", "--name", "e2e",
-                        "trainer.threads=1"], cwd=tmp_path)
+    r = run_subprocess(
+        ["sweep", "--depths", "8,14", "--epochs", "2", "--name", "e2e", "trainer.threads=1"], cwd=tmp_path
+    )
     assert r.returncode == 0, r.stderr
     assert "sweep e2e: 4 runs (4 done)" in r.stdout
     runs = sorted((tmp_path / "outputs" / "runs").iterdir())
@@ -23,7 +44,11 @@ def test_sweep_plot_summary_end_to_end(tmp_path):
         assert f["epoch"].tolist() == [1, 2]
         assert (runs[0] / "config.yaml").is_file()
     assert {(f.variant[0], f.depth[0]) for f in frames} == {
-        ("plain", 8), ("plain", 14), ("residual", 8), ("residual", 14)}
+        ("plain", 8),
+        ("plain", 14),
+        ("residual", 8),
+        ("residual", 14),
+    }
 
     r = run_subprocess(["plot", "--format", "png,svg"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -50,16 +75,26 @@ def test_sweep_plot_summary_end_to_end(tmp_path):
     assert r.returncode == 2 and "varied nothing but depth" in r.stderr
 
     # A rerun finds every run done and trains nothing.
-    r = run_subprocess(["sweep", "--depths", "8,14", "--epochs", "2", "--name", "e2e",
-                        "trainer.threads=1"], cwd=tmp_path)
+    r = run_subprocess(
+        ["sweep", "--depths", "8,14", "--epochs", "2", "--name", "e2e", "trainer.threads=1"], cwd=tmp_path
+    )
     assert r.returncode == 0 and "4 runs (4 skipped)" in r.stdout
 
 
 def test_train_and_show_work_from_any_folder(tmp_path, capsys):
     code, out, err = run_cli(["show", "model=mlp", "optim.lr=0.05"], capsys)
     assert code == 0 and "family: mlp" in out and "lr: 0.05" in out
-    code, out, err = run_cli(["train", "model.depth=8", "model.variant=plain", "trainer.epochs=1",
-                              "trainer.threads=1", f"out={tmp_path}"], capsys)
+    code, out, err = run_cli(
+        [
+            "train",
+            "model.depth=8",
+            "model.variant=plain",
+            "trainer.epochs=1",
+            "trainer.threads=1",
+            f"out={tmp_path}",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "cnn-plain-8-s0-" in out and ": done" in out
     (run,) = (tmp_path / "runs").iterdir()
@@ -71,8 +106,19 @@ def test_python_dash_m_and_help(tmp_path):
     assert r.returncode == 0
     listed = r.stdout.split("Commands:")[1].strip().splitlines()
     summaries = dict(line.strip().split(None, 1) for line in listed)
-    assert set(summaries) == {"sweep", "train", "show", "plot", "summary", "report", "bench", "export", "ls",
-                              "probe", "use"}
+    assert set(summaries) == {
+        "sweep",
+        "train",
+        "show",
+        "plot",
+        "summary",
+        "report",
+        "bench",
+        "export",
+        "ls",
+        "probe",
+        "use",
+    }
     from degrade.cli import app
 
     for command in app.registered_commands:
@@ -91,8 +137,10 @@ BAD = [
     (["sweep", "data=imagenet"], "unknown data option 'imagenet'"),
     (["sweep", "model=transformer"], "unknown model option 'transformer'"),
     (["sweep", "optim.lr=[0.1"], "bad override"),
-    (["sweep", "--depths", "8", "20"], "bad override '20': a list is one word with commas, e.g. "
-                                       "--depths 8,20"),
+    (
+        ["sweep", "--depths", "8", "20"],
+        "bad override '20': a list is one word with commas, e.g. --depths 8,20",
+    ),
     (["sweep", "optim.lrr=0.1"], "unknown config key 'optim.lrr'"),
     (["sweep", "hydra/launcher=warp"], "unknown hydra/launcher option 'warp'"),
     (["sweep", "--device", "cuda"], "no CUDA GPU"),
@@ -131,8 +179,7 @@ BAD = [
 
 
 @pytest.mark.parametrize("args, message", BAD, ids=[" ".join(a) for a, _ in BAD])
-def test_user_errors_end_in_one_line_and_exit_2_leaving_nothing(args, message, tmp_path, capsys,
-                                                              monkeypatch):
+def test_user_errors_end_in_one_line_and_exit_2_leaving_nothing(args, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     before = files_under(tmp_path)
     code, out, err = run_cli(args, capsys)
@@ -161,10 +208,17 @@ def test_config_errors_are_found_without_importing_torch(tmp_path):
     import subprocess
     import sys
 
-    probe = ("import sys; from degrade.cli import main; rc = main(sys.argv[1:]); "
-             "print('torch imported:', 'torch' in sys.modules); sys.exit(rc)")
-    for args in (["sweep", "--depths", "7"], ["sweep", "optim.lr=nan"], ["train", "+foo=1"],
-                 ["sweep", "--depths", "999998"]):
-        r = subprocess.run([sys.executable, "-c", probe, *args], cwd=tmp_path, capture_output=True,
-                           text=True, timeout=120)
+    probe = (
+        "import sys; from degrade.cli import main; rc = main(sys.argv[1:]); "
+        "print('torch imported:', 'torch' in sys.modules); sys.exit(rc)"
+    )
+    for args in (
+        ["sweep", "--depths", "7"],
+        ["sweep", "optim.lr=nan"],
+        ["train", "+foo=1"],
+        ["sweep", "--depths", "999998"],
+    ):
+        r = subprocess.run(
+            [sys.executable, "-c", probe, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
         assert r.returncode == 2 and "torch imported: False" in r.stdout, (args, r.stdout, r.stderr)

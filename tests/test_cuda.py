@@ -14,8 +14,7 @@ from degrade.config import compose_run
 from degrade.train import Trainer
 from tests.conftest import run_cli
 
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 CUDA8 = ["model.depth=8", "trainer.device=cuda", "trainer.diagnostics=false"]
 
@@ -84,8 +83,10 @@ def test_runs_captured_together_on_streams_train_as_one_after_another(tmp_path):
 
 
 def test_bench_on_cuda_captures_and_measures_runs_on_streams(capsys):
-    code, out, err = run_cli(["bench", "--depths", "8", "--steps", "3", "--device", "cuda", "--sweep",
-                              "--runs", "2", "--json"], capsys)
+    code, out, err = run_cli(
+        ["bench", "--depths", "8", "--steps", "3", "--device", "cuda", "--sweep", "--runs", "2", "--json"],
+        capsys,
+    )
     assert code == 0, err
     (row,) = json.loads(out)
     assert row["device"] == "cuda" and row["path"] == "graph" and row["setup_s"] >= 0

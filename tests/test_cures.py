@@ -25,8 +25,9 @@ RESIDUAL_CURES = ("fixup", "skipinit")
 
 def _net(cure: str, depth: int = 14, family: str = "cnn", seed: int = 0, *extra: str) -> nn.Module:
     variant = "residual" if cure in RESIDUAL_CURES else "plain"
-    cfg = compose_run([f"cure={cure}", f"model={family}", f"model.depth={depth}", f"model.variant={variant}",
-                       *extra])
+    cfg = compose_run(
+        [f"cure={cure}", f"model={family}", f"model.depth={depth}", f"model.variant={variant}", *extra]
+    )
     torch.manual_seed(seed)
     return build_model(model_spec(cfg), SHAPE[family], 10).eval()
 
@@ -126,8 +127,9 @@ def test_tat_at_depth_8_uses_its_fallback_and_says_so() -> None:
     assert abs(c - 0.5) < 1e-4
     with pytest.raises(ValueError):
         tat_leaky_relu(7, 0.9)  # dks itself says the target cannot be reached
-    spec = model_spec(compose_run(["cure=tat", "model.variant=plain", "model.depth=8",
-                                   "cure.fallback_target=null"]))
+    spec = model_spec(
+        compose_run(["cure=tat", "model.variant=plain", "model.depth=8", "cure.fallback_target=null"])
+    )
     with pytest.raises(ModelError, match="cannot reach"):
         tat_choice(spec)
 
@@ -166,7 +168,7 @@ def test_fixup_starts_with_zero_logits_and_rescaled_branches() -> None:
         assert model(torch.randn(4, 1, 8, 8)).abs().max() == 0  # the classifier starts at zero
     plain_he = (2 / (16 * 9)) ** 0.5  # He-normal std of a 16 -> 16 conv
     first = model.blocks[1].conv1.weight.std().item()
-    assert abs(first / plain_he - 9 ** -0.5) < 0.1  # L = 9 branches of m = 2 layers: L^(-1/2)
+    assert abs(first / plain_he - 9**-0.5) < 0.1  # L = 9 branches of m = 2 layers: L^(-1/2)
 
 
 def test_fixup_scalars_train_at_a_tenth_of_the_learning_rate() -> None:
@@ -231,12 +233,13 @@ def test_no_cure_has_a_bn_layer(cure, family) -> None:
 
 
 def test_a_cure_refuses_bn_and_the_variant_it_is_not_for() -> None:
-    for overrides, says in ((["cure=fixup", "model.variant=plain"], "cure=fixup applies to residual"),
-                            (["cure=tat", "model.variant=residual"], "cure=tat applies to plain"),
-                            (["cure=tat", "model.variant=plain", "model.norm=batch"], "trains without BN"),
-                            (["cure=skipinit", "model.block=pre"], "model.block=post"),
-                            (["cure=delta_orthogonal", "model.variant=plain", "cure.activation=relu"],
-                             "built with tanh")):
+    for overrides, says in (
+        (["cure=fixup", "model.variant=plain"], "cure=fixup applies to residual"),
+        (["cure=tat", "model.variant=residual"], "cure=tat applies to plain"),
+        (["cure=tat", "model.variant=plain", "model.norm=batch"], "trains without BN"),
+        (["cure=skipinit", "model.block=pre"], "model.block=post"),
+        (["cure=delta_orthogonal", "model.variant=plain", "cure.activation=relu"], "built with tanh"),
+    ):
         with pytest.raises(ConfigError, match=says):
             compose_run(overrides)
     with pytest.raises(ModelError, match="unknown cure 'magic'"):
@@ -261,8 +264,7 @@ def test_a_cure_changes_the_run_id() -> None:
     ids = {run_id(compose_run([f"cure={c}", "model.variant=plain"])) for c in ("none", *PLAIN_CURES)}
     assert len(ids) == 4
     tat = compose_run(["cure=tat", "model.variant=plain"])
-    assert run_id(tat) != run_id(compose_run(["cure=tat", "model.variant=plain",
-                                                          "cure.target=0.8"]))
+    assert run_id(tat) != run_id(compose_run(["cure=tat", "model.variant=plain", "cure.target=0.8"]))
 
 
 # --------------------------------------------------------------------------- the grid
@@ -284,25 +286,51 @@ def test_the_cures_experiment_is_every_cure_beside_plain_and_residual() -> None:
     assert len(configs) == 21
     assert {c.model.depth for c in configs} == {8, 20, 56}
     assert sorted({c.cure.name for c in configs if c.model.variant == "plain"}) == [
-        "delta_orthogonal", "looks_linear", "none", "tat"]
+        "delta_orthogonal",
+        "looks_linear",
+        "none",
+        "tat",
+    ]
     lr = {(c.cure.name, c.optim.lr) for c in configs}
-    assert lr == {("none", 0.03), ("tat", 0.003), ("delta_orthogonal", 0.03), ("looks_linear", 0.003),
-                  ("fixup", 0.03), ("skipinit", 0.03)}
+    assert lr == {
+        ("none", 0.03),
+        ("tat", 0.003),
+        ("delta_orthogonal", 0.03),
+        ("looks_linear", 0.003),
+        ("fixup", 0.03),
+        ("skipinit", 0.03),
+    }
     _, one = plan(SweepSpec(overrides=["experiment=cures", "optim.lr=0.01"]))
     assert {c.optim.lr for c in one} == {0.01}
     _, gpu = plan(SweepSpec(overrides=["experiment=he2016_cifar10", "sweep.cures=[none,tat,fixup]"]))
     assert {(c.data.name, c.cure.name, c.model.norm) for c in gpu} == {
-        ("cifar10", "none", "batch"), ("cifar10", "tat", "none"), ("cifar10", "fixup", "none")}
+        ("cifar10", "none", "batch"),
+        ("cifar10", "tat", "none"),
+        ("cifar10", "fixup", "none"),
+    }
 
 
 def test_the_sweeper_launches_only_the_applicable_jobs(tmp_path) -> None:
     from degrade.sweep import run_sweep
 
-    result = run_sweep(SweepSpec(depths=[8], epochs=1, out=str(tmp_path / "o"),
-                                 overrides=["cure=none,skipinit", "trainer.threads=1", "hydra/launcher=basic",
-                                            "trainer.diagnostics=false"]))
+    result = run_sweep(
+        SweepSpec(
+            depths=[8],
+            epochs=1,
+            out=str(tmp_path / "o"),
+            overrides=[
+                "cure=none,skipinit",
+                "trainer.threads=1",
+                "hydra/launcher=basic",
+                "trainer.diagnostics=false",
+            ],
+        )
+    )
     assert sorted((r.state, r.run_id.split("-")[1]) for r in result.runs) == [
-        ("done", "plain"), ("done", "residual"), ("done", "residual")]
+        ("done", "plain"),
+        ("done", "residual"),
+        ("done", "residual"),
+    ]
     assert len(list((tmp_path / "o" / "runs").iterdir())) == 3
 
 
@@ -314,43 +342,70 @@ def _metrics(rows: list[tuple[str, str, int, float]]) -> pd.DataFrame:
     for cure, variant, depth, final in rows:
         for epoch in range(1, 11):
             err = final if epoch > 3 else 0.9
-            out.append({"run_id": f"{cure}-{variant}-{depth}", "variant": variant, "depth": depth, "seed": 0,
-                        "epoch": epoch, "train_error": err, "test_error": err, "state": "done",
-                        "cure.name": cure})
+            out.append(
+                {
+                    "run_id": f"{cure}-{variant}-{depth}",
+                    "variant": variant,
+                    "depth": depth,
+                    "seed": 0,
+                    "epoch": epoch,
+                    "train_error": err,
+                    "test_error": err,
+                    "state": "done",
+                    "cure.name": cure,
+                }
+            )
     return pd.DataFrame(out)
 
 
 def test_the_verdict_is_per_cure_and_names_it() -> None:
-    m = _metrics([("tat", "plain", 8, 0.01), ("tat", "plain", 56, 0.015),
-                  ("fixup", "residual", 8, 0.02), ("fixup", "residual", 56, 0.30),
-                  ("none", "plain", 8, 0.01), ("none", "plain", 56, 0.5),
-                  ("none", "residual", 8, 0.01), ("none", "residual", 56, 0.01)])
+    m = _metrics(
+        [
+            ("tat", "plain", 8, 0.01),
+            ("tat", "plain", 56, 0.015),
+            ("fixup", "residual", 8, 0.02),
+            ("fixup", "residual", 56, 0.30),
+            ("none", "plain", 8, 0.01),
+            ("none", "plain", 56, 0.5),
+            ("none", "residual", 8, 0.01),
+            ("none", "residual", 56, 0.01),
+        ]
+    )
     lines = verdict.verdicts(m, ["cure.name"])
-    assert lines[0].startswith("cure.name=fixup: Still degrades: residual-56 with Fixup trains worse than "
-                               "residual-8 with Fixup (train error 30.00 % vs 2.00 %)")
+    assert lines[0].startswith(
+        "cure.name=fixup: Still degrades: residual-56 with Fixup trains worse than "
+        "residual-8 with Fixup (train error 30.00 % vs 2.00 %)"
+    )
     assert lines[1].startswith("cure.name=none: Degradation reproduced")
-    assert lines[2].startswith("cure.name=tat: No degradation: plain-56 with TAT trains as well as plain-8 "
-                               "with TAT (train error 1.50 % vs 1.00 %): degradation removed without a "
-                               "shortcut")
+    assert lines[2].startswith(
+        "cure.name=tat: No degradation: plain-56 with TAT trains as well as plain-8 "
+        "with TAT (train error 1.50 % vs 1.00 %): degradation removed without a "
+        "shortcut"
+    )
 
 
 def test_a_cure_whose_deep_nets_diverged_gets_no_call_on_the_depths_left() -> None:
     m = _metrics([("tat", "plain", 8, 0.01), ("tat", "plain", 20, 0.02), ("tat", "plain", 56, 0.9)])
     m.loc[m["depth"] == 56, "state"] = "diverged"
     line = verdict.verdicts(m, ["cure.name"])[0]
-    assert line.startswith("cure.name=tat: Diverged: plain-56 with TAT diverged at this learning rate "
-                           "(plain-8 ends at 1.00 %; plain-20 ends at 2.00 %)")
+    assert line.startswith(
+        "cure.name=tat: Diverged: plain-56 with TAT diverged at this learning rate "
+        "(plain-8 ends at 1.00 %; plain-20 ends at 2.00 %)"
+    )
     assert "trains as well" not in line
 
 
 def test_a_cures_own_settings_are_not_settings_of_their_own() -> None:
-    flattened = [flat.flatten(identity_config(compose_run([f"cure={c}", "model.variant=plain",
-                                                               f"model.depth={d}"])))
-            for c in ("none", "tat") for d in (8, 20)]
+    flattened = [
+        flat.flatten(identity_config(compose_run([f"cure={c}", "model.variant=plain", f"model.depth={d}"])))
+        for c in ("none", "tat")
+        for d in (8, 20)
+    ]
     assert flat.varied_keys(flattened) == ["cure.name", "model.norm"]  # TAT's own keys follow its name
-    lr = [flat.flatten(identity_config(compose_run(["cure=tat", "model.variant=plain",
-                                                            f"optim.lr={r}"])))
-          for r in (0.01, 0.1)]
+    lr = [
+        flat.flatten(identity_config(compose_run(["cure=tat", "model.variant=plain", f"optim.lr={r}"])))
+        for r in (0.01, 0.1)
+    ]
     assert flat.varied_keys(flattened + lr) == ["cure.name", "model.norm", "optim.lr"]
 
 
@@ -361,9 +416,24 @@ def test_a_cures_own_settings_are_not_settings_of_their_own() -> None:
 def cured(tmp_path_factory: pytest.TempPathFactory):
     """A finished sweep of a looks-linear plain net and a SkipInit residual one, depth 8, 1 epoch."""
     out = tmp_path_factory.mktemp("cured") / "o"
-    code = main(["sweep", "--depths", "8", "--epochs", "1", "--out", str(out), "--name", "cured",
-                 "cure=looks_linear,skipinit", "trainer.threads=1", "trainer.precision=fp32",
-                 "hydra/launcher=basic", "trainer.diagnostics=false"])
+    code = main(
+        [
+            "sweep",
+            "--depths",
+            "8",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            "--name",
+            "cured",
+            "cure=looks_linear,skipinit",
+            "trainer.threads=1",
+            "trainer.precision=fp32",
+            "hydra/launcher=basic",
+            "trainer.diagnostics=false",
+        ]
+    )
     assert code == 0
     return out
 
@@ -372,9 +442,19 @@ def test_every_probe_runs_on_cured_nets_rebuilt_from_their_config(cured, capsys)
     from degrade.probes.common import DataCache, subject
 
     out = cured
-    code, said, err = run_cli(["probe", "--out", str(out), "probe.images=32", "probe.landscape.points=5",
-                               "probe.landscape.grid=3", "probe.lesion.draws=1", "probe.gradcorr.points=16"],
-                              capsys)
+    code, said, err = run_cli(
+        [
+            "probe",
+            "--out",
+            str(out),
+            "probe.images=32",
+            "probe.landscape.points=5",
+            "probe.landscape.grid=3",
+            "probe.lesion.draws=1",
+            "probe.gradcorr.points=16",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "8 probe files measured" in said
     runs = sorted((out / "runs").iterdir())

@@ -107,8 +107,10 @@ def test_augment_is_a_shifted_crop_or_its_mirror_and_is_reproducible():
             torch.equal(y1[i], cand)
             for dy in range(9)
             for dx in range(9)
-            for cand in (padded[i, :, dy:dy + 32, dx:dx + 32],
-                         padded[i, :, dy:dy + 32, dx:dx + 32].flip(-1))
+            for cand in (
+                padded[i, :, dy : dy + 32, dx : dx + 32],
+                padded[i, :, dy : dy + 32, dx : dx + 32].flip(-1),
+            )
         )
         assert found
 
@@ -126,10 +128,15 @@ def test_digits_split_is_exactly_scikit_learns_without_importing_it(fraction, se
 
     bunch = sklearn_digits()
     x = bunch.images.astype(np.float32)[:, None, :, :] / 16.0
-    x_tr, x_te, y_tr, y_te = train_test_split(x, bunch.target.astype(np.int64), test_size=fraction,
-                                              random_state=seed, stratify=bunch.target)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, bunch.target.astype(np.int64), test_size=fraction, random_state=seed, stratify=bunch.target
+    )
     mean, std = x_tr.mean(), x_tr.std()
     ds = load_digits(fraction, seed)
-    for got, want in ((ds.x_train, (x_tr - mean) / std), (ds.y_train, y_tr),
-                      (ds.x_test, (x_te - mean) / std), (ds.y_test, y_te)):
+    for got, want in (
+        (ds.x_train, (x_tr - mean) / std),
+        (ds.y_train, y_tr),
+        (ds.x_test, (x_te - mean) / std),
+        (ds.y_test, y_te),
+    ):
         assert np.array_equal(got.numpy(), want)

@@ -49,7 +49,7 @@ def blocks(text: str) -> list[Block]:
         body = []
         i += 1
         while i < len(lines) and not lines[i].strip().startswith(fence):
-            body.append(lines[i][len(m.group("indent")):])
+            body.append(lines[i][len(m.group("indent")) :])
             i += 1
         if i == len(lines):
             raise ValueError(f"line {start + 1}: code fence never closed")
@@ -79,8 +79,14 @@ def test_every_code_block_says_its_language(page: Path):
 def default_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store holding the finished default sweep, trained once per test session."""
     where = tmp_path_factory.mktemp("default-sweep")
-    done = subprocess.run([*_degrade(), "sweep", "--depths", "8,20,56"], cwd=where, env=_env(),
-                          capture_output=True, text=True, timeout=1200)
+    done = subprocess.run(
+        [*_degrade(), "sweep", "--depths", "8,20,56"],
+        cwd=where,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert done.returncode == 0, done.stderr
     return where / "outputs"
 
@@ -96,8 +102,9 @@ def _env() -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES, ids=[p.relative_to(ROOT).as_posix() for p in PAGES])
-def test_the_examples_of_a_page_run(page: Path, default_sweep: Path, tmp_path: Path,
-                                    monkeypatch: pytest.MonkeyPatch):
+def test_the_examples_of_a_page_run(
+    page: Path, default_sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     runnable = [b for b in blocks(page.read_text()) if b.language in RUN]
     if not runnable:
         pytest.skip(f"{page.name} has no bash or python examples")
@@ -107,8 +114,14 @@ def test_the_examples_of_a_page_run(page: Path, default_sweep: Path, tmp_path: P
     for b in runnable:
         where = f"{page.relative_to(ROOT)}:{b.line}"
         if b.language == "bash":
-            done = subprocess.run(["bash", "-euo", "pipefail", "-c", b.code], cwd=tmp_path, env=_env(),
-                                  capture_output=True, text=True, timeout=600)
+            done = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", b.code],
+                cwd=tmp_path,
+                env=_env(),
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             assert done.returncode == 0, f"{where} exited {done.returncode}:\n{b.code}\n{done.stderr[-3000:]}"
         else:
             try:
@@ -122,9 +135,14 @@ def test_the_site_builds_without_a_warning(tmp_path: Path):
     pytest.importorskip("material", reason="the docs extra is not installed (pip install -e '.[docs]')")
     # The theme's notice about MkDocs 2 is advice, not a problem of these pages.
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
-                           str(tmp_path / "site")], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "WARNING" not in done.stderr, done.stderr
     assert (tmp_path / "site" / "index.html").is_file()
@@ -143,23 +161,35 @@ def test_the_notebook_is_saved_without_outputs():
 
 
 @pytest.mark.slow
-def test_the_notebook_runs_against_the_default_sweep(default_sweep: Path, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch):
+def test_the_notebook_runs_against_the_default_sweep(
+    default_sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     nbformat = pytest.importorskip("nbformat", reason=NO_DEV)
     nbclient = pytest.importorskip("nbclient", reason=NO_DEV)
     shutil.copytree(default_sweep, tmp_path / "outputs")
     # What the notebook says it needs besides the sweep: its lesion probe.
-    done = subprocess.run([*_degrade(), "probe", "--kind", "lesion"], cwd=tmp_path, env=_env(),
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [*_degrade(), "probe", "--kind", "lesion"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # The kernel is this interpreter (its venv's degrade), started in the folder that holds outputs/.
     monkeypatch.setenv("PATH", _env()["PATH"])
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute()
-    said = "\n".join(o.get("text", "") or str(o.get("data", {}).get("text/plain", ""))
-                     for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    said = "\n".join(
+        o.get("text", "") or str(o.get("data", {}).get("text/plain", ""))
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
     # The pivot, the verdict, the probes beside the errors and the user's own question all answered.
     assert "Degradation reproduced" in said or "No degradation" in said or "Not converged" in said
     assert "test error, one block removed" in said and "optim.lr" in said

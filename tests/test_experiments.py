@@ -27,9 +27,13 @@ def test_every_preset_composes_and_shows(name, capsys):
 def test_he2016_cifar10_is_section_4_2_line_by_line():
     c = compose_run(["experiment=he2016_cifar10"])
     assert (c.data.name, c.model.family, c.model.shortcut, c.model.norm, c.model.block) == (
-        "cifar10", "cnn", "A", "batch", "post")
-    assert (c.optim.lr, c.optim.momentum, c.optim.weight_decay, c.trainer.batch_size) == (
-        0.1, 0.9, 1e-4, 128)
+        "cifar10",
+        "cnn",
+        "A",
+        "batch",
+        "post",
+    )
+    assert (c.optim.lr, c.optim.momentum, c.optim.weight_decay, c.trainer.batch_size) == (0.1, 0.9, 1e-4, 128)
     assert c.trainer.iterations == 64000 and c.data.augment and not c.data.validation
     total = c.trainer.iterations
     assert [round(m * total) for m in c.optim.milestones] == [32000, 48000]
@@ -65,15 +69,17 @@ def test_validation_switch_reaches_the_data_config():
     assert compose_run(["experiment=he2016_cifar10", "data.validation=true"]).data.validation
 
 
-@pytest.mark.parametrize("toggle, check", [
-    ("model.shortcut=B", lambda s: s.shortcut == "B"),
-    ("model.norm=none", lambda s: s.norm == "none"),
-    ("model.block=pre", lambda s: s.block == "pre"),
-    ("model.zero_init_residual=true", lambda s: s.zero_init),
-])
+@pytest.mark.parametrize(
+    "toggle, check",
+    [
+        ("model.shortcut=B", lambda s: s.shortcut == "B"),
+        ("model.norm=none", lambda s: s.norm == "none"),
+        ("model.block=pre", lambda s: s.block == "pre"),
+        ("model.zero_init_residual=true", lambda s: s.zero_init),
+    ],
+)
 def test_toggles_reach_the_model_and_train(toggle, check):
-    cfg = compose_run(["model.depth=8", toggle, "trainer.epochs=3", "trainer.threads=1",
-                       "optim.lr=0.05"])
+    cfg = compose_run(["model.depth=8", toggle, "trainer.epochs=3", "trainer.threads=1", "optim.lr=0.05"])
     assert check(model_spec(cfg))
     t = Trainer(cfg)
     losses = [t.train_epoch()["train_loss"] for _ in range(3)]
@@ -97,8 +103,9 @@ def test_diagnostics_cover_every_weight_layer_each_epoch(tmp_path):
 
 def test_diagnostics_do_not_change_training():
     on = train_run(compose_run(["model.depth=8", "trainer.epochs=2", "trainer.threads=1"])).final
-    off = train_run(compose_run(["model.depth=8", "trainer.epochs=2", "trainer.threads=1",
-                                 "trainer.diagnostics=false"])).final
+    off = train_run(
+        compose_run(["model.depth=8", "trainer.epochs=2", "trainer.threads=1", "trainer.diagnostics=false"])
+    ).final
     for key in ("train_loss", "test_loss", "train_error", "test_error"):
         assert on[key] == off[key]
 
@@ -121,8 +128,23 @@ def test_responses_are_taken_after_bn_and_before_relu():
 
 def test_every_plot_kind_draws_a_figure(tmp_path, capsys):
     out = tmp_path / "o"
-    run_cli(["sweep", "--depths", "8,14", "--seeds", "0,1", "--epochs", "2", "trainer.threads=1",
-             "--out", str(out), "--name", "s"], capsys)
+    run_cli(
+        [
+            "sweep",
+            "--depths",
+            "8,14",
+            "--seeds",
+            "0,1",
+            "--epochs",
+            "2",
+            "trainer.threads=1",
+            "--out",
+            str(out),
+            "--name",
+            "s",
+        ],
+        capsys,
+    )
     for kind in ("curves", "depth", "gradients", "responses"):
         code, stdout, err = run_cli(["plot", "--kind", kind, "--out", str(out), "--at-epochs", "1,2"], capsys)
         assert code == 0, err
@@ -134,8 +156,10 @@ def test_every_plot_kind_draws_a_figure(tmp_path, capsys):
 
 def test_summary_reports_mean_and_std_over_seeds(tmp_path, capsys):
     out = tmp_path / "o"
-    run_cli(["sweep", "--depths", "8", "--seeds", "0,1", "--epochs", "1", "trainer.threads=1",
-             "--out", str(out)], capsys)
+    run_cli(
+        ["sweep", "--depths", "8", "--seeds", "0,1", "--epochs", "1", "trainer.threads=1", "--out", str(out)],
+        capsys,
+    )
     code, stdout, _ = run_cli(["summary", "--out", str(out)], capsys)
     assert code == 0 and "±" in stdout and "│     2 │" in stdout
 
@@ -157,8 +181,16 @@ def test_he2016_fig1_preset_runs_end_to_end_on_a_cifar_folder(tmp_path, capsys):
     with tarfile.open(archive) as tar:
         tar.extractall(root, filter="data")  # an extracted folder is used as it is
     out = tmp_path / "o"
-    args = ["sweep", "experiment=he2016_fig1", f"data.root={root}", "trainer.iterations=2",
-            "trainer.threads=1", "trainer.eval_batch_size=8", "--out", str(out)]
+    args = [
+        "sweep",
+        "experiment=he2016_fig1",
+        f"data.root={root}",
+        "trainer.iterations=2",
+        "trainer.threads=1",
+        "trainer.eval_batch_size=8",
+        "--out",
+        str(out),
+    ]
     code, stdout, err = run_cli(args, capsys)
     assert code == 0, err
     assert "2 runs (2 done)" in stdout

@@ -13,17 +13,21 @@ from degrade.models import build_model, count_parameters
 from degrade.spec import ModelSpec
 
 DIGITS, CIFAR100 = Shapes((1, 8, 8), 10, 1797), Shapes((3, 32, 32), 100, 60000)
-SPECS = [ModelSpec(family=f, depth=d, variant=v, shortcut=s, norm=n, block=b, width=8)
-         for f, d, v, s, n, b in itertools.product(("cnn", "mlp"), (8, 14), ("plain", "residual"),
-                                                   ("A", "B", "C"), ("batch", "none"), ("post", "pre"))
-         if not (f == "mlp" and s == "A")]
+SPECS = [
+    ModelSpec(family=f, depth=d, variant=v, shortcut=s, norm=n, block=b, width=8)
+    for f, d, v, s, n, b in itertools.product(
+        ("cnn", "mlp"), (8, 14), ("plain", "residual"), ("A", "B", "C"), ("batch", "none"), ("post", "pre")
+    )
+    if not (f == "mlp" and s == "A")
+]
 
 
 @pytest.mark.parametrize("shapes", [DIGITS, CIFAR100], ids=["digits", "cifar100"])
 def test_parameter_count_without_building_equals_the_built_network(shapes):
     for spec in SPECS:
         assert parameter_count(spec, shapes) == count_parameters(
-            build_model(spec, shapes.in_shape, shapes.classes)), spec
+            build_model(spec, shapes.in_shape, shapes.classes)
+        ), spec
 
 
 def _saved_bytes(spec: ModelSpec, shapes: Shapes, batch: int) -> int:
@@ -44,8 +48,9 @@ def _saved_bytes(spec: ModelSpec, shapes: Shapes, batch: int) -> int:
     return sum(storages.values())
 
 
-NETS = ([ModelSpec(depth=20, variant=v, norm=n) for v in ("plain", "residual") for n in ("batch", "none")]
-        + [ModelSpec(family="mlp", depth=8, shortcut="B", norm=n, width=64) for n in ("batch", "none")])
+NETS = [ModelSpec(depth=20, variant=v, norm=n) for v in ("plain", "residual") for n in ("batch", "none")] + [
+    ModelSpec(family="mlp", depth=8, shortcut="B", norm=n, width=64) for n in ("batch", "none")
+]
 
 
 @pytest.mark.parametrize("spec", NETS, ids=lambda s: f"{s.family}-{s.variant}-{s.norm}")
@@ -72,7 +77,10 @@ def test_cpu_memory_is_read_from_the_kernel():
     meminfo = Path("/proc/meminfo")
     if not meminfo.exists():
         pytest.skip("no /proc/meminfo on this system")
-    total = next(int(line.split()[1]) * 1024 for line in meminfo.read_text().splitlines()
-                 if line.startswith("MemTotal:"))
+    total = next(
+        int(line.split()[1]) * 1024
+        for line in meminfo.read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
     have = memory.available_bytes("cpu")
     assert have is not None and 0 < have <= total

@@ -23,8 +23,13 @@ def _module():
 
 @pytest.mark.slow
 def test_the_cpu_rehearsal_runs_every_step_and_writes_its_report(tmp_path):
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--cpu", "--out", str(tmp_path)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--cpu", "--out", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((tmp_path / "gpu-check.json").read_text())
     steps = {s["name"]: s for s in report["steps"]}
@@ -54,21 +59,30 @@ def test_without_cuda_the_real_check_refuses_in_one_line(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path)], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2 and "--cpu" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
 def _rows(run, depth, seconds, its_per_epoch=100, epochs=4, loss=2.0):
     """A run's metrics: a slow first epoch (capture), then ``seconds`` per epoch, from time 0."""
     took = [99.0] + [seconds] * (epochs - 1)
-    return pd.DataFrame({
-        "run_id": run, "depth": depth, "epoch": range(1, epochs + 1),
-        "iteration": [its_per_epoch * e for e in range(1, epochs + 1)],
-        "epoch_seconds": took, "ended": pd.Series(took).cumsum(),
-        "images_per_second": 1.0, "scheduled_lr": 0.1,
-        "train_loss": loss, "train_error": 0.5, "test_loss": loss,
-    })
+    return pd.DataFrame(
+        {
+            "run_id": run,
+            "depth": depth,
+            "epoch": range(1, epochs + 1),
+            "iteration": [its_per_epoch * e for e in range(1, epochs + 1)],
+            "epoch_seconds": took,
+            "ended": pd.Series(took).cumsum(),
+            "images_per_second": 1.0,
+            "scheduled_lr": 0.1,
+            "train_loss": loss,
+            "train_error": 0.5,
+            "test_loss": loss,
+        }
+    )
 
 
 def test_the_paper_projection_scales_the_slice_by_depth_and_iterations():
@@ -103,8 +117,12 @@ def test_curves_that_differ_beyond_tolerance_fail_the_comparison():
 
 
 def test_only_refuses_a_step_there_is_not(tmp_path):
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--cpu", "--only", "bench,nope", "--out",
-                           str(tmp_path)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--cpu", "--only", "bench,nope", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "unknown step(s) nope" in proc.stderr
     names = ["cuda_tests", "default_sweep", "graph_vs_eager", "together", "paper", "bench"]
     assert _module().STEP_NAMES == names

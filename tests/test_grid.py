@@ -21,24 +21,42 @@ def test_grid_through_the_cli_defaults_to_the_swept_key_and_refuses_others(depth
         assert code == 0, err
         path = Path(stdout.strip())
         assert path == depth_lr_sweep / "sweeps" / NAME / "grid.png" and path.read_bytes()[:4] == b"\x89PNG"
-    for args, message in ((["--y", "model.norm"], "--y 'model.norm' is not a setting sweep"),
-                          (["--y", "depth"], "--x and --y are both 'depth'")):
+    for args, message in (
+        (["--y", "model.norm"], "--y 'model.norm' is not a setting sweep"),
+        (["--y", "depth"], "--x and --y are both 'depth'"),
+    ):
         code, _, err = run_cli(["plot", "--kind", "grid", "--out", str(depth_lr_sweep), *args], capsys)
         assert code == 2 and message in err and err.count("\n") == 1
-    code, _, err = run_cli(["plot", "--kind", "curves", "--y", "optim.lr", "--out", str(depth_lr_sweep)],
-                           capsys)
+    code, _, err = run_cli(
+        ["plot", "--kind", "curves", "--y", "optim.lr", "--out", str(depth_lr_sweep)], capsys
+    )
     assert code == 2 and "--x and --y belong to --kind grid" in err
 
 
 def test_grid_cells_are_the_mean_over_seeds_on_one_colour_scale():
     rows = []
-    for variant, depth, lr, errors in [("plain", 8, 0.1, (0.10, 0.20)), ("plain", 56, 0.1, (0.60, 0.70)),
-                                       ("residual", 8, 0.1, (0.05, 0.05)), ("residual", 56, 0.1, (0.0, 0.1)),
-                                       ("plain", 8, 0.01, (0.3, 0.3)), ("residual", 56, 0.01, (0.2, 0.2))]:
+    for variant, depth, lr, errors in [
+        ("plain", 8, 0.1, (0.10, 0.20)),
+        ("plain", 56, 0.1, (0.60, 0.70)),
+        ("residual", 8, 0.1, (0.05, 0.05)),
+        ("residual", 56, 0.1, (0.0, 0.1)),
+        ("plain", 8, 0.01, (0.3, 0.3)),
+        ("residual", 56, 0.01, (0.2, 0.2)),
+    ]:
         for seed, e in enumerate(errors):
-            rows.append({"run_id": f"{variant}-{depth}-{lr}-{seed}", "variant": variant, "depth": depth,
-                         "seed": seed, "optim.lr": lr, "epoch": 3, "train_error": e, "test_error": e,
-                         "state": "done"})
+            rows.append(
+                {
+                    "run_id": f"{variant}-{depth}-{lr}-{seed}",
+                    "variant": variant,
+                    "depth": depth,
+                    "seed": seed,
+                    "optim.lr": lr,
+                    "epoch": 3,
+                    "train_error": e,
+                    "test_error": e,
+                    "state": "done",
+                }
+            )
     rows[-1]["state"] = "diverged"  # residual-56 at lr 0.01: one seed diverged, the other counts
     fig = plot.grid(pd.DataFrame(rows), "depth", "optim.lr", keys=["optim.lr"])
     plain, residual = fig.axes[:2]
@@ -48,8 +66,7 @@ def test_grid_cells_are_the_mean_over_seeds_on_one_colour_scale():
 
     # Columns: depth 8, 56; rows: lr 0.01, 0.1 (lowest at the bottom).
     assert cells(plain) == {(0, 1): "15.0", (1, 1): "65.0", (0, 0): "30.0", (1, 0): "not run"}
-    assert cells(residual) == {(0, 1): "5.0", (1, 1): "5.0", (0, 0): "not run",
-                               (1, 0): "20.0\n(1 div.)"}
+    assert cells(residual) == {(0, 1): "5.0", (1, 1): "5.0", (0, 0): "not run", (1, 0): "20.0\n(1 div.)"}
     scales = [ax.images[0].norm for ax in (plain, residual)]
     assert scales[0].vmax == scales[1].vmax == pytest.approx(65.0) and scales[0].vmin == 0
     image = plain.images[0].get_array()
@@ -78,8 +95,12 @@ def test_the_settings_a_sweep_varied_leave_out_what_follows_from_depth():
     paper = [flat("experiment=he2016_cifar10", f"model.depth={d}") for d in (56, 110)]
     assert paper[0]["optim.warmup_iters"] != paper[1]["optim.warmup_iters"]
     assert flat.varied_keys(paper) == []
-    lrs = [flat(f"model.depth={d}", f"optim.lr={lr}", f"seed={s}")
-           for d in (8, 20) for lr in (0.01, 0.1) for s in (0, 1)]
+    lrs = [
+        flat(f"model.depth={d}", f"optim.lr={lr}", f"seed={s}")
+        for d in (8, 20)
+        for lr in (0.01, 0.1)
+        for s in (0, 1)
+    ]
     assert flat.varied_keys(lrs) == ["optim.lr"]
     # Where and how a run computes (threads, device) is not a setting either.
     assert flat.varied_keys([flat("trainer.threads=1"), flat("trainer.threads=2")]) == []

@@ -23,8 +23,9 @@ def basic_store(tmp_path_factory):
 
 
 # joblib with one job runs it in the sweep's own process (as on a one-core machine).
-@pytest.mark.parametrize("launcher", ["local_parallel", "joblib", "joblib hydra.launcher.n_jobs=1",
-                                      "submitit_local"])
+@pytest.mark.parametrize(
+    "launcher", ["local_parallel", "joblib", "joblib hydra.launcher.n_jobs=1", "submitit_local"]
+)
 def test_local_launchers_fill_the_store_like_the_basic_one(launcher, tmp_path, basic_store):
     name, *more = launcher.split()
     other = run_subprocess([*GRID, "--out", "other", f"hydra/launcher={name}", *more], cwd=tmp_path)
@@ -46,16 +47,20 @@ def test_together_trains_the_runs_in_the_sweep_process_like_the_basic_launcher(t
     for p in sorted((basic_store / "runs").glob("*/metrics.parquet")):
         twin = tmp_path / "together" / "runs" / p.parent.name / "metrics.parquet"
         pd.testing.assert_frame_equal(pd.read_parquet(twin)[COLUMNS], pd.read_parquet(p)[COLUMNS])
-    pids = {json.loads(p.read_text())["sessions"][0]["pid"]
-            for p in (tmp_path / "together" / "runs").glob("*/status.json")}
+    pids = {
+        json.loads(p.read_text())["sessions"][0]["pid"]
+        for p in (tmp_path / "together" / "runs").glob("*/status.json")
+    }
     assert len(pids) == 1  # both runs trained in the one sweep process
     # ... interleaved step by step: each run's epoch began before the other's ended.
     a, b = (pd.read_parquet(p).iloc[0] for p in (tmp_path / "together" / "runs").glob("*/metrics.parquet"))
     assert a["ended"] - a["epoch_seconds"] < b["ended"] and b["ended"] - b["epoch_seconds"] < a["ended"]
 
 
-@pytest.mark.parametrize(("extra", "words"), [(["--together", "0"], "at least 1"),
-                                              (["--together", "2", "hydra/launcher=joblib"], "launcher")])
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [(["--together", "0"], "at least 1"), (["--together", "2", "hydra/launcher=joblib"], "launcher")],
+)
 def test_together_refuses_what_it_cannot_do(capsys, tmp_path, extra, words):
     from tests.conftest import run_cli
 
@@ -69,20 +74,30 @@ CORES = [(1, 1, 1), (2, 1, 1), (16, 8, 4)]
 
 
 @pytest.mark.parametrize(("cores", "joblib_threads", "pool_threads"), CORES)
-def test_joblib_splits_the_cores_between_parallel_jobs(tmp_path, monkeypatch, cores, joblib_threads,
-                                                       pool_threads):
+def test_joblib_splits_the_cores_between_parallel_jobs(
+    tmp_path, monkeypatch, cores, joblib_threads, pool_threads
+):
     from degrade import compute
     from degrade.sweep import SweepSpec, plan
 
     monkeypatch.setattr(compute, "usable_cores", lambda: cores)
-    overrides, _ = plan(SweepSpec(depths=[8, 14], out=str(tmp_path),
-                                  overrides=["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]))
+    overrides, _ = plan(
+        SweepSpec(
+            depths=[8, 14], out=str(tmp_path), overrides=["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+        )
+    )
     assert f"trainer.threads={joblib_threads}" in overrides
-    overrides, _ = plan(SweepSpec(depths=[8, 14], out=str(tmp_path),
-                                  overrides=["hydra/launcher=local_parallel"]))
+    overrides, _ = plan(
+        SweepSpec(depths=[8, 14], out=str(tmp_path), overrides=["hydra/launcher=local_parallel"])
+    )
     assert f"trainer.threads={pool_threads}" in overrides
-    overrides, _ = plan(SweepSpec(depths=[8], out=str(tmp_path),
-                                  overrides=["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=3"]))
+    overrides, _ = plan(
+        SweepSpec(
+            depths=[8],
+            out=str(tmp_path),
+            overrides=["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=3"],
+        )
+    )
     assert "trainer.threads=3" in overrides
     overrides, _ = plan(SweepSpec(depths=[8], out=str(tmp_path), overrides=["trainer.threads=3"]))
     assert not any(o.startswith("trainer.threads=") and o != "trainer.threads=3" for o in overrides)
@@ -159,16 +174,29 @@ def test_sigkill_between_worker_start_and_first_job_leaves_no_process_and_reruns
     from degrade.pool import HOLD_ENV
     from tests.conftest import session_processes
 
-    grid = [*GRID[:-1], "--epochs", "2", "trainer.threads=1", "trainer.precision=fp32",
-            "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2"]
+    grid = [
+        *GRID[:-1],
+        "--epochs",
+        "2",
+        "trainer.threads=1",
+        "trainer.precision=fp32",
+        "hydra/launcher=local_parallel",
+        "hydra.launcher.n_jobs=2",
+    ]
     ref = run_subprocess([*grid, "--out", "ref"], cwd=tmp_path)
     assert ref.returncode == 0, ref.stderr
     hold = tmp_path / "hold"
     hold.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", HOLD_ENV: str(hold)}
     stderr = (tmp_path / "stderr").open("w")
-    sweep = subprocess.Popen([sys.executable, "-m", "degrade", *grid, "--out", "killed"], cwd=tmp_path,
-                             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr)
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "degrade", *grid, "--out", "killed"],
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    )
     deadline = time.time() + 120
     while len(list(hold.glob("*.ready"))) < 2 and sweep.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -205,15 +233,19 @@ def test_a_finished_sweep_reruns_without_launching_or_importing_torch(tmp_path):
     assert run_subprocess(args, cwd=tmp_path).returncode == 0
     multirun = tmp_path / "o" / "sweeps" / "done" / "multirun.yaml"
     stamp = multirun.stat().st_mtime_ns
-    probe = ("import sys; from degrade.cli import main; rc = main(sys.argv[1:]); "
-             "print('torch imported:', 'torch' in sys.modules); sys.exit(rc)")
-    r = subprocess.run([sys.executable, "-c", probe, *args], cwd=tmp_path, capture_output=True, text=True,
-                       timeout=120)
+    probe = (
+        "import sys; from degrade.cli import main; rc = main(sys.argv[1:]); "
+        "print('torch imported:', 'torch' in sys.modules); sys.exit(rc)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", probe, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr
     assert "2 runs (2 skipped)" in r.stdout and "torch imported: False" in r.stdout
     assert multirun.stat().st_mtime_ns == stamp  # Hydra's multirun did not even start
     assert sorted(json.loads((multirun.parent / "sweep.json").read_text())["runs"]) == sorted(
-        p.name for p in (tmp_path / "o" / "runs").iterdir())
+        p.name for p in (tmp_path / "o" / "runs").iterdir()
+    )
 
 
 def test_only_the_runs_not_finished_are_launched(tmp_path, monkeypatch, capsys):

@@ -17,8 +17,13 @@ CIFAR = (3, 32, 32)
 # He et al. (2015), Table 6: 0.27M, 0.46M, 0.66M, 0.85M, 1.7M parameters (option A).
 @pytest.mark.parametrize(
     "depth, params, paper",
-    [(20, 269_722, 0.27), (32, 464_154, 0.46), (44, 658_586, 0.66), (56, 853_018, 0.85),
-     (110, 1_727_962, 1.7)],
+    [
+        (20, 269_722, 0.27),
+        (32, 464_154, 0.46),
+        (44, 658_586, 0.66),
+        (56, 853_018, 0.85),
+        (110, 1_727_962, 1.7),
+    ],
 )
 def test_cifar_resnet_parameter_counts_match_the_paper(depth, params, paper):
     model = build_model(ModelSpec(depth=depth), CIFAR, 10)

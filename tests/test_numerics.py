@@ -13,8 +13,17 @@ from degrade.runids import run_id
 from degrade.store import RunDir
 from tests.conftest import run_cli
 
-ONE_RUN = ["sweep", "--depths", "8", "--variants", "residual", "--epochs", "1", "model.width=4",
-           "trainer.threads=1"]
+ONE_RUN = [
+    "sweep",
+    "--depths",
+    "8",
+    "--variants",
+    "residual",
+    "--epochs",
+    "1",
+    "model.width=4",
+    "trainer.threads=1",
+]
 
 
 def _machine(monkeypatch, native_bf16: bool) -> None:
@@ -30,7 +39,8 @@ def test_auto_is_resolved_before_the_id_and_named_in_the_config(monkeypatch, nat
 
 
 def test_a_store_shared_by_machines_with_and_without_native_bf16_keeps_their_runs_apart(
-        capsys, monkeypatch, tmp_path):
+    capsys, monkeypatch, tmp_path
+):
     for native in (False, True):
         _machine(monkeypatch, native)
         code, out, err = run_cli([*ONE_RUN, "--out", str(tmp_path)], capsys)

@@ -13,8 +13,15 @@ from degrade.probes import common, gradcorr, identity, landscape, lesion
 from degrade.probes.settings import ProbeError, settings_of
 from degrade.spec import ModelSpec
 
-LANDSCAPE = {"images": 16, "points": 5, "grid": 5, "span": 1.0, "margin": 0.1, "curvature_tol": 0.01,
-             "seed": 0}
+LANDSCAPE = {
+    "images": 16,
+    "points": 5,
+    "grid": 5,
+    "span": 1.0,
+    "margin": 0.1,
+    "curvature_tol": 0.01,
+    "seed": 0,
+}
 
 
 def _net(variant: str, depth: int = 14, family: str = "cnn", seed: int = 0) -> nn.Module:
@@ -184,11 +191,22 @@ def test_calibrated_bn_statistics_are_those_of_the_images() -> None:
     assert not model.training
 
 
-@pytest.mark.parametrize(("key", "value"), [("landscape.points", 4), ("landscape.grid", 1), ("images", 0),
-                                            ("landscape.span", 0), ("lesion.draws", "x")])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("landscape.points", 4),
+        ("landscape.grid", 1),
+        ("images", 0),
+        ("landscape.span", 0),
+        ("lesion.draws", "x"),
+    ],
+)
 def test_bad_settings_are_refused(key: str, value: object) -> None:
-    probe = {"images": 8, "landscape": {k: v for k, v in LANDSCAPE.items() if k != "images"},
-             "lesion": {"draws": 1, "seed": 0}}
+    probe = {
+        "images": 8,
+        "landscape": {k: v for k, v in LANDSCAPE.items() if k != "images"},
+        "lesion": {"draws": 1, "seed": 0},
+    }
     part, _, leaf = key.rpartition(".")
     (probe[part] if part else probe)[leaf] = value
     kind = part or "landscape"
@@ -207,6 +225,11 @@ def test_initial_weights_are_those_training_started_from(tmp_path) -> None:
     rebuilt = subject.model("initial").state_dict()
     weights = [k for k in started if "running" not in k and "num_batches" not in k]
     assert weights and all(torch.equal(started[k].cpu(), rebuilt[k]) for k in weights)
-    other = common.Subject("run", compose_run(["model.depth=8", "seed=4"]), torch.device("cpu"),
-                           subject.data, images=32).model("initial").state_dict()
+    other = (
+        common.Subject(
+            "run", compose_run(["model.depth=8", "seed=4"]), torch.device("cpu"), subject.data, images=32
+        )
+        .model("initial")
+        .state_dict()
+    )
     assert not torch.equal(other["stem.weight"], rebuilt["stem.weight"])

@@ -19,16 +19,35 @@ from tests.conftest import run_cli
 
 KINDS = ("landscape", "lesion", "gradcorr", "identity")
 # Few points and images: a probe of a depth-8/14 run takes well under a second.
-SMALL = ["probe.images=32", "probe.landscape.points=5", "probe.landscape.grid=3", "probe.lesion.draws=1",
-         "probe.gradcorr.points=16"]
+SMALL = [
+    "probe.images=32",
+    "probe.landscape.points=5",
+    "probe.landscape.grid=3",
+    "probe.lesion.draws=1",
+    "probe.gradcorr.points=16",
+]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished sweep of depths 8 and 14, one epoch each, not yet probed."""
     out = tmp_path_factory.mktemp("probe") / "outputs"
-    code = main(["sweep", "--depths", "8,14", "--epochs", "1", "--name", "tiny", "--out", str(out),
-                 "trainer.threads=1", "trainer.precision=fp32", "hydra/launcher=basic"])
+    code = main(
+        [
+            "sweep",
+            "--depths",
+            "8,14",
+            "--epochs",
+            "1",
+            "--name",
+            "tiny",
+            "--out",
+            str(out),
+            "trainer.threads=1",
+            "trainer.precision=fp32",
+            "hydra/launcher=basic",
+        ]
+    )
     assert code == 0
     return out
 
@@ -85,10 +104,12 @@ def test_one_kind_and_one_line_errors(store: Path, capsys: pytest.CaptureFixture
     code, out, _ = _probe(store, capsys, "--kind", "lesion")
     assert code == 0 and "4 probe files measured" in out
     assert {p.stem for p in _files(store)} == {"lesion"}
-    for args, says in ((["--kind", "sharpness"], "unknown probe kind 'sharpness'"),
-                       (["model.depth=20"], "probe.* overrides only"),
-                       (["probe.landscape.grid=4"], "probe.landscape.grid must be an odd whole number"),
-                       (["probe.nonsense=1"], "unknown config key")):
+    for args, says in (
+        (["--kind", "sharpness"], "unknown probe kind 'sharpness'"),
+        (["model.depth=20"], "probe.* overrides only"),
+        (["probe.landscape.grid=4"], "probe.landscape.grid must be an odd whole number"),
+        (["probe.nonsense=1"], "unknown config key"),
+    ):
         code, _, err = _probe(store, capsys, *args)
         assert code == 2, args
         assert says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
@@ -102,8 +123,13 @@ def test_killed_probe_resumes(store: Path, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     gate.touch()
     env = {**os.environ, "OMP_NUM_THREADS": "1", hold.ENV: f"1:{gate}"}
-    proc = subprocess.Popen([sys.executable, "-m", "degrade", "probe", "--out", str(store), *SMALL], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "degrade", "probe", "--out", str(store), *SMALL],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     held = gate.with_name(gate.name + ".held")
     try:
         while not held.exists():
@@ -120,8 +146,13 @@ def test_killed_probe_resumes(store: Path, tmp_path: Path) -> None:
     for path in first:  # each file there is whole, with its record
         assert json.loads(pq.read_schema(path).metadata[b"degrade.probe"])["kind"] == path.stem
     env.pop(hold.ENV)
-    done = subprocess.run([sys.executable, "-m", "degrade", "probe", "--out", str(store), *SMALL], env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "degrade", "probe", "--out", str(store), *SMALL],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     assert f"{16 - len(first)} probe files measured, {len(first)} unchanged" in done.stdout
     after = _files(store)
@@ -164,18 +195,19 @@ def test_probe_summary_table(store: Path, capsys: pytest.CaptureFixture[str]) ->
     assert len(ratio) == 2 * 2 * 2 and (ratio["seeds"] == 1).all() and ratio["mean"].gt(0).all()
 
 
-
-
-def test_probe_settings_are_checked_before_anything_runs(store: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    for args, says in ((["probe.landscape=5"], "probe.landscape is a group of settings"),
-                       (["probe.lesion=5"], "probe.lesion is a group of settings"),
-                       ([f"probe.landscape.seed={2**64}"], "at most 4,294,967,295"),
-                       (["probe.images=100000000"], "the most is probe.images=1437"),
-                       (["probe.landscape.grid=100001"], "the largest that fits is 141"),
-                       (["probe.gradcorr.points=1000000"], "the largest that fits is 10,000"),
-                       (["probe.lesion.draws=100000000"], "the largest that fits is"),
-                       (["--out", ""], "--out is empty")):
+def test_probe_settings_are_checked_before_anything_runs(
+    store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for args, says in (
+        (["probe.landscape=5"], "probe.landscape is a group of settings"),
+        (["probe.lesion=5"], "probe.lesion is a group of settings"),
+        ([f"probe.landscape.seed={2**64}"], "at most 4,294,967,295"),
+        (["probe.images=100000000"], "the most is probe.images=1437"),
+        (["probe.landscape.grid=100001"], "the largest that fits is 141"),
+        (["probe.gradcorr.points=1000000"], "the largest that fits is 10,000"),
+        (["probe.lesion.draws=100000000"], "the largest that fits is"),
+        (["--out", ""], "--out is empty"),
+    ):
         code, _, err = _probe(store, capsys, *args)
         assert code == 2, (args, err)
         assert says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (args, err)
@@ -193,7 +225,8 @@ def test_a_diverged_run_is_named_not_probed(store: Path, capsys: pytest.CaptureF
 
 
 def test_a_damaged_checkpoint_names_the_run_and_the_others_are_probed(
-        store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = sorted((store / "runs").iterdir())[0]
     (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
     code, out, err = _probe(store, capsys, "--kind", "identity")
@@ -203,8 +236,9 @@ def test_a_damaged_checkpoint_names_the_run_and_the_others_are_probed(
     assert not (run / "probes" / "identity.parquet").exists()
 
 
-def test_the_last_run_is_measured_as_the_first_bit_for_bit(store: Path, capsys: pytest.CaptureFixture[str],
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_last_run_is_measured_as_the_first_bit_for_bit(
+    store: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A rerun that has one run left measures it in a one-thread worker, as the full call did,
     never in the calling process (whose thread count may differ)."""
     from degrade.probes import common, planning, runner
@@ -232,12 +266,26 @@ def test_two_probe_calls_never_measure_the_same_file(store: Path, tmp_path: Path
     gate = tmp_path / "gate"
     gate.touch()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "degrade", "probe", "--out", str(store), "--kind", "lesion,identity",
-            *SMALL]
+    args = [
+        sys.executable,
+        "-m",
+        "degrade",
+        "probe",
+        "--out",
+        str(store),
+        "--kind",
+        "lesion,identity",
+        *SMALL,
+    ]
     one_core = {min(os.sched_getaffinity(0))}  # one worker: it holds exactly one run
-    first = subprocess.Popen(args, env={**env, hold.ENV: f"1:{gate}"}, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True,
-                             preexec_fn=lambda: os.sched_setaffinity(0, one_core))
+    first = subprocess.Popen(
+        args,
+        env={**env, hold.ENV: f"1:{gate}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: os.sched_setaffinity(0, one_core),
+    )
     held = gate.with_name(gate.name + ".held")
     try:
         while not held.exists():
@@ -285,8 +333,20 @@ def test_probes_are_tidy_data(store: Path, tmp_path: Path, capsys: pytest.Captur
     assert len(ratio) == 4 and (ratio["seeds"] == 1).all() and ratio["mean"].gt(0).all()
     assert {"probe.images", "probe.lesion.draws"} <= set(numbers.columns)
 
-    code, out, err = run_cli(["export", "--table", "probes", "--kind", "lesion", "--to",
-                              str(tmp_path / "l.csv"), "--out", str(store)], capsys)
+    code, out, err = run_cli(
+        [
+            "export",
+            "--table",
+            "probes",
+            "--kind",
+            "lesion",
+            "--to",
+            str(tmp_path / "l.csv"),
+            "--out",
+            str(store),
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert len(pd.read_csv(tmp_path / "l.csv")) == len(curves)
     code, out, err = run_cli(["export", "--table", "probe_summary", "--out", str(store)], capsys)

@@ -17,16 +17,37 @@ def _store(out: Path, runs: list[tuple[str, int, float]], extra: list[str]) -> N
     """A finished sweep written by hand: one epoch per run with the given test error."""
     ids = []
     for variant, depth, test_error in runs:
-        cfg = compose_run(["experiment=he2016_cifar10", f"model.depth={depth}", f"model.variant={variant}",
-                           *extra])
+        cfg = compose_run(
+            ["experiment=he2016_cifar10", f"model.depth={depth}", f"model.variant={variant}", *extra]
+        )
         rid = run_id(cfg)
         run = store.RunDir(out, rid)
         run.write_config(cfg)
-        write_parquet_atomic(run.metrics, pd.DataFrame([{
-            "run_id": rid, "family": "cnn", "variant": variant, "depth": depth,
-            "shortcut": str(cfg.model.shortcut), "seed": 0, "dataset": cfg.data.name, "device": "cpu",
-            "precision": "fp32", "epoch": 1, "iteration": 1, "lr": 0.1, "train_loss": 1.0,
-            "train_error": 0.2, "test_loss": 1.0, "test_error": test_error}]))
+        write_parquet_atomic(
+            run.metrics,
+            pd.DataFrame(
+                [
+                    {
+                        "run_id": rid,
+                        "family": "cnn",
+                        "variant": variant,
+                        "depth": depth,
+                        "shortcut": str(cfg.model.shortcut),
+                        "seed": 0,
+                        "dataset": cfg.data.name,
+                        "device": "cpu",
+                        "precision": "fp32",
+                        "epoch": 1,
+                        "iteration": 1,
+                        "lr": 0.1,
+                        "train_loss": 1.0,
+                        "train_error": 0.2,
+                        "test_loss": 1.0,
+                        "test_error": test_error,
+                    }
+                ]
+            ),
+        )
         run.set_status("done", epochs_done=1, epochs=1, train_error=0.2, test_error=test_error)
         ids.append(rid)
     store.write_sweep(out, "paper", {"name": "paper", "runs": ids, "overrides": [], "command": "sweep"})
@@ -43,8 +64,11 @@ def test_summary_shows_the_paper_beside_ours_for_the_papers_setting_only(tmp_pat
     _store(tmp_path, [("residual", 20, 0.10), ("residual", 56, 0.08), ("plain", 20, 0.11)], [])
     code, out, err = run_cli(["summary", "--out", str(tmp_path)], capsys)
     assert code == 0, err
-    rows = {(ln.split("│")[1].strip(), ln.split("│")[2].strip()): [c.strip() for c in ln.split("│")[1:-1]]
-            for ln in out.splitlines() if ln.startswith("│ ")}
+    rows = {
+        (ln.split("│")[1].strip(), ln.split("│")[2].strip()): [c.strip() for c in ln.split("│")[1:-1]]
+        for ln in out.splitlines()
+        if ln.startswith("│ ")
+    }
     assert "paper test error" in out and "Table 6" in out and "CIFAR-10 test error" in out
     assert rows[("residual", "20")][6:8] == ["8.75", "1.25"]  # ours 10.00, paper 8.75
     assert rows[("residual", "56")][6:8] == ["6.97", "1.03"]

@@ -16,7 +16,14 @@ from tests.conftest import run_cli, run_subprocess
 
 GRID = ["--depths", "14", "--variants", "plain", "--epochs", "5", "--name", "k", "trainer.threads=1"]
 RESULT_COLUMNS = [
-    "epoch", "iteration", "scheduled_lr", "train_loss", "train_error", "test_loss", "test_error"]
+    "epoch",
+    "iteration",
+    "scheduled_lr",
+    "train_loss",
+    "train_error",
+    "test_loss",
+    "test_error",
+]
 
 
 def _metrics(out: Path) -> dict[str, pd.DataFrame]:
@@ -29,8 +36,13 @@ def _status(out: Path) -> dict[str, dict]:
 
 def _popen(args: list[str], cwd: Path, **env: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
-    return subprocess.Popen([sys.executable, "-m", "degrade", *args], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "degrade", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _held(gate: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -84,10 +96,20 @@ def test_two_sweeps_at_once_train_each_run_once(tmp_path):
 
 def _one_finished_run(out: Path, epochs: int, capsys) -> tuple[list[str], Path, pd.DataFrame]:
     """Sweep a single plain-8 run to the end; return its arguments, folder and metrics."""
-    args = ["sweep", "--depths", "8", "--variants", "plain", "--epochs", str(epochs),
-            "trainer.threads=1", "--out", str(out)]
+    args = [
+        "sweep",
+        "--depths",
+        "8",
+        "--variants",
+        "plain",
+        "--epochs",
+        str(epochs),
+        "trainer.threads=1",
+        "--out",
+        str(out),
+    ]
     assert run_cli(args, capsys)[0] == 0
-    (rid, ref), = _metrics(out).items()
+    ((rid, ref),) = _metrics(out).items()
     return args, out / "runs" / rid, ref
 
 
@@ -118,8 +140,21 @@ def test_damaged_metrics_of_a_done_run_are_rebuilt_not_retrained(tmp_path, capsy
 
 def test_diverged_runs_end_as_such_and_the_sweep_goes_on(tmp_path, capsys):
     out = tmp_path / "o"
-    args = ["sweep", "--depths", "8", "--epochs", "2", "trainer.threads=1", "--out", str(out),
-            "optim.lr=1e12", "optim.warmup_iters=0", "model.norm=none", "--name", "boom"]
+    args = [
+        "sweep",
+        "--depths",
+        "8",
+        "--epochs",
+        "2",
+        "trainer.threads=1",
+        "--out",
+        str(out),
+        "optim.lr=1e12",
+        "optim.warmup_iters=0",
+        "model.norm=none",
+        "--name",
+        "boom",
+    ]
     code, stdout, _ = run_cli(args, capsys)
     assert code == 0 and "diverged" in stdout
     assert {s["state"] for s in _status(out).values()} == {"diverged"}
@@ -136,16 +171,19 @@ def test_diverged_runs_end_as_such_and_the_sweep_goes_on(tmp_path, capsys):
 
 def test_missing_cifar_fails_before_anything_is_written(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, _, err = run_cli(["sweep", "data=cifar10", f"data.root={tmp_path / 'none'}",
-                            "data.download=false"], capsys)
+    code, _, err = run_cli(
+        ["sweep", "data=cifar10", f"data.root={tmp_path / 'none'}", "data.download=false"], capsys
+    )
     assert code == 2 and "put cifar-10-python.tar.gz" in err
     assert list(tmp_path.iterdir()) == []
 
 
 def test_ls_lists_runs_with_their_state(tmp_path, capsys):
     out = tmp_path / "o"
-    run_cli(["sweep", "--depths", "8", "--epochs", "1", "trainer.threads=1", "--out", str(out),
-             "--name", "one"], capsys)
+    run_cli(
+        ["sweep", "--depths", "8", "--epochs", "1", "trainer.threads=1", "--out", str(out), "--name", "one"],
+        capsys,
+    )
     code, stdout, _ = run_cli(["ls", "--out", str(out), "--sweep", "one"], capsys)
     assert code == 0 and stdout.count("done") == 2 and "1/1" in stdout
     code, _, err = run_cli(["ls", "--out", str(tmp_path / "empty")], capsys)
@@ -166,8 +204,23 @@ def test_corrupt_cifar_archive_fails_before_anything_is_written(tmp_path, capsys
 
 def test_damaged_metrics_are_named_by_every_reader_and_ls_says_so(tmp_path, capsys):
     out = tmp_path / "o"
-    args = ["sweep", "--depths", "8", "--variants", "plain", "--seeds", "0,1", "--epochs", "1",
-            "trainer.threads=1", "--out", str(out), "--name", "two", "hydra/launcher=basic"]
+    args = [
+        "sweep",
+        "--depths",
+        "8",
+        "--variants",
+        "plain",
+        "--seeds",
+        "0,1",
+        "--epochs",
+        "1",
+        "trainer.threads=1",
+        "--out",
+        str(out),
+        "--name",
+        "two",
+        "hydra/launcher=basic",
+    ]
     assert run_cli(args, capsys)[0] == 0
     damaged = sorted((out / "runs").iterdir())[0]
     metrics = damaged / "metrics.parquet"
@@ -191,8 +244,18 @@ def test_damaged_metrics_are_named_by_every_reader_and_ls_says_so(tmp_path, caps
 
 def test_a_repaired_checkpoint_is_said_on_the_console_whichever_process_trains_it(tmp_path):
     out = tmp_path / "o"
-    args = ["sweep", "--depths", "8", "--epochs", "3", "trainer.threads=1", "--out", str(out),
-            "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2"]
+    args = [
+        "sweep",
+        "--depths",
+        "8",
+        "--epochs",
+        "3",
+        "trainer.threads=1",
+        "--out",
+        str(out),
+        "hydra/launcher=local_parallel",
+        "hydra.launcher.n_jobs=2",
+    ]
     assert run_subprocess(args, cwd=tmp_path).returncode == 0
     run = sorted((out / "runs").iterdir())[0]
     (run / "checkpoint.pt").write_bytes(b"\0" * 100)
@@ -218,8 +281,18 @@ def test_a_corrupt_extracted_cifar_batch_fails_before_anything_runs(tmp_path, ca
         tar.extractall(root, filter="data")
     batch = root / "cifar-10-batches-py" / "data_batch_3"
     batch.write_bytes(batch.read_bytes()[:200])
-    code, _, err = run_cli(["sweep", "--depths", "8", "data=cifar10", f"data.root={root}",
-                            "data.download=false", "trainer.epochs=1"], capsys)
+    code, _, err = run_cli(
+        [
+            "sweep",
+            "--depths",
+            "8",
+            "data=cifar10",
+            f"data.root={root}",
+            "data.download=false",
+            "trainer.epochs=1",
+        ],
+        capsys,
+    )
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert f"cannot read CIFAR batch {batch}" in err
     assert not (tmp_path / "outputs").exists()
@@ -229,8 +302,18 @@ def test_an_unwritable_run_folder_is_refused_with_what_to_do(tmp_path, capsys):
     from tests.conftest import unwritable
 
     out = tmp_path / "o"
-    args = ["sweep", "--depths", "8", "--variants", "plain", "--epochs", "2", "trainer.threads=1",
-            "--out", str(out)]
+    args = [
+        "sweep",
+        "--depths",
+        "8",
+        "--variants",
+        "plain",
+        "--epochs",
+        "2",
+        "trainer.threads=1",
+        "--out",
+        str(out),
+    ]
     assert run_cli(args, capsys)[0] == 0
     (run,) = (out / "runs").iterdir()
     status = json.loads((run / "status.json").read_text())

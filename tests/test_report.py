@@ -5,8 +5,7 @@ from degrade import verdict
 
 def metrics(rows):
     frame = pd.DataFrame(rows, columns=["variant", "depth", "seed", "train_error"])
-    return frame.assign(run_id=[f"r{i}" for i in range(len(frame))], epoch=10, test_error=0.1,
-                        state="done")
+    return frame.assign(run_id=[f"r{i}" for i in range(len(frame))], epoch=10, test_error=0.1, state="done")
 
 
 def curves(rows, epochs=10, falling=0.0):
@@ -15,9 +14,21 @@ def curves(rows, epochs=10, falling=0.0):
     frames = []
     for i, (variant, depth, seed, final) in enumerate(rows):
         errors = [final + falling * (epochs - e) for e in range(1, epochs + 1)]
-        frames.append(pd.DataFrame({"variant": variant, "depth": depth, "seed": seed, "train_error": errors,
-                                    "run_id": f"r{i}", "epoch": range(1, epochs + 1), "test_error": 0.1,
-                                    "iteration": [10 * e for e in range(1, epochs + 1)], "state": "done"}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "variant": variant,
+                    "depth": depth,
+                    "seed": seed,
+                    "train_error": errors,
+                    "run_id": f"r{i}",
+                    "epoch": range(1, epochs + 1),
+                    "test_error": 0.1,
+                    "iteration": [10 * e for e in range(1, epochs + 1)],
+                    "state": "done",
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -65,21 +76,35 @@ def test_one_epoch_shows_no_curve_and_the_hint_follows_iterations_when_they_set_
 
 
 def test_verdict_with_overlapping_seed_bands_is_inconclusive():
-    m = curves([("plain", 8, 0, 0.01), ("plain", 8, 1, 0.05), ("plain", 56, 0, 0.04),
-                ("plain", 56, 1, 0.08), ("residual", 8, 0, 0.01), ("residual", 8, 1, 0.01),
-                ("residual", 56, 0, 0.01), ("residual", 56, 1, 0.01)])
+    m = curves(
+        [
+            ("plain", 8, 0, 0.01),
+            ("plain", 8, 1, 0.05),
+            ("plain", 56, 0, 0.04),
+            ("plain", 56, 1, 0.08),
+            ("residual", 8, 0, 0.01),
+            ("residual", 8, 1, 0.01),
+            ("residual", 56, 0, 0.01),
+            ("residual", 56, 1, 0.01),
+        ]
+    )
     assert verdict.verdict(m).startswith("Inconclusive")
 
 
 def test_verdict_when_neither_degrades():
-    m = curves([("plain", 8, 0, 0.01), ("plain", 56, 0, 0.01), ("residual", 8, 0, 0.01),
-                ("residual", 56, 0, 0.0)])
+    m = curves(
+        [("plain", 8, 0, 0.01), ("plain", 56, 0, 0.01), ("residual", 8, 0, 0.01), ("residual", 56, 0, 0.0)]
+    )
     assert verdict.verdict(m).startswith("No degradation")
 
 
 def test_a_verdict_per_setting_judges_each_setting_on_its_own_curves():
-    m = pd.concat([curves(DEGRADES).assign(**{"optim.lr": 0.1}),
-                   curves([(v, d, s, e + 0.3) for v, d, s, e in DEGRADES]).assign(**{"optim.lr": 0.01})])
+    m = pd.concat(
+        [
+            curves(DEGRADES).assign(**{"optim.lr": 0.1}),
+            curves([(v, d, s, e + 0.3) for v, d, s, e in DEGRADES]).assign(**{"optim.lr": 0.01}),
+        ]
+    )
     low, high = verdict.verdicts(m, ["optim.lr"])
     assert low.startswith("optim.lr=0.01: Not converged") and high.startswith("optim.lr=0.1: Degradation")
 
@@ -104,8 +129,7 @@ def test_no_call_on_runs_that_have_not_finished():
 def _degrading(epochs: int, deep_final: float, deep_falling: float) -> pd.DataFrame:
     """Plain-20 and ResNet-20/56 flat at 0 % at the end; plain-56 ends at ``deep_final``, still
     falling by ``deep_falling`` per epoch."""
-    flat = curves([("plain", 20, 0, 0.0), ("residual", 20, 0, 0.0), ("residual", 56, 0, 0.0)],
-                  epochs=epochs)
+    flat = curves([("plain", 20, 0, 0.0), ("residual", 20, 0, 0.0), ("residual", 56, 0, 0.0)], epochs=epochs)
     deep = curves([("plain", 56, 0, deep_final)], epochs=epochs, falling=deep_falling).assign(run_id="deep")
     return pd.concat([flat, deep], ignore_index=True)
 
@@ -114,8 +138,9 @@ def test_a_still_falling_plain_56_at_15_epochs_gets_the_papers_control():
     v = verdict.verdict(_degrading(15, 0.75, 0.02), default_epochs=15)
     assert v.startswith("Degradation reproduced")
     # How much it moved over its last epochs (2 of 15: the flatness window), and the control's option.
-    assert ("plain-56 was still improving at the end: its training error moved 4.00 points over its last "
-            "2 epochs") in v
+    assert (
+        "plain-56 was still improving at the end: its training error moved 4.00 points over its last 2 epochs"
+    ) in v
     assert "run the same sweep with --epochs 45." in v
     assert v.endswith("This rests on one seed: check it with --seeds 0,1,2.")
 
@@ -134,16 +159,20 @@ def test_at_3x_the_budget_the_verdict_says_the_degradation_persisted():
     v = verdict.verdict(_degrading(45, 0.358, 0.0), default_epochs=15)
     assert v.startswith("Degradation reproduced")
     assert "(train error 35.80 % vs 0.00 %)" in v
-    assert ("At 3x the default budget (45 epochs against 15) the degradation persisted, as in the paper's "
-            "control; plain-56's training error moved 0.00 points over its last 5 epochs.") in v
+    assert (
+        "At 3x the default budget (45 epochs against 15) the degradation persisted, as in the paper's "
+        "control; plain-56's training error moved 0.00 points over its last 5 epochs."
+    ) in v
     assert "still improving" not in v
 
 
 def test_at_3x_the_budget_the_verdict_says_when_the_degradation_did_not_persist():
     v = verdict.verdict(_degrading(45, 0.01, 0.0), default_epochs=15)
     assert v.startswith("No degradation")
-    assert ("At 3x the default budget (45 epochs against 15) plain-56 no longer trains worse: the "
-            "degradation did not persist.") in v
+    assert (
+        "At 3x the default budget (45 epochs against 15) plain-56 no longer trains worse: the "
+        "degradation did not persist."
+    ) in v
     assert "persisted" not in v
     # Short of 3x it is no control, whatever the epochs.
     assert "default budget" not in verdict.verdict(_degrading(44, 0.01, 0.0), default_epochs=15)

@@ -61,7 +61,8 @@ def _header(table: list[list[str]]) -> list[str]:
 
 
 def test_report_through_the_cli_is_one_offline_file_with_verdict_table_figures_and_runs(
-        depth_lr_sweep, tmp_path):
+    depth_lr_sweep, tmp_path
+):
     r = run_subprocess(["report", "--out", str(depth_lr_sweep), "--sweep", NAME], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     path = depth_lr_sweep / "sweeps" / NAME / "report.html"
@@ -83,7 +84,12 @@ def test_report_through_the_cli_is_one_offline_file_with_verdict_table_figures_a
     assert page.tags.count("svg") == 5
     figure_ids = [v for t, k, v in page.attrs if t == "figure" and k == "id"]
     assert [i.rstrip("0123456789") for i in figure_ids] == [
-        "figure-curves", "figure-depth", "figure-grid", "figure-gradients", "figure-responses"]
+        "figure-curves",
+        "figure-depth",
+        "figure-grid",
+        "figure-gradients",
+        "figure-responses",
+    ]
     # Every id is unique: several figures on one page do not share clip paths or glyphs.
     ids = [v for _, k, v in page.attrs if k == "id"]
     assert len(ids) == len(set(ids))

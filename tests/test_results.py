@@ -25,15 +25,20 @@ def two_sweeps(depth_lr_sweep, tmp_path):
     out = tmp_path / "outputs"
     shutil.copytree(depth_lr_sweep, out)
     plain = [r for r in store.read_sweep(out, DEPTH_LR)["runs"] if "-plain-" in r]
-    store.write_sweep(out, "plain-only", {"name": "plain-only", "runs": plain, "overrides": [],
-                                          "command": "sweep --variants plain"})
+    store.write_sweep(
+        out,
+        "plain-only",
+        {"name": "plain-only", "runs": plain, "overrides": [], "command": "sweep --variants plain"},
+    )
     write_text_atomic(out / "LATEST", DEPTH_LR + "\n")
     return out
 
 
 def test_import_degrade_stays_light():
-    code = ("import sys, degrade; heavy = ('pandas', 'torch', 'omegaconf', 'degrade.results'); "
-            "print(sorted(m for m in heavy if m in sys.modules))")
+    code = (
+        "import sys, degrade; heavy = ('pandas', 'torch', 'omegaconf', 'degrade.results'); "
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 
@@ -44,8 +49,17 @@ def test_metrics_are_tidy_with_the_swept_keys_as_columns(depth_lr_sweep):
     m = sweep.metrics()
     # 8 runs of one epoch: one row per run and epoch, nothing else.
     assert len(m) == 8 and not m.duplicated(["run_id", "epoch"]).any()
-    assert list(m.columns[:9]) == ["run_id", "family", "variant", "depth", "seed", "dataset", "optim.lr",
-                                   "state", "shortcut"]
+    assert list(m.columns[:9]) == [
+        "run_id",
+        "family",
+        "variant",
+        "depth",
+        "seed",
+        "dataset",
+        "optim.lr",
+        "state",
+        "shortcut",
+    ]
     assert sorted(m["optim.lr"].unique()) == RATES
     assert "scheduled_lr" in m and "lr" not in m
     assert m["train_error"].between(0, 1).all() and m["test_error"].between(0, 1).all()
@@ -57,9 +71,19 @@ def test_metrics_are_tidy_with_the_swept_keys_as_columns(depth_lr_sweep):
 def test_summary_is_the_table_the_cli_prints(depth_lr_sweep, capsys):
     sweep = degrade.open(depth_lr_sweep).sweep(DEPTH_LR)
     table = sweep.summary()
-    assert list(table.columns) == ["optim.lr", "variant", "depth", "seeds", "train_error_mean",
-                                   "train_error_std", "test_error_mean", "test_error_std", "epochs",
-                                   "diverged", "paper_test_error"]
+    assert list(table.columns) == [
+        "optim.lr",
+        "variant",
+        "depth",
+        "seeds",
+        "train_error_mean",
+        "train_error_std",
+        "test_error_mean",
+        "test_error_std",
+        "epochs",
+        "diverged",
+        "paper_test_error",
+    ]
     code, out, err = run_cli(["summary", "--out", str(depth_lr_sweep)], capsys)
     assert code == 0, err
     rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
@@ -67,7 +91,13 @@ def test_summary_is_the_table_the_cli_prints(depth_lr_sweep, capsys):
     for printed, r in zip(rows, table.to_dict("records"), strict=True):
         lr, variant, depth, seeds, epochs, train, test, diverged = printed
         assert (float(lr), variant, int(depth), int(seeds), int(epochs), int(diverged)) == (
-            r["optim.lr"], r["variant"], r["depth"], r["seeds"], r["epochs"], r["diverged"])
+            r["optim.lr"],
+            r["variant"],
+            r["depth"],
+            r["seeds"],
+            r["epochs"],
+            r["diverged"],
+        )
         assert train == f"{100 * r['train_error_mean']:.2f}" and test == f"{100 * r['test_error_mean']:.2f}"
     printed = " ".join(out.split())  # the terminal wraps long lines
     for line in sweep.verdicts():
@@ -94,8 +124,10 @@ def test_probes_join_each_runs_settings(two_sweeps):
     from degrade.probes import common, tables
 
     for i, rid in enumerate(ids):
-        rows = [{"run_id": rid, "kind": "landscape", "quantity": "slice", "alpha": a, "value": v}
-                for a, v in zip([-1.0, 0.0, 1.0], [3.0 + i, 1.0, 2.0], strict=True)]
+        rows = [
+            {"run_id": rid, "kind": "landscape", "quantity": "slice", "alpha": a, "value": v}
+            for a, v in zip([-1.0, 0.0, 1.0], [3.0 + i, 1.0, 2.0], strict=True)
+        ]
         common.write(two_sweeps, rid, "landscape", rows, tables.record("landscape", {"images": 8, "grid": 3}))
     assert sweep.probe_kinds() == ["landscape"]
     probes = sweep.probes("landscape")
@@ -127,8 +159,10 @@ def test_no_sweep_named_lists_the_sweeps_there_are(two_sweeps, capsys):
         degrade.open(two_sweeps).sweep("nope")
     for command in (["summary"], ["plot"], ["report"], ["export"], ["ls"]):
         code, out, err = run_cli([*command, "--sweep", "nope", "--out", str(two_sweeps)], capsys)
-        assert code == 2 and err == f"error: no sweep named 'nope' in {two_sweeps}; sweeps there: " \
-                                    f"{DEPTH_LR}, plain-only\n", command
+        assert (
+            code == 2
+            and err == f"error: no sweep named 'nope' in {two_sweeps}; sweeps there: {DEPTH_LR}, plain-only\n"
+        ), command
     with pytest.raises(StoreError, match="no sweeps in"):
         degrade.open(two_sweeps / "runs")
     (two_sweeps / "LATEST").unlink()
@@ -158,21 +192,37 @@ def test_export_writes_the_tidy_table(two_sweeps, tmp_path, capsys):
     assert back["train_error"].tolist() == pytest.approx(expected["train_error"].tolist())
 
     target = tmp_path / "m.parquet"
-    code, out, err = run_cli(["export", "--sweep", "plain-only", "--to", str(target),
-                              "--out", str(two_sweeps)], capsys)
+    code, out, err = run_cli(
+        ["export", "--sweep", "plain-only", "--to", str(target), "--out", str(two_sweeps)], capsys
+    )
     assert code == 0, err
     back = pd.read_parquet(target)
-    pd.testing.assert_frame_equal(back, degrade.open(two_sweeps).sweep("plain-only").metrics(),
-                                  check_dtype=False)
+    pd.testing.assert_frame_equal(
+        back, degrade.open(two_sweeps).sweep("plain-only").metrics(), check_dtype=False
+    )
 
-    code, out, err = run_cli(["export", "--table", "summary", "--format", "csv",
-                              "--to", str(tmp_path / "s.txt"), "--out", str(two_sweeps)], capsys)
+    code, out, err = run_cli(
+        [
+            "export",
+            "--table",
+            "summary",
+            "--format",
+            "csv",
+            "--to",
+            str(tmp_path / "s.txt"),
+            "--out",
+            str(two_sweeps),
+        ],
+        capsys,
+    )
     assert code == 0 and len(pd.read_csv(tmp_path / "s.txt")) == 8
 
     before = files_under(tmp_path)
-    for args, said in ((["--format", "xls"], "unknown format 'xls'"),
-                       (["--table", "nope"], "unknown table 'nope'"),
-                       (["--to", str(tmp_path / "no" / "m.csv")], "does not exist")):
+    for args, said in (
+        (["--format", "xls"], "unknown format 'xls'"),
+        (["--table", "nope"], "unknown table 'nope'"),
+        (["--to", str(tmp_path / "no" / "m.csv")], "does not exist"),
+    ):
         code, out, err = run_cli(["export", *args, "--out", str(two_sweeps)], capsys)
         assert code == 2 and said in err and err.count("\n") == 1
     assert files_under(tmp_path) == before
@@ -186,16 +236,22 @@ def test_export_never_replaces_what_it_should_not(two_sweeps, tmp_path, capsys):
     kept.write_text("mine\n")
     link = tmp_path / "link.csv"
     link.symlink_to(kept)
-    inside = [two_sweeps / "sweeps" / DEPTH_LR / "sweep.json", two_sweeps / "runs" / rid / "checkpoint.pt",
-              two_sweeps / "LATEST", two_sweeps / "runs" / rid / "new.csv"]
+    inside = [
+        two_sweeps / "sweeps" / DEPTH_LR / "sweep.json",
+        two_sweeps / "runs" / rid / "checkpoint.pt",
+        two_sweeps / "LATEST",
+        two_sweeps / "runs" / rid / "new.csv",
+    ]
     before, outside = files_under(two_sweeps), {p: p.read_bytes() for p in (kept,)}
     snapshot = {p: p.read_bytes() for p in inside if p.is_file()}
-    cases = [*((["--to", str(p)], "is inside the run store") for p in inside),
-             (["--to", str(kept)], "exists; give --force"),
-             (["--to", str(link), "--force"], "is a symbolic link"),
-             (["--to", str(tmp_path)], "it is a folder"),
-             (["--format", "csv", "--to", str(tmp_path / "m.parquet")], "names a parquet file"),
-             (["--format", "parquet", "--to", str(tmp_path / "m.csv")], "names a csv file")]
+    cases = [
+        *((["--to", str(p)], "is inside the run store") for p in inside),
+        (["--to", str(kept)], "exists; give --force"),
+        (["--to", str(link), "--force"], "is a symbolic link"),
+        (["--to", str(tmp_path)], "it is a folder"),
+        (["--format", "csv", "--to", str(tmp_path / "m.parquet")], "names a parquet file"),
+        (["--format", "parquet", "--to", str(tmp_path / "m.csv")], "names a csv file"),
+    ]
     for args, said in cases:
         code, out, err = run_cli(["export", *args, "--out", str(two_sweeps)], capsys)
         assert code == 2 and said in err and err.count("\n") == 1, (args, err)
@@ -221,9 +277,16 @@ def test_duplicate_and_foreign_rows_are_not_counted(two_sweeps, capsys):
     record = json.loads(record_path.read_text())
     record_path.write_text(json.dumps({**record, "runs": record["runs"] + record["runs"][:1]}))
     rid = record["runs"][1]
-    pd.DataFrame({"run_id": ["someone-else"], "epoch": [1], "train_loss": [0.1], "train_error": [0.0],
-                  "test_loss": [0.1], "test_error": [0.0]}).to_parquet(
-        two_sweeps / "runs" / rid / "metrics.parquet")
+    pd.DataFrame(
+        {
+            "run_id": ["someone-else"],
+            "epoch": [1],
+            "train_loss": [0.1],
+            "train_error": [0.0],
+            "test_loss": [0.1],
+            "test_error": [0.0],
+        }
+    ).to_parquet(two_sweeps / "runs" / rid / "metrics.parquet")
     sweep = degrade.open(two_sweeps).sweep()
     assert sweep.run_ids() == record["runs"]
     metrics = sweep.metrics()
@@ -237,8 +300,18 @@ def test_duplicate_and_foreign_rows_are_not_counted(two_sweeps, capsys):
 
 
 def test_train_takes_epochs(tmp_path, capsys):
-    code, out, err = run_cli(["train", "model.depth=8", "model.variant=plain", "--epochs", "1",
-                              "trainer.threads=1", f"out={tmp_path}"], capsys)
+    code, out, err = run_cli(
+        [
+            "train",
+            "model.depth=8",
+            "model.variant=plain",
+            "--epochs",
+            "1",
+            "trainer.threads=1",
+            f"out={tmp_path}",
+        ],
+        capsys,
+    )
     assert code == 0, err
     (run,) = (tmp_path / "runs").iterdir()
     assert pd.read_parquet(run / "metrics.parquet")["epoch"].tolist() == [1]
@@ -253,17 +326,35 @@ def test_model_resnet_points_to_the_variant(capsys):
 
 def test_progress_names_the_swept_value_and_the_report_says_auto(tmp_path, capsys):
     out_dir = tmp_path / "store"
-    code, out, err = run_cli(["sweep", "--depths", "8", "--variants", "plain", "--epochs", "1", "--out",
-                              str(out_dir), "trainer.threads=1", "hydra/launcher=basic", "optim.lr=0.05,0.1"],
-                             capsys)
+    code, out, err = run_cli(
+        [
+            "sweep",
+            "--depths",
+            "8",
+            "--variants",
+            "plain",
+            "--epochs",
+            "1",
+            "--out",
+            str(out_dir),
+            "trainer.threads=1",
+            "hydra/launcher=basic",
+            "optim.lr=0.05,0.1",
+        ],
+        capsys,
+    )
     assert code == 0, err
     # Two runs whose ids differ only in their hash: each line says which lr it trained with.
-    said = [re.match(r"cnn-plain-8-s0-\w+ \(optim\.lr=([0-9.]+)\): done train_error=", ln)
-            for ln in out.splitlines() if ": done" in ln]
+    said = [
+        re.match(r"cnn-plain-8-s0-\w+ \(optim\.lr=([0-9.]+)\): done train_error=", ln)
+        for ln in out.splitlines()
+        if ": done" in ln
+    ]
     assert all(said) and sorted(m.group(1) for m in said) == ["0.05", "0.1"]
     name = store.latest_sweep(out_dir)
     assert json.loads((store.sweep_dir(out_dir, name) / "sweep.json").read_text())["asked"] == {
-        "trainer.precision": "auto"}
+        "trainer.precision": "auto"
+    }
     code, out, err = run_cli(["report", "--out", str(out_dir)], capsys)
     assert code == 0, err
     page = (store.sweep_dir(out_dir, name) / "report.html").read_text()
@@ -280,9 +371,24 @@ def test_side_runs_leave_a_pinned_sweep_and_every_command_names_its_sweep(two_sw
     take it; every command that reads the default names the sweep in its first line."""
     code, out, err = run_cli(["use", "plain-only", "--out", str(two_sweeps)], capsys)
     assert code == 0 and "sweep plain-only is the default" in out, err
-    code, out, err = run_cli(["sweep", "--depths", "8", "--variants", "residual", "--epochs", "1", "--name",
-                              "side", "trainer.threads=1", "hydra/launcher=basic", "--out", str(two_sweeps)],
-                             capsys)
+    code, out, err = run_cli(
+        [
+            "sweep",
+            "--depths",
+            "8",
+            "--variants",
+            "residual",
+            "--epochs",
+            "1",
+            "--name",
+            "side",
+            "trainer.threads=1",
+            "hydra/launcher=basic",
+            "--out",
+            str(two_sweeps),
+        ],
+        capsys,
+    )
     assert code == 0 and "the default sweep stays plain-only" in err, err
     assert degrade.open(two_sweeps).latest() == "plain-only"
     for args in (["summary"], ["plot"], ["export", "--to", str(tmp_path / "m.csv")], ["report"]):

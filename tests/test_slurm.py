@@ -28,8 +28,12 @@ pytestmark = [
     pytest.mark.skipif(not _slurm_idle(), reason="no idle SLURM node: run scripts/slurm-local.sh start"),
 ]
 
-SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
-         "hydra.launcher.timeout_min=10"]
+SLURM = [
+    "hydra/launcher=slurm",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+    "hydra.launcher.timeout_min=10",
+]
 LONG = ["sweep", "--depths", "20", "--variants", "plain", "--epochs", "6", "--name", "long"]
 # Why these tests cannot race the run: the job holds itself (degrade.hold) after step 30, in its
 # third epoch of 12 steps, with two epochs checkpointed, until the test removes the gate file.
@@ -112,8 +116,9 @@ def test_a_requeued_job_resumes_without_losing_or_repeating_epochs(tmp_path, ref
     # SLURM holds a requeued job for two minutes once it is pending again; let it start at once.
     deadline = time.time() + 60
     while time.time() < deadline:
-        state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True,
-                               text=True).stdout.strip()
+        state = subprocess.run(
+            ["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True
+        ).stdout.strip()
         if state == "PENDING":
             subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
             break

@@ -75,8 +75,17 @@ DRIFT = {"fp32": (1e-6, 1e-3), "bf16": (1e-3, 3e-2)}
 def test_the_fast_path_trains_as_the_exact_path_within_tolerance(precision):
     rows = {}
     for path in ("exact", "eager"):
-        t = Trainer(compose_run(SMALL + [f"trainer.path={path}", "trainer.epochs=3", "model.width=4",
-                                         f"trainer.precision={precision}"]))
+        t = Trainer(
+            compose_run(
+                SMALL
+                + [
+                    f"trainer.path={path}",
+                    "trainer.epochs=3",
+                    "model.width=4",
+                    f"trainer.precision={precision}",
+                ]
+            )
+        )
         assert t.stepper.path == path and t.acc.precision == precision
         rows[path] = [t.train_epoch() for _ in range(3)]
     first, later = DRIFT[precision]
@@ -90,8 +99,12 @@ def test_the_fast_path_trains_as_the_exact_path_within_tolerance(precision):
 
 @PRECISIONS
 def test_a_fast_run_resumes_bit_for_bit_and_keeps_torch_checkpoint_format(precision):
-    cfg = SMALL + ["trainer.path=eager", "trainer.epochs=2", "model.width=4",
-                   f"trainer.precision={precision}"]
+    cfg = SMALL + [
+        "trainer.path=eager",
+        "trainer.epochs=2",
+        "model.width=4",
+        f"trainer.precision={precision}",
+    ]
     whole = Trainer(compose_run(cfg))
     full = [whole.train_epoch() for _ in range(2)]
     first = Trainer(compose_run(cfg))
@@ -109,13 +122,15 @@ def test_the_path_is_recorded_and_not_part_of_the_run_identity(tmp_path):
     b = compose_run(SMALL + ["trainer.epochs=1", "trainer.path=exact"])
     from degrade.runids import run_id
     from degrade.store import RunDir
+
     assert run_id(b) == a.run_id
     frame = read_parquet(RunDir(tmp_path, a.run_id).metrics)
     assert frame["step_path"].tolist() == ["eager"] and frame["setup_seconds"].tolist() == [0.0]
 
 
-@pytest.mark.parametrize(("value", "words"),
-                         [("graph", "needs a CUDA device"), ("fast", "unknown step path")])
+@pytest.mark.parametrize(
+    ("value", "words"), [("graph", "needs a CUDA device"), ("fast", "unknown step path")]
+)
 def test_a_path_this_machine_cannot_run_is_one_line_and_exit_2(capsys, tmp_path, value, words):
     if value == "graph" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

@@ -29,8 +29,15 @@ def _disk_full() -> None:
 
 def _run_on_full_disk(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run([sys.executable, "-m", "degrade", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300, preexec_fn=_disk_full)
+    return subprocess.run(
+        [sys.executable, "-m", "degrade", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_disk_full,
+    )
 
 
 def test_plot_into_a_store_it_cannot_write(tmp_path):

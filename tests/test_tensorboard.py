@@ -28,8 +28,9 @@ def test_the_switch_must_be_a_boolean(capsys):
 
 
 def test_a_run_writes_its_epochs_as_events_named_by_its_run_id(tmp_path, capsys):
-    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed (pip install "
-                        "'degrade[tensorboard]')")
+    pytest.importorskip(
+        "tensorboard", reason="the tensorboard extra is not installed (pip install 'degrade[tensorboard]')"
+    )
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     args = ["model.depth=8", "trainer.epochs=2", "trainer.threads=1", "trainer.precision=fp32"]
@@ -46,8 +47,13 @@ def test_a_run_writes_its_epochs_as_events_named_by_its_run_id(tmp_path, capsys)
     def scalars(tag: str) -> list[tuple[int, float]]:
         return [(e.step, e.value) for e in events.Scalars(tag)]
 
-    expected = (("error/train", "train_error", 100), ("error/test", "test_error", 100),
-                ("loss/train", "train_loss", 1), ("loss/test", "test_loss", 1), ("lr", "scheduled_lr", 1))
+    expected = (
+        ("error/train", "train_error", 100),
+        ("error/test", "test_error", 100),
+        ("loss/train", "train_loss", 1),
+        ("loss/test", "test_loss", 1),
+        ("lr", "scheduled_lr", 1),
+    )
     for tag, column, scale in expected:
         got = scalars(tag)
         assert [s for s, _ in got] == [1, 2]

@@ -14,8 +14,9 @@ PRECISIONS = pytest.mark.parametrize("precision", ["fp32", "bf16"])
 
 
 def test_lr_schedule_warms_up_then_steps_at_fractions_of_training():
-    o = OmegaConf.create({"lr": 0.1, "warmup_iters": 10, "warmup_factor": 0.1,
-                          "milestones": [0.5, 0.75], "gamma": 0.1})
+    o = OmegaConf.create(
+        {"lr": 0.1, "warmup_iters": 10, "warmup_factor": 0.1, "milestones": [0.5, 0.75], "gamma": 0.1}
+    )
     assert lr_at(0, 100, o) == pytest.approx(0.01)
     assert lr_at(5, 100, o) == pytest.approx(0.055)
     assert lr_at(10, 100, o) == pytest.approx(0.1)
@@ -29,8 +30,21 @@ def test_a_run_learns_and_reports_every_column():
     assert r.state == "done" and r.epochs_done == 3
     f = r.final
     assert f["train_error"] < 0.5 and f["test_error"] < 0.5
-    for key in ("run_id", "family", "variant", "depth", "seed", "dataset", "epoch", "iteration",
-                "scheduled_lr", "train_loss", "test_loss", "epoch_seconds", "images_per_second"):
+    for key in (
+        "run_id",
+        "family",
+        "variant",
+        "depth",
+        "seed",
+        "dataset",
+        "epoch",
+        "iteration",
+        "scheduled_lr",
+        "train_loss",
+        "test_loss",
+        "epoch_seconds",
+        "images_per_second",
+    ):
         assert key in f
     assert f["iteration"] == 3 * 12  # ceil(1437 / 128) steps per epoch
 
@@ -55,6 +69,7 @@ def test_resuming_from_a_checkpoint_gives_the_same_metrics_bit_for_bit(tmp_path,
     row = t.train_epoch()
     run = RunDir(tmp_path / "b", full.run_id)
     from degrade.atomic import save_checkpoint
+
     t.rows.append(row)
     save_checkpoint(run.checkpoint, t.state())
     resumed = train_run(compose_run(cfg), tmp_path / "b")
@@ -72,16 +87,28 @@ def test_iterations_budget_stops_mid_epoch():
 
 
 def test_a_blown_up_loss_ends_the_run_as_diverged(tmp_path):
-    cfg = compose_run(SMALL + ["trainer.epochs=3", "optim.lr=1e12", "optim.warmup_iters=0",
-                               "model.norm=none"])
+    cfg = compose_run(
+        SMALL + ["trainer.epochs=3", "optim.lr=1e12", "optim.warmup_iters=0", "model.norm=none"]
+    )
     r = train_run(cfg, tmp_path)
     assert r.state == "diverged"
     assert RunDir(tmp_path, r.run_id).status()["state"] == "diverged"
 
 
 def test_mlp_and_synthetic_data_train():
-    r = train_run(compose_run(["model=mlp", "model.depth=8", "data=synthetic", "data.train_size=64",
-                               "data.test_size=32", "trainer.epochs=1", "trainer.threads=1"]))
+    r = train_run(
+        compose_run(
+            [
+                "model=mlp",
+                "model.depth=8",
+                "data=synthetic",
+                "data.train_size=64",
+                "data.test_size=32",
+                "trainer.epochs=1",
+                "trainer.threads=1",
+            ]
+        )
+    )
     assert r.state == "done" and 0 <= r.final["train_error"] <= 1
     assert torch.get_num_threads() == 1
 

@@ -26,11 +26,31 @@ from tests.cifar_archive import write_archive
 from tests.conftest import files_under, run_cli
 
 # Two epochs (a checkpoint and the one before it), two threads: the thread test resumes it.
-GRID = ["--depths", "8", "--variants", "plain", "--epochs", "2", "--name", "s",
-        "trainer.threads=2", "trainer.precision=fp32", "hydra/launcher=basic"]
+GRID = [
+    "--depths",
+    "8",
+    "--variants",
+    "plain",
+    "--epochs",
+    "2",
+    "--name",
+    "s",
+    "trainer.threads=2",
+    "trainer.precision=fp32",
+    "hydra/launcher=basic",
+]
 TRAIN = ["model.depth=8", "model.variant=plain", "trainer.epochs=1", "trainer.threads=1"]
-CHEAP = ["--depths", "8", "--variants", "plain", "--epochs", "1", "trainer.threads=1",
-         "trainer.precision=fp32", "hydra/launcher=basic"]
+CHEAP = [
+    "--depths",
+    "8",
+    "--variants",
+    "plain",
+    "--epochs",
+    "1",
+    "trainer.threads=1",
+    "trainer.precision=fp32",
+    "hydra/launcher=basic",
+]
 
 
 class _Plant:
@@ -53,8 +73,10 @@ def _payload(marker: Path) -> bytes:
 
 def _snapshot(folder: Path) -> dict[str, bytes | None]:
     """Every path below ``folder`` with its bytes (None for a folder or a link)."""
-    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() and not p.is_symlink() else None)
-            for p in files_under(folder)}
+    return {
+        str(p.relative_to(folder)): (p.read_bytes() if p.is_file() and not p.is_symlink() else None)
+        for p in files_under(folder)
+    }
 
 
 def _refused(code: int, out: str, err: str, *words: str) -> None:
@@ -113,8 +135,10 @@ def test_a_crafted_cifar_batch_is_not_a_cifar_batch_and_never_runs(tmp_path, cap
     marker = tmp_path / "marker"
     batch.write_bytes(_payload(marker))
     out = tmp_path / "outputs"
-    code, stdout, err = run_cli(["sweep", *CHEAP, "--out", str(out), "data=cifar10",
-                                 f"data.root={root}", "data.download=false"], capsys)
+    code, stdout, err = run_cli(
+        ["sweep", *CHEAP, "--out", str(out), "data=cifar10", f"data.root={root}", "data.download=false"],
+        capsys,
+    )
     _refused(code, stdout, err, "not a CIFAR batch", str(batch))
     assert not marker.exists()
     assert not out.exists()
@@ -191,26 +215,35 @@ def test_a_missing_preset_is_refused_with_the_presets_there_are(tmp_path, capsys
     out = tmp_path / "outputs"
     for args in (["sweep", *CHEAP, "--out", str(out)], ["train", f"out={out}", *TRAIN], ["show"]):
         code, stdout, err = run_cli([*args, f"experiment={preset}"], capsys)
-        _refused(code, stdout, err, f"unknown experiment option {preset!r}",
-                 "choose one of cures, he2016_cifar10, he2016_fig1, seed_mlp")
+        _refused(
+            code,
+            stdout,
+            err,
+            f"unknown experiment option {preset!r}",
+            "choose one of cures, he2016_cifar10, he2016_fig1, seed_mlp",
+        )
     assert not out.exists()
     code, stdout, _ = run_cli(["show"], capsys)  # no preset at all is still the default run
     assert code == 0 and OmegaConf.create(stdout).data.name == "digits"
 
 
-@pytest.mark.parametrize(("flag", "override", "words"), [
-    (["--depths", "8"], "model.depth=20", "model.depth"),
-    (["--depths", "8"], "sweep.depths=[20]", "sweep.depths"),
-    (["--variants", "plain"], "model.variant=residual", "model.variant"),
-    (["--seeds", "0"], "seed=1", "seed"),
-    (["--epochs", "1"], "trainer.epochs=2", "trainer.epochs"),
-    (["--epochs", "1"], "trainer.iterations=3", "length"),
-    (["--device", "cpu"], "trainer.device=cpu", "trainer.device"),
-    (["--name", "a"], "name=b", "name"),
-    (["--out", "a"], "out=b", "out"),
-])
-def test_a_flag_and_an_override_that_set_the_same_thing_are_refused(tmp_path, capsys, monkeypatch, flag,
-                                                                     override, words):
+@pytest.mark.parametrize(
+    ("flag", "override", "words"),
+    [
+        (["--depths", "8"], "model.depth=20", "model.depth"),
+        (["--depths", "8"], "sweep.depths=[20]", "sweep.depths"),
+        (["--variants", "plain"], "model.variant=residual", "model.variant"),
+        (["--seeds", "0"], "seed=1", "seed"),
+        (["--epochs", "1"], "trainer.epochs=2", "trainer.epochs"),
+        (["--epochs", "1"], "trainer.iterations=3", "length"),
+        (["--device", "cpu"], "trainer.device=cpu", "trainer.device"),
+        (["--name", "a"], "name=b", "name"),
+        (["--out", "a"], "out=b", "out"),
+    ],
+)
+def test_a_flag_and_an_override_that_set_the_same_thing_are_refused(
+    tmp_path, capsys, monkeypatch, flag, override, words
+):
     monkeypatch.chdir(tmp_path)
     args = ["sweep", "--epochs", "1", "trainer.threads=1", "hydra/launcher=basic"]
     if flag[0] == "--epochs":
@@ -263,13 +296,32 @@ def test_workers_import_the_installed_package_whatever_the_current_folder(tmp_pa
     (tmp_path / "degrade").mkdir()
     (tmp_path / "degrade" / "__init__.py").write_text("")
     # The installed command, as its script starts it: the current folder is not on its path.
-    start = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
-             "from degrade.cli import main; sys.exit(main(sys.argv[1:]))")
+    start = (
+        "import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+        "from degrade.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     env.pop("PYTHONPATH", None)
-    r = subprocess.run([sys.executable, "-c", start, "sweep", "--depths", "8", "--epochs", "1",
-                        "trainer.threads=1", f"hydra/launcher={launcher}", "hydra.launcher.n_jobs=2"],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            start,
+            "sweep",
+            "--depths",
+            "8",
+            "--epochs",
+            "1",
+            "trainer.threads=1",
+            f"hydra/launcher={launcher}",
+            "hydra.launcher.n_jobs=2",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert "2 runs (2 done)" in r.stdout, r.stdout + r.stderr
     assert "__version__" not in r.stderr

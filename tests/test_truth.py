@@ -32,8 +32,14 @@ def _said(text: str) -> str:
 
 def _popen(args: list[str], cwd: Path, **env: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
-    return subprocess.Popen([sys.executable, "-m", "degrade", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "degrade", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _held(gate: Path, proc: subprocess.Popen, timeout: float = 120) -> int:
@@ -52,14 +58,16 @@ def _held(gate: Path, proc: subprocess.Popen, timeout: float = 120) -> int:
 
 def test_a_three_epoch_sweep_makes_no_call_and_says_so_in_summary_report_and_figures(tmp_path, capsys):
     out = tmp_path / "o"
-    code, stdout, err = run_cli(["sweep", "--depths", "8,20,56", "--epochs", "3", *PINNED, "--out", str(out)],
-                                capsys)
+    code, stdout, err = run_cli(
+        ["sweep", "--depths", "8,20,56", "--epochs", "3", *PINNED, "--out", str(out)], capsys
+    )
     assert code == 0, err
     said = _said(stdout)
     assert "Degradation reproduced" not in said and "No degradation" not in said
     (line,) = verdict.sweep_verdicts(sweepdata.load(out))
-    assert line.startswith("Not converged: train longer (--epochs 12, or trainer.epochs=12); "
-                           "plain-8 (seed 0): ")
+    assert line.startswith(
+        "Not converged: train longer (--epochs 12, or trainer.epochs=12); plain-8 (seed 0): "
+    )
     assert "training error at the end (trained: at most 10 %)" in line
     assert line in said  # the summary the sweep printed
 
@@ -78,8 +86,9 @@ def _under(fig) -> str:
     return " ".join(t.get_text() for t in fig.texts)
 
 
-def test_a_sweep_whose_nets_trained_makes_its_call_on_one_seed_and_the_3x_control(tmp_path, capsys,
-                                                                                  monkeypatch):
+def test_a_sweep_whose_nets_trained_makes_its_call_on_one_seed_and_the_3x_control(
+    tmp_path, capsys, monkeypatch
+):
     args = ["sweep", "--depths", "8,14", "--epochs", "8", *PINNED, "--out", str(tmp_path)]
     code, stdout, err = run_cli(args, capsys)
     assert code == 0, err
@@ -111,8 +120,11 @@ def test_a_killed_run_is_interrupted_once_no_process_holds_it(tmp_path, capsys):
     gate = tmp_path / "gate"
     gate.touch()
     # Digits epochs are 12 steps: held after step 18, mid epoch 2, with epoch 1 in the store.
-    proc = _popen(["sweep", *ONE_PLAIN, "--epochs", "2", "--name", "k", "--out", str(out)], cwd=tmp_path,
-                  DEGRADE_HOLD_RUN=f"18:{gate}")
+    proc = _popen(
+        ["sweep", *ONE_PLAIN, "--epochs", "2", "--name", "k", "--out", str(out)],
+        cwd=tmp_path,
+        DEGRADE_HOLD_RUN=f"18:{gate}",
+    )
     _held(gate, proc)
     code, stdout, _ = run_cli(["ls", "--out", str(out)], capsys)
     assert code == 0 and "running" in stdout and "interrupted" not in stdout  # its process holds it
@@ -138,8 +150,18 @@ def test_a_worker_killed_mid_run_names_the_run_and_where_its_error_is(tmp_path, 
     out = tmp_path / "o"
     gate = tmp_path / "gate"
     gate.touch()
-    args = ["sweep", *ONE_PLAIN, "--epochs", "2", "--name", "w", "--out", str(out),
-            "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=1"]
+    args = [
+        "sweep",
+        *ONE_PLAIN,
+        "--epochs",
+        "2",
+        "--name",
+        "w",
+        "--out",
+        str(out),
+        "hydra/launcher=local_parallel",
+        "hydra.launcher.n_jobs=1",
+    ]
     proc = _popen(args, cwd=tmp_path, DEGRADE_HOLD_RUN=f"18:{gate}")
     worker = _held(gate, proc)
     assert worker != proc.pid  # the run trains in a pool worker, which the kernel now "kills"
@@ -163,7 +185,8 @@ def test_a_worker_killed_mid_run_names_the_run_and_where_its_error_is(tmp_path, 
 
 @pytest.mark.parametrize("command", ["sweep", "train"])
 def test_a_full_disk_under_a_run_names_the_run_and_says_its_folder_could_not_record_it(
-        command, tmp_path, capsys, monkeypatch):
+    command, tmp_path, capsys, monkeypatch
+):
     real = atomic.atomic_write
     checkpoints = []
 
@@ -176,16 +199,21 @@ def test_a_full_disk_under_a_run_names_the_run_and_says_its_folder_could_not_rec
 
     monkeypatch.setattr(atomic, "atomic_write", filling)
     out = tmp_path / "o"
-    args = (["sweep", *ONE_PLAIN, "--epochs", "2", "--out", str(out)] if command == "sweep" else
-            ["train", "model.depth=8", "model.variant=plain", "trainer.epochs=2", *PINNED, f"out={out}"])
+    args = (
+        ["sweep", *ONE_PLAIN, "--epochs", "2", "--out", str(out)]
+        if command == "sweep"
+        else ["train", "model.depth=8", "model.variant=plain", "trainer.epochs=2", *PINNED, f"out={out}"]
+    )
     code, _, err = run_cli(args, capsys)
     (rid,) = [p.name for p in (out / "runs").iterdir()]
     lines = err.strip().splitlines()
     assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
     who = "the launcher" if command == "sweep" else "training"
     assert f"error: {who} stopped (OSError: [Errno 28] No space left on device)" in lines[0]
-    assert (f"run {rid} was left unfinished: its folder {out / 'runs' / rid} could not record the error "
-            "(No space left on device)") in lines[0]
+    assert (
+        f"run {rid} was left unfinished: its folder {out / 'runs' / rid} could not record the error "
+        "(No space left on device)"
+    ) in lines[0]
     monkeypatch.setattr(atomic, "atomic_write", real)
     assert store.RunDir(out, rid).state() == "interrupted"
 
@@ -221,14 +249,24 @@ def _cgroup(tmp_path: Path, files: dict[str, str], proc: str) -> tuple[Path, Pat
 
 def test_the_memory_cgroup_limits_what_a_sweep_may_use(tmp_path, capsys, monkeypatch):
     # cgroup v2, a SLURM-like job group below a looser parent: 60 MB limit, 20 MB used.
-    proc, root = _cgroup(tmp_path, {"memory.max": "max\n", "job/memory.max": "1000000000\n",
-                                    "job/memory.current": "100000000\n", "job/step/memory.max": "60000000\n",
-                                    "job/step/memory.current": "20000000\n"}, "0::/job/step\n")
+    proc, root = _cgroup(
+        tmp_path,
+        {
+            "memory.max": "max\n",
+            "job/memory.max": "1000000000\n",
+            "job/memory.current": "100000000\n",
+            "job/step/memory.max": "60000000\n",
+            "job/step/memory.current": "20000000\n",
+        },
+        "0::/job/step\n",
+    )
     monkeypatch.setattr(memory, "PROC_CGROUP", proc, raising=False)
     monkeypatch.setattr(memory, "CGROUP_ROOT", root, raising=False)
     out = tmp_path / "o"
-    code, stdout, err = run_cli(["sweep", "--depths", "56", "--variants", "plain", "--epochs", "1", *PINNED,
-                                 "--out", str(out)], capsys)
+    code, stdout, err = run_cli(
+        ["sweep", "--depths", "56", "--variants", "plain", "--epochs", "1", *PINNED, "--out", str(out)],
+        capsys,
+    )
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "cnn-plain-56 needs about" in err and "cpu has 40 MB available" in err
     assert not out.exists()
@@ -237,10 +275,15 @@ def test_the_memory_cgroup_limits_what_a_sweep_may_use(tmp_path, capsys, monkeyp
 
 
 def test_cgroup_v1_limits_count_and_no_limit_is_none(tmp_path):
-    proc, root = _cgroup(tmp_path, {"memory/a/memory.limit_in_bytes": "50000000\n",
-                                    "memory/a/memory.usage_in_bytes": "45000000\n",
-                                    "memory/memory.limit_in_bytes": "9223372036854771712\n"},
-                         "4:memory:/a\n1:cpu:/\n")
+    proc, root = _cgroup(
+        tmp_path,
+        {
+            "memory/a/memory.limit_in_bytes": "50000000\n",
+            "memory/a/memory.usage_in_bytes": "45000000\n",
+            "memory/memory.limit_in_bytes": "9223372036854771712\n",
+        },
+        "4:memory:/a\n1:cpu:/\n",
+    )
     assert memory.cgroup_available(proc, root) == 5_000_000
     # A path the container's view does not have: its own root is the group.
     proc, root = _cgroup(tmp_path / "v2", {"memory.max": "max\n", "memory.current": "1\n"}, "0::/elsewhere\n")
@@ -291,8 +334,9 @@ def _tags(run: Path) -> list[str]:
     return events.Tags()["scalars"]
 
 
-def test_an_epoch_saved_but_not_logged_when_the_run_stopped_is_logged_on_resume(tmp_path, capsys,
-                                                                                monkeypatch):
+def test_an_epoch_saved_but_not_logged_when_the_run_stopped_is_logged_on_resume(
+    tmp_path, capsys, monkeypatch
+):
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
     from degrade import tblog
 
@@ -304,8 +348,15 @@ def test_an_epoch_saved_but_not_logged_when_the_run_stopped_is_logged_on_resume(
         real(self, row, layer_rows)
 
     monkeypatch.setattr(tblog.EpochLog, "write", stop_at_epoch_2)
-    args = ["train", "model.depth=8", "model.variant=plain", "trainer.epochs=3", *PINNED,
-            "trainer.tensorboard=true", f"out={tmp_path}"]
+    args = [
+        "train",
+        "model.depth=8",
+        "model.variant=plain",
+        "trainer.epochs=3",
+        *PINNED,
+        "trainer.tensorboard=true",
+        f"out={tmp_path}",
+    ]
     code, _, _ = run_cli(args, capsys)
     assert code == 130  # stopped as by Ctrl-C
     (run,) = (tmp_path / "runs").iterdir()

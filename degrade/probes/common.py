@@ -77,8 +77,14 @@ class Subject:
     def header(self) -> dict[str, Any]:
         """The columns every row of this run's probe files carries."""
         m = self.cfg.model
-        return {"run_id": self.run_id, "family": str(m.family), "variant": str(m.variant),
-                "depth": int(m.depth), "seed": int(self.cfg.seed), "dataset": str(self.cfg.data.name)}
+        return {
+            "run_id": self.run_id,
+            "family": str(m.family),
+            "variant": str(m.variant),
+            "depth": int(m.depth),
+            "seed": int(self.cfg.seed),
+            "dataset": str(self.cfg.data.name),
+        }
 
 
 def load_weights(path: Path, device: torch.device) -> dict[str, torch.Tensor]:

@@ -68,14 +68,21 @@ def numbers(corr: torch.Tensor, points: int) -> dict[str, float]:
     return {"corr_lag1": float(corr[0]), "half_lag": float(below[0] + 1) if len(below) else float(points)}
 
 
-def measure_model(model: nn.Module, a: torch.Tensor, b: torch.Tensor, cls: int, points: int,
-                  weights: str) -> list[dict[str, Any]]:
+def measure_model(
+    model: nn.Module, a: torch.Tensor, b: torch.Tensor, cls: int, points: int, weights: str
+) -> list[dict[str, Any]]:
     """The correlation rows (lags up to half the line) and the numbers of one set of weights."""
     corr = correlation_by_lag(line_gradients(model, a, b, cls, points))
     rows: list[dict[str, Any]] = [
-        {"quantity": "correlation", "weights": weights, "lag": lag, "distance": lag / (points - 1),
-         "value": float(corr[lag - 1])}
-        for lag in range(1, points // 2 + 1)]
+        {
+            "quantity": "correlation",
+            "weights": weights,
+            "lag": lag,
+            "distance": lag / (points - 1),
+            "value": float(corr[lag - 1]),
+        }
+        for lag in range(1, points // 2 + 1)
+    ]
     rows += [{"quantity": k, "weights": weights, "value": v} for k, v in numbers(corr, points).items()]
     return rows
 

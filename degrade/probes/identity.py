@@ -40,8 +40,10 @@ def _ratio(num: torch.Tensor, den: torch.Tensor) -> float:
 def block_ratios(model: nn.Module, x: torch.Tensor) -> list[dict[str, Any]]:
     """One row per block and ratio: block (1-based), layer (its last weight layer), downsampling."""
     inputs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    hooks = [b.register_forward_hook(lambda _m, inp, out, i=i: inputs.__setitem__(i, (inp[0], out)))
-             for i, b in enumerate(blocks(model))]
+    hooks = [
+        b.register_forward_hook(lambda _m, inp, out, i=i: inputs.__setitem__(i, (inp[0], out)))
+        for i, b in enumerate(blocks(model))
+    ]
     try:
         model(x)
     finally:

@@ -65,8 +65,9 @@ def directions(model: nn.Module, generator: torch.Generator) -> tuple[list[torch
     return d1, d2
 
 
-def surface(loss_at: Callable[[float, float], float], alphas: np.ndarray, betas: np.ndarray | None,
-            tick: Tick) -> np.ndarray:
+def surface(
+    loss_at: Callable[[float, float], float], alphas: np.ndarray, betas: np.ndarray | None, tick: Tick
+) -> np.ndarray:
     """``loss_at(α, β)`` on the slice (``betas`` None: β = 0) or on the grid (rows β, columns α)."""
     if betas is None:
         out = np.empty(len(alphas))
@@ -110,8 +111,9 @@ def nonconvex_fraction(grid: np.ndarray, step: float, tol: float) -> float:
     return float(bad[ok].mean()) if ok.any() else float("nan")
 
 
-def measure_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: dict[str, Any],
-                  tick: Tick) -> list[dict[str, Any]]:
+def measure_model(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: dict[str, Any], tick: Tick
+) -> list[dict[str, Any]]:
     """The slice, the grid and the numbers of ``model`` (its weights are put back afterwards)."""
     gen = torch.Generator().manual_seed(int(settings["seed"]))
     d1, d2 = directions(model, gen)
@@ -136,13 +138,25 @@ def measure_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: 
                 p.copy_(w)
     rows: list[dict[str, Any]] = [
         {"quantity": "loss", "section": "slice", "alpha": float(a), "beta": 0.0, "value": float(v)}
-        for a, v in zip(alphas, line, strict=True)]
-    rows += [{"quantity": "loss", "section": "grid", "alpha": float(a), "beta": float(b),
-              "value": float(grid[i, j])} for i, b in enumerate(axis) for j, a in enumerate(axis)]
+        for a, v in zip(alphas, line, strict=True)
+    ]
+    rows += [
+        {
+            "quantity": "loss",
+            "section": "grid",
+            "alpha": float(a),
+            "beta": float(b),
+            "value": float(grid[i, j]),
+        }
+        for i, b in enumerate(axis)
+        for j, a in enumerate(axis)
+    ]
     step = float(axis[1] - axis[0]) if len(axis) > 1 else 1.0
-    numbers = {"centre_loss": float(line[len(line) // 2]),
-               "basin_width": basin_width(alphas, line, float(settings["margin"])),
-               "nonconvex_fraction": nonconvex_fraction(grid, step, float(settings["curvature_tol"]))}
+    numbers = {
+        "centre_loss": float(line[len(line) // 2]),
+        "basin_width": basin_width(alphas, line, float(settings["margin"])),
+        "nonconvex_fraction": nonconvex_fraction(grid, step, float(settings["curvature_tol"])),
+    }
     rows += [{"quantity": k, "section": "number", "value": v} for k, v in numbers.items()]
     return rows
 

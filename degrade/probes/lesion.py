@@ -77,8 +77,9 @@ def evaluations(settings: dict[str, Any], model: nn.Module) -> int:
 Pair = tuple[torch.Tensor, torch.Tensor]
 
 
-def measure_model(model: nn.Module, train: Pair, test: Pair, settings: dict[str, Any],
-                  tick: Tick) -> list[dict[str, Any]]:
+def measure_model(
+    model: nn.Module, train: Pair, test: Pair, settings: dict[str, Any], tick: Tick
+) -> list[dict[str, Any]]:
     """Errors of ``model`` with the blocks removed as described above (the model is put back)."""
     seq = model.get_submodule("blocks")
     assert isinstance(seq, nn.Sequential)
@@ -86,8 +87,13 @@ def measure_model(model: nn.Module, train: Pair, test: Pair, settings: dict[str,
     same, down = removable(model)
     rows: list[dict[str, Any]] = []
 
-    def errors(removed: list[int], mode: str, block: int | None = None, draw: int | None = None,
-               downsampling: bool = False) -> dict[str, float]:
+    def errors(
+        removed: list[int],
+        mode: str,
+        block: int | None = None,
+        draw: int | None = None,
+        downsampling: bool = False,
+    ) -> dict[str, float]:
         for i in removed:
             seq[i] = Lesioned(originals[i])
         try:
@@ -97,8 +103,13 @@ def measure_model(model: nn.Module, train: Pair, test: Pair, settings: dict[str,
             for i in removed:
                 seq[i] = originals[i]
         tick(1)
-        where = {"mode": mode, "removed": len(removed), "block": None if block is None else block + 1,
-                 "draw": draw, "downsampling": downsampling}
+        where = {
+            "mode": mode,
+            "removed": len(removed),
+            "block": None if block is None else block + 1,
+            "draw": draw,
+            "downsampling": downsampling,
+        }
         for q, v in (("train_error", train_error), ("test_error", test_error)):
             rows.append({"quantity": q, **where, "value": v})
         return {"train": train_error, "test": test_error}
@@ -113,10 +124,13 @@ def measure_model(model: nn.Module, train: Pair, test: Pair, settings: dict[str,
     def mean(vals: list[float]) -> float:
         return sum(vals) / len(vals) if vals else float("nan")
 
-    numbers = {"base_test_error": base["test"], "base_train_error": base["train"],
-               "single_test_error_mean": mean([s["test"] for s in singles]),
-               "single_test_error_max": max((s["test"] for s in singles), default=float("nan")),
-               "single_train_error_mean": mean([s["train"] for s in singles])}
+    numbers = {
+        "base_test_error": base["test"],
+        "base_train_error": base["train"],
+        "single_test_error_mean": mean([s["test"] for s in singles]),
+        "single_test_error_max": max((s["test"] for s in singles), default=float("nan")),
+        "single_train_error_mean": mean([s["train"] for s in singles]),
+    }
     rows += [{"quantity": k, "mode": "number", "value": v} for k, v in numbers.items()]
     return rows
 

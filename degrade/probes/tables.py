@@ -81,16 +81,25 @@ def load(out: str | Path, run_ids: list[str], kind: str) -> pd.DataFrame:
 
 
 # The numbers that are errors or shares (fractions in [0, 1]): the terminal prints them in percent.
-FRACTIONS = ("base_test_error", "single_test_error_mean", "single_test_error_max", "base_train_error",
-             "single_train_error_mean", "nonconvex_fraction")
+FRACTIONS = (
+    "base_test_error",
+    "single_test_error_mean",
+    "single_test_error_max",
+    "base_train_error",
+    "single_train_error_mean",
+    "nonconvex_fraction",
+)
 
 
 def in_percent(table: pd.DataFrame) -> pd.DataFrame:
     """A table of numbers (``numbers``) with its fractions in percent, their quantity named so."""
     share = table["quantity"].isin(FRACTIONS)
     scale = share.map({True: 100.0, False: 1.0})
-    return table.assign(quantity=table["quantity"].where(~share, table["quantity"] + " (%)"),
-                        mean=table["mean"] * scale, std=table["std"] * scale)
+    return table.assign(
+        quantity=table["quantity"].where(~share, table["quantity"] + " (%)"),
+        mean=table["mean"] * scale,
+        std=table["std"] * scale,
+    )
 
 
 # Coordinates that count something (a block, a layer, blocks removed, a lag, a draw): whole

@@ -28,8 +28,7 @@ class LocalParallelLauncher(Launcher):
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
 
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
-              config: DictConfig) -> None:
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         """Keep what Hydra gives every launcher: its context, the task and the sweep's config."""
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
@@ -57,17 +56,24 @@ class LocalParallelLauncher(Launcher):
             # worker killed), raised here once every other job has had its turn.
             raise failed[0]
         returns = []
-        for overrides, sweep_config, task, outcome in zip(job_overrides, sweep_configs, tasks, outcomes,
-                                                          strict=True):
-            ret = JobReturn(overrides=list(overrides), cfg=task, hydra_cfg=sweep_config,
-                            working_dir=os.getcwd(), task_name=sweep_config.hydra.job.name,
-                            status=JobStatus.COMPLETED)
+        for overrides, sweep_config, task, outcome in zip(
+            job_overrides, sweep_configs, tasks, outcomes, strict=True
+        ):
+            ret = JobReturn(
+                overrides=list(overrides),
+                cfg=task,
+                hydra_cfg=sweep_config,
+                working_dir=os.getcwd(),
+                task_name=sweep_config.hydra.job.name,
+                status=JobStatus.COMPLETED,
+            )
             ret.return_value = outcome.value
             returns.append(ret)
         return returns
 
-    def _compose(self, job_overrides: Sequence[Sequence[str]],
-                 initial_job_idx: int) -> tuple[list[DictConfig], list[DictConfig]]:
+    def _compose(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> tuple[list[DictConfig], list[DictConfig]]:
         """Each job's config with Hydra's part (as Hydra's launchers compose it) and without."""
         assert self.config is not None and self.hydra_context is not None
         sweep_configs, tasks = [], []

@@ -22,8 +22,13 @@ class RemainingSweeper(BasicSweeper):
     (a grid crossing cures with variants; the sweep's plan left them out too).
     """
 
-    def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None,
-                 check_store: bool = True, applicable_only: bool = False) -> None:
+    def __init__(
+        self,
+        max_batch_size: int | None = None,
+        params: dict[str, str] | None = None,
+        check_store: bool = True,
+        applicable_only: bool = False,
+    ) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.check_store = check_store
         self.applicable_only = applicable_only
