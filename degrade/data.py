@@ -37,7 +37,7 @@ class Dataset:
 
     @property
     def in_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]  # an image is 1 or 3 dims: torch types a shape as tuple[int, ...]
 
     def to(self, device: torch.device, memory_format: torch.memory_format | None = None) -> Dataset:
         """The same data moved to ``device`` (and ``memory_format`` for the images)."""

@@ -194,7 +194,7 @@ def _array_globals() -> dict[tuple[str, str], Any]:
     try:
         from numpy._core import multiarray, numeric
     except ImportError:  # numpy 1
-        from numpy.core import multiarray, numeric  # type: ignore[no-redef]
+        from numpy.core import multiarray, numeric  # type: ignore[no-redef]  # numpy 1 names the same modules here
     allowed: dict[tuple[str, str], Any] = {
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,

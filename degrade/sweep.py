@@ -533,7 +533,7 @@ def _multirun(overrides: list[str], out: Path, name: str, run_ids: list[str]) ->
     try:
         with hydra_context(), _workers_end_with(os.getpid()):
             _register_plugins()
-            batches = GlobalHydra.instance().hydra.multirun(  # type: ignore[union-attr]
+            batches = GlobalHydra.instance().hydra.multirun(  # type: ignore[union-attr]  # set up by hydra_context just above
                 config_name=CONFIG_NAME,
                 task_function=run_job,
                 overrides=[o for o in overrides if _key(o) not in ("out", "name")]

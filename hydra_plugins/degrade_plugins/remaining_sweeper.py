@@ -53,7 +53,7 @@ class RemainingSweeper(BasicSweeper):
 
         launcher.launch = launch_raising  # type: ignore[method-assign]  # wrapping one instance's method
 
-    def split_arguments(self, overrides: Any, max_batch_size: int | None) -> list[list[list[str]]]:  # type: ignore[override]
+    def split_arguments(self, overrides: Any, max_batch_size: int | None) -> list[list[list[str]]]:  # type: ignore[override]  # Hydra's own is typed looser
         """The basic sweeper's batches of jobs, less those whose runs are finished, the costliest
         first: the cores stay busy to the end, and the last run to finish is a short one."""
         from degrade.footprint import training_cost
