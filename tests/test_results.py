@@ -403,3 +403,11 @@ def test_side_runs_leave_a_pinned_sweep_and_every_command_names_its_sweep(two_sw
     for args, said in ((["use", "nope"], "no sweep named 'nope'"), (["use"], "give a sweep name to pin")):
         code, out, err = run_cli([*args, "--out", str(two_sweeps)], capsys)
         assert code == 2 and said in err
+
+
+def test_a_sweep_trains_its_costliest_runs_first(depth_lr_sweep):
+    """The sweeper orders the jobs by their compute, longest first: with the basic launcher (one
+    run after another) every depth-14 run ended before the first depth-8 run."""
+    metrics = degrade.open(depth_lr_sweep).sweep().metrics()
+    ended = metrics.groupby("run_id").agg(depth=("depth", "first"), ended=("ended", "max"))
+    assert ended.loc[ended["depth"] == 14, "ended"].max() < ended.loc[ended["depth"] == 8, "ended"].min()
