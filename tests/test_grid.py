@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from degrade import plot, sweepdata, verdict
+from degrade import flat, plot, sweepdata, verdict
 from degrade.config import compose_run
 from degrade.runids import identity_config
 from tests.conftest import DEPTH_LR as NAME
@@ -88,22 +88,22 @@ def test_summary_groups_by_the_swept_key_with_a_verdict_per_setting_in_percent(d
 
 
 def test_the_settings_a_sweep_varied_leave_out_what_follows_from_depth():
-    def flat(*overrides):
+    def flattened(*overrides):
         return flat.flatten(identity_config(compose_run(list(overrides))))
 
     # The paper's ResNet-110 warm-up follows from the depth: not a setting of the sweep.
-    paper = [flat("experiment=he2016_cifar10", f"model.depth={d}") for d in (56, 110)]
+    paper = [flattened("experiment=he2016_cifar10", f"model.depth={d}") for d in (56, 110)]
     assert paper[0]["optim.warmup_iters"] != paper[1]["optim.warmup_iters"]
     assert flat.varied_keys(paper) == []
     lrs = [
-        flat(f"model.depth={d}", f"optim.lr={lr}", f"seed={s}")
+        flattened(f"model.depth={d}", f"optim.lr={lr}", f"seed={s}")
         for d in (8, 20)
         for lr in (0.01, 0.1)
         for s in (0, 1)
     ]
     assert flat.varied_keys(lrs) == ["optim.lr"]
     # Where and how a run computes (threads, device) is not a setting either.
-    assert flat.varied_keys([flat("trainer.threads=1"), flat("trainer.threads=2")]) == []
+    assert flat.varied_keys([flattened("trainer.threads=1"), flattened("trainer.threads=2")]) == []
 
 
 def test_figure_titles_say_data_epochs_seeds_and_precision(depth_lr_sweep):
