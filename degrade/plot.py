@@ -161,10 +161,21 @@ def depth(metrics: pd.DataFrame, title: str = "", keys: list[str] | None = None)
         sharey=True,
         squeeze=False,
     )
+    # One scale for every panel, set once: a bottom of 0 set per panel would freeze the first
+    # panel's autoscaled top for all the panels that share it.
+    top = max(last[["train_error", "test_error"]].max().max() * 100 * 1.05, 5) if not last.empty else 100.0
+    top = top if top == top else 100.0
     for row, (setting, part_all) in zip(axes, settings, strict=True):
         paper = published_errors(part_all)
         for ax, variant in zip(row, variants, strict=True):
             part = part_all[part_all["variant"] == variant]
+            if part.empty and setting:  # a grid that left out a pair (a cure defined for the other variant)
+                ax.set_axis_off()
+                said = f"no {variant} runs\n{setting}"
+                ax.text(
+                    0.5, 0.5, said, ha="center", va="center", fontsize=9, color="0.4", transform=ax.transAxes
+                )
+                continue
             g = part.groupby("depth")
             for column, style, hollow in (
                 ("test_error", figstyle.TEST, True),
@@ -198,7 +209,7 @@ def depth(metrics: pd.DataFrame, title: str = "", keys: list[str] | None = None)
                     label="He et al. 2015, Table 6\n(CIFAR-10 test)",
                 )
             ax.set_xlabel(AXIS_LABELS["depth"])
-            ax.set_ylim(bottom=0)
+            ax.set_ylim(0, top)
             if not part_all.empty:
                 ax.set_xticks(sorted(part_all["depth"].unique()))
             ax.grid(alpha=0.3)

@@ -41,9 +41,6 @@ def identity_config(cfg: DictConfig) -> dict[str, Any]:
         raise TypeError(f"a run config is a mapping, not {type(container).__name__}")
     plain: dict[str, Any] = {str(k): v for k, v in container.items()}
     plain.pop("hydra", None)
-    if plain.get("cure") == {"name": "none"}:
-        # The nets of before the cure axis: their runs keep the ids stores already hold.
-        plain.pop("cure")
     trainer = plain.get("trainer")
     if isinstance(trainer, dict) and trainer.get("precision") == "auto":
         # What auto becomes here: the id names the numerics that run, not the word "auto".
@@ -60,7 +57,11 @@ def identity_config(cfg: DictConfig) -> dict[str, Any]:
 
 def run_id(cfg: DictConfig) -> str:
     """A readable, stable name for the run ``cfg`` describes: family-variant-depth-seed-hash."""
-    blob = json.dumps(identity_config(cfg), sort_keys=True, default=str)
+    identity = identity_config(cfg)
+    if identity.get("cure") == {"name": "none"}:
+        # The nets of before the cure axis: their runs keep the ids stores already hold.
+        identity.pop("cure")
+    blob = json.dumps(identity, sort_keys=True, default=str)
     digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
     m = cfg.model
     return f"{m.family}-{m.variant}-{m.depth}-s{cfg.seed}-{digest}"
