@@ -50,6 +50,26 @@ def _panel_title(variant: str, setting: str) -> str:
     return PANELS[variant] + (f"\n{setting}" if setting else "")
 
 
+def _panels(rows: int, columns: int) -> tuple[plt.Figure, Any]:
+    """A grid of panels sharing one y axis: a row per setting, a column per variant."""
+    return plt.subplots(rows, columns, figsize=(5.2 * columns, 4.2 * rows), sharey=True, squeeze=False)
+
+
+def _top(frame: pd.DataFrame) -> float:
+    """The top of an error axis in percent: a little above the largest error (100 with none)."""
+    if frame.empty:
+        return 100.0
+    top = max(frame[["train_error", "test_error"]].max().max() * 100 * 1.05, 5)
+    return top if top == top else 100.0  # every value NaN: nothing finished an epoch
+
+
+def _no_runs(ax: plt.Axes, variant: str, setting: str) -> None:
+    """A panel of a pair a grid left out (a cure defined for the other variant) says so."""
+    ax.set_axis_off()
+    said = f"no {variant} runs\n{setting}".strip()
+    ax.text(0.5, 0.5, said, ha="center", va="center", fontsize=9, color="0.4", transform=ax.transAxes)
+
+
 def _mean_band(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     g = frame.groupby("epoch")[column]
     return pd.DataFrame({"mean": g.mean(), "std": g.std().fillna(0.0)}).reset_index()
@@ -65,24 +85,13 @@ def curves(metrics: pd.DataFrame, title: str = "", keys: list[str] | None = None
     variants = figstyle.variants(metrics)
     settings = _settings(metrics, keys or [])
     colours = figstyle.depth_colours(sorted(metrics["depth"].unique()))
-    fig, axes = plt.subplots(
-        len(settings),
-        len(variants),
-        figsize=(5.2 * len(variants), 4.2 * len(settings)),
-        sharey=True,
-        squeeze=False,
-    )
-    top = max(metrics[["train_error", "test_error"]].max().max() * 100 * 1.05, 5)
-    top = top if top == top else 100.0  # every value NaN: nothing finished an epoch
+    fig, axes = _panels(len(settings), len(variants))
+    top = _top(metrics)
     for row, (setting, rows) in zip(axes, settings, strict=True):
         for ax, variant in zip(row, variants, strict=True):
             part = rows[rows["variant"] == variant]
-            if part.empty:  # a grid that left out a pair (a cure defined for the other variant)
-                ax.set_axis_off()
-                said = f"no {variant} runs\n{setting}".strip()
-                ax.text(
-                    0.5, 0.5, said, ha="center", va="center", fontsize=9, color="0.4", transform=ax.transAxes
-                )
+            if part.empty:
+                _no_runs(ax, variant, setting)
                 continue
             for depth in sorted(part["depth"].unique()):
                 runs = part[part["depth"] == depth]
@@ -154,27 +163,16 @@ def depth(metrics: pd.DataFrame, title: str = "", keys: list[str] | None = None)
     variants = figstyle.variants(metrics)
     settings = _settings(last, keys or []) if not last.empty else [("", last)]
     colours = figstyle.depth_colours(sorted(metrics["depth"].unique()))
-    fig, axes = plt.subplots(
-        len(settings),
-        len(variants),
-        figsize=(5.2 * len(variants), 4.2 * len(settings)),
-        sharey=True,
-        squeeze=False,
-    )
+    fig, axes = _panels(len(settings), len(variants))
     # One scale for every panel, set once: a bottom of 0 set per panel would freeze the first
     # panel's autoscaled top for all the panels that share it.
-    top = max(last[["train_error", "test_error"]].max().max() * 100 * 1.05, 5) if not last.empty else 100.0
-    top = top if top == top else 100.0
+    top = _top(last)
     for row, (setting, part_all) in zip(axes, settings, strict=True):
         paper = published_errors(part_all)
         for ax, variant in zip(row, variants, strict=True):
             part = part_all[part_all["variant"] == variant]
-            if part.empty and setting:  # a grid that left out a pair (a cure defined for the other variant)
-                ax.set_axis_off()
-                said = f"no {variant} runs\n{setting}"
-                ax.text(
-                    0.5, 0.5, said, ha="center", va="center", fontsize=9, color="0.4", transform=ax.transAxes
-                )
+            if part.empty and setting:
+                _no_runs(ax, variant, setting)
                 continue
             g = part.groupby("depth")
             for column, style, hollow in (
@@ -316,13 +314,7 @@ def _per_layer(
     colours = figstyle.depth_colours(sorted(layers["depth"].unique()))
     # Earlier epochs dotted (and dash-dot), the last one solid: "start" and "end" as in the probes.
     styles = [*figstyle.EARLIER[: len(chosen) - 1], figstyle.FINAL] if len(chosen) <= 3 else None
-    fig, axes = plt.subplots(
-        len(settings),
-        len(variants),
-        figsize=(5.2 * len(variants), 4.2 * len(settings)),
-        sharey=True,
-        squeeze=False,
-    )
+    fig, axes = _panels(len(settings), len(variants))
     for row, (setting, rows) in zip(axes, settings, strict=True):
         for ax, variant in zip(row, variants, strict=True):
             part = rows[rows["variant"] == variant]
