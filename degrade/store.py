@@ -958,24 +958,6 @@ def run_ids(root: Path, name: str | None) -> list[str]:
     return found
 
 
-def damaged_runs(out: str | Path, name: str | None = None, latest: bool = False) -> list[Damage]:
-    """The runs of sweep ``name`` (the latest with ``latest``, else every run) that cannot all be read."""
-    root = store_root(out)
-    if latest and name is None:
-        name = latest_sweep(root)
-        if name is None:
-            return []
-    found = []
-    for rid in run_ids(root, name):
-        try:
-            damage = RunDir(root, rid).damage()
-        except StoreError as e:
-            damage = Damage(rid, (), False, str(e))
-        if damage is not None:
-            found.append(damage)
-    return found
-
-
 # Metrics columns renamed since older versions wrote them: ``lr`` was the scheduled rate of the
 # epoch's last step, easily mistaken for the configured ``optim.lr``; ``path``, the training
 # step's path, read like a file's.

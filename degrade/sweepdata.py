@@ -47,11 +47,13 @@ def load(out: str | Path, name: str | None = None) -> SweepData:
     root = store.store_root(out)
     name, metrics = frames.sweep_metrics(root, name)
     record = store.read_sweep(root, name)
-    present = set(metrics["run_id"])
-    for damage in store.damaged_runs(root, name):
-        if damage.run_id in present:  # a run left out of the metrics was named as it was left out
+    present = list(metrics["run_id"].unique())
+    # Only the runs the metrics hold: one left out of them was named as it was left out.
+    for rid in present:
+        damage = store.RunDir(root, rid).damage()
+        if damage is not None:
             log.warning(str(damage))
-    configs = frames.load_configs(root, list(metrics["run_id"].unique()))
+    configs = frames.load_configs(root, present)
     flat = {rid: flatten(identity_config(cfg)) for rid, cfg in configs.items()}
     keys = varied_keys(list(flat.values()))
     for key in keys:
