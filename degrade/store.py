@@ -21,6 +21,7 @@ user reads are built from these values in ``degrade.frames``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import json
 import logging
@@ -248,6 +249,13 @@ _CONFIG_KEYS = (
 )
 
 
+# Configs already parsed and validated, by their text: a table reads every run's config more than
+# once (the damage check, the table itself), and parsing YAML into a config is most of the cost.
+# Keyed by content, so a file that changes is parsed anew; each caller gets a copy of its own.
+_PARSED_CONFIGS: dict[str, DictConfig] = {}
+_PARSED_CONFIGS_MAX = 1024
+
+
 def read_config(path: Path) -> DictConfig | None:
     """A run's resolved config: a YAML mapping that places the run (``model.family``,
     ``model.variant``, ``model.depth``, ``seed``, ``data.name`` of the right types); None when
@@ -255,6 +263,16 @@ def read_config(path: Path) -> DictConfig | None:
     text = _read_text(path)
     if text is None:
         return None
+    cfg = _PARSED_CONFIGS.get(text)
+    if cfg is None:
+        cfg = _parse_config(path, text)
+        if len(_PARSED_CONFIGS) >= _PARSED_CONFIGS_MAX:
+            _PARSED_CONFIGS.clear()
+        _PARSED_CONFIGS[text] = cfg
+    return copy.deepcopy(cfg)
+
+
+def _parse_config(path: Path, text: str) -> DictConfig:
     try:
         cfg = OmegaConf.create(text)
     except Exception as e:  # noqa: BLE001 - any failure to parse is damage
