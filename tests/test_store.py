@@ -90,3 +90,21 @@ def test_no_cure_keeps_the_run_ids_stores_already_hold():
     assert runids.run_id(base) == f"cnn-residual-8-s0-{digest}"  # the id of before the cure axis
     cured = compose_run(["model.depth=8", "model.variant=residual", "cure=fixup"])
     assert runids.identity_config(cured)["cure"]["name"] == "fixup"
+
+
+def test_a_config_read_again_is_its_file_as_it_is_now_and_each_caller_gets_its_own(tmp_path):
+    from omegaconf import OmegaConf
+
+    path = tmp_path / "config.yaml"
+    text = "seed: 0\nmodel: {family: cnn, variant: plain, depth: 8}\ndata: {name: digits}\n"
+    path.write_text(text)
+    first = store.read_config(path)
+    first.model.depth = 99  # a caller's change stays its own
+    assert store.read_config(path).model.depth == 8
+    path.write_text(text.replace("depth: 8", "depth: 20"))
+    assert store.read_config(path).model.depth == 20
+    path.write_text(text.replace("depth: 8", "depth: eight"))
+    with pytest.raises(store.StoreError, match="model.depth must be a whole number"):
+        store.read_config(path)
+    path.write_text(text)
+    assert OmegaConf.to_container(store.read_config(path)) == OmegaConf.to_container(OmegaConf.create(text))
