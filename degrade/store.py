@@ -253,7 +253,7 @@ _CONFIG_KEYS = (
 # once (the damage check, the table itself), and parsing YAML into a config is most of the cost.
 # Keyed by content, so a file that changes is parsed anew; each caller gets a copy of its own.
 _PARSED_CONFIGS: dict[str, DictConfig] = {}
-_PARSED_CONFIGS_MAX = 1024
+_PARSED_CONFIGS_MAX = 256  # about 90 KiB each: ~23 MiB at most
 
 
 def read_config(path: Path) -> DictConfig | None:
