@@ -4,7 +4,8 @@ Every path does the same arithmetic: forward, cross-entropy, backward, SGD with 
 weight decay, and sums of the loss and of the wrong predictions kept on the device. They differ
 in how the work reaches the device:
 
-- ``exact``: eager PyTorch with ``torch.optim.SGD`` and the learning rate as a Python float.
+- ``exact``: eager PyTorch with ``degrade.sgd.SGD`` (``torch.optim.SGD``'s arithmetic) and the
+  learning rate as a Python float.
 - ``eager``: eager PyTorch with the tensor-lr update below: exactly what ``graph`` captures.
 - ``graph`` (CUDA): the whole step, update and metric sums included, captured once as a CUDA
   graph and replayed, so a step costs one launch instead of hundreds.
@@ -23,11 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from degrade.accel import Accel
+from degrade.sgd import SGD
 
 log = logging.getLogger("degrade")
 
 
-def momentum_buffers(opt: torch.optim.SGD) -> list[torch.Tensor]:
+def momentum_buffers(opt: SGD) -> list[torch.Tensor]:
     """The momentum buffer of every parameter, created as zeros where the optimizer has none yet.
 
     They live in the optimizer's own state, so its ``state_dict`` (and so a checkpoint) is the
@@ -73,7 +75,7 @@ class Step:
     ``sums`` once per epoch: that is the only place the host waits for the device.
     """
 
-    def __init__(self, model: torch.nn.Module, opt: torch.optim.SGD, acc: Accel, path: str) -> None:
+    def __init__(self, model: torch.nn.Module, opt: SGD, acc: Accel, path: str) -> None:
         self.model, self.opt, self.acc, self.path = model, opt, acc, path
         dev = acc.device
         self.loss_sum = torch.zeros((), device=dev)

@@ -25,6 +25,7 @@ from degrade.data import Dataset, augment_batch, load_dataset
 from degrade.job import RunResult, Steps, drain, process_started
 from degrade.models import build_model, evaluate, param_groups
 from degrade.runids import run_id
+from degrade.sgd import SGD
 from degrade.spec import model_spec
 from degrade.step import Step
 from degrade.store import RunDir, current_row, device_change, load_checkpoint, recorded_threads
@@ -84,7 +85,7 @@ class Trainer:
         if fmt is not None and cfg.model.family == "cnn":
             self.model.to(memory_format=fmt)  # type: ignore[call-overload]  # Module.to takes it; its stubs do not say
         o = cfg.optim
-        self.opt = torch.optim.SGD(
+        self.opt = SGD(
             param_groups(self.model),
             lr=float(o.lr),
             momentum=float(o.momentum),
