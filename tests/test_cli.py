@@ -222,3 +222,25 @@ def test_config_errors_are_found_without_importing_torch(tmp_path):
             [sys.executable, "-c", probe, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
         )
         assert r.returncode == 2 and "torch imported: False" in r.stdout, (args, r.stdout, r.stderr)
+
+
+def test_a_sweep_in_this_process_leaves_the_process_logging_handlers_open(tmp_path, capsys):
+    # A handler that owns its stream closes it when closed (absl's does, with sys.stderr): a
+    # sweep called from a notebook must not close the handlers the process already has.
+    import io
+    import logging
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.close = stream.close
+    logger = logging.getLogger("someone-elses")
+    logger.addHandler(handler)
+    try:
+        code, _, err = run_cli(
+            ["sweep", "--depths", "8", "--variants", "plain", "--epochs", "1", "--out", str(tmp_path / "o")],
+            capsys,
+        )
+        assert code == 0, err
+        assert not stream.closed and handler in logger.handlers
+    finally:
+        logger.removeHandler(handler)
