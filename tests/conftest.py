@@ -27,6 +27,18 @@ def _single_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
+@pytest.fixture(autouse=True)
+def _runs_in_this_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep a test calls in its own process trains its runs one after another there, unless
+    the test is marked ``pool``: a pool worker costs seconds of imports, and the process
+    boundary is tested where it is the subject (a launcher named, a sweep in a subprocess, the
+    tests of the default choice, which are marked)."""
+    if request.node.get_closest_marker("pool") is None:
+        from degrade import sweep
+
+        monkeypatch.setattr(sweep, "_parallel_on_cpu_by_default", lambda configs, hydra_overrides: False)
+
+
 @pytest.fixture(scope="session")
 def depth_lr_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The store of a finished sweep over depths 8, 14 and optim.lr 0.05, 0.1, trained in this process.

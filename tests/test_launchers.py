@@ -112,6 +112,7 @@ def test_joblib_jobs_spread_over_the_visible_gpus():
     assert gpu_for_job(7, "3", 8) is None
 
 
+@pytest.mark.pool
 @pytest.mark.parametrize(("cores", "jobs"), [(1, None), (2, 2), (16, 4)])
 def test_several_cpu_runs_go_to_parallel_processes_by_default(tmp_path, monkeypatch, cores, jobs):
     from degrade import compute
