@@ -70,18 +70,11 @@ class SGD:
             self.param_groups.append(group)
         self.state: defaultdict[torch.Tensor, dict[str, Any]] = defaultdict(dict)
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Drop every parameter's gradient (or zero it in place)."""
+    def zero_grad(self) -> None:
+        """Drop every parameter's gradient (torch's default: the backward creates it anew)."""
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad.detach_()
-                    p.grad.requires_grad_(False)
-                    p.grad.zero_()
+                p.grad = None
 
     @torch.no_grad()
     def step(self) -> None:

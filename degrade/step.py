@@ -156,7 +156,7 @@ class Step:
         if self.path == "exact":
             for group in self.opt.param_groups:
                 group["lr"] = self._lr_float * float(group.get("lr_scale", 1.0))
-            self.opt.zero_grad(set_to_none=True)
+            self.opt.zero_grad()
             self._forward_backward(x, y)
             self.opt.step()
         elif self.path == "graph":
@@ -165,7 +165,7 @@ class Step:
             self._eager_step(x, y)
 
     def _eager_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.opt.zero_grad(set_to_none=True)
+        self.opt.zero_grad()
         self._tensor_lr_step(x, y)
 
     # -- CUDA graph --------------------------------------------------------------------------
@@ -194,7 +194,7 @@ class Step:
     def _capture(self, x: torch.Tensor, y: torch.Tensor) -> None:
         start = time.perf_counter()
         static = (x.clone(), y.clone())
-        self.opt.zero_grad(set_to_none=True)
+        self.opt.zero_grad()
         graph = torch.cuda.CUDAGraph()
         try:
             # thread_local: other threads of the process (the progress display, a data loader)

@@ -36,7 +36,7 @@ def _train(model: torch.nn.Module, opt, rates: list[float], seed: int = 1) -> No
         for group in opt.param_groups:
             group["lr"] = rate * group["lr_scale"]
         x, y = torch.randn(8, 1, 8, 8, generator=gen), torch.randint(0, 10, (8,), generator=gen)
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
 
