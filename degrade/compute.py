@@ -32,6 +32,21 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def jobs_at_once(n_jobs: int, jobs: int, cores: int) -> int:
+    """How many of ``jobs`` a local launcher runs at once, reading ``n_jobs`` as joblib does:
+    -1 is one per core, -2 all cores but one, and so on."""
+    return max(1, min(jobs, cores + 1 + n_jobs if n_jobs < 0 else n_jobs))
+
+
+def worker_env(at_once: int, cores: int) -> dict[str, str]:
+    """This process's environment for a worker process that trains beside ``at_once - 1``
+    others on ``cores`` cores: its BLAS/OpenMP pools sized to its share (unless set already)."""
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env.setdefault(var, str(max(1, cores // max(at_once, 1))))
+    return env
+
+
 def torch_may_have_gpu() -> bool:
     """False only for a CPU-only torch build away from macOS: no CUDA and no MPS to ask about."""
     if sys.platform == "darwin":

@@ -13,6 +13,8 @@ and its lock is the kernel's, so that loses only the epoch in flight, which a re
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import os
 import pickle
@@ -24,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -81,12 +83,20 @@ class WorkerDied(RuntimeError):
 class _Worker:
     """One worker process and the parent's ends of its pipes."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], preload: tuple[str, ...] = ()) -> None:
         job_r, job_w = os.pipe()
         result_r, result_w = os.pipe()
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", _BOOT, str(job_r), str(result_w), json.dumps(_search_path())],
+                [
+                    sys.executable,
+                    "-c",
+                    _BOOT,
+                    str(job_r),
+                    str(result_w),
+                    json.dumps(_search_path()),
+                    json.dumps(list(preload)),
+                ],
                 pass_fds=(job_r, result_w),
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -116,19 +126,53 @@ class _Worker:
             self.proc.wait()
 
 
+# Workers started by ``ahead`` and not yet taken by a Pool: (environments, preload) -> workers.
+_ahead: dict[tuple[tuple[tuple[tuple[str, str], ...], ...], tuple[str, ...]], list[_Worker]] = {}
+
+
+def _key(envs: list[dict[str, str]], preload: tuple[str, ...]) -> tuple:
+    return tuple(tuple(sorted(e.items())) for e in envs), preload
+
+
+@contextlib.contextmanager
+def ahead(workers: int, env: dict[str, str], preload: tuple[str, ...] = ()) -> Iterator[None]:
+    """Start ``workers`` workers now for a ``Pool`` that this process asks for later, within
+    the block, with as many workers, this environment for each and this ``preload``: their
+    imports then overlap the caller's work in between. Workers no Pool took are stopped when
+    the block ends, however it ends."""
+    key = _key([env] * workers, preload)
+    _ahead[key] = [_Worker(env, preload) for _ in range(workers)]
+    try:
+        yield
+    finally:
+        for w in _ahead.pop(key, []):
+            w.stop(wait=5.0)
+
+
 class Pool:
     """Up to ``workers`` worker processes, started at once (they import while the caller does
-    other work); ``env(k)`` gives worker ``k``'s environment (default: this process's)."""
+    other work, first the modules in ``preload``); ``env(k)`` gives worker ``k``'s environment
+    (default: this process's). Workers started ``ahead`` for the same are taken, not started."""
 
-    def __init__(self, workers: int, env: Callable[[int], dict[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        workers: int,
+        env: Callable[[int], dict[str, str]] | None = None,
+        preload: tuple[str, ...] = (),
+    ) -> None:
         self.env = env
-        self.started = 0
-        self.idle: list[_Worker] = []
-        for _ in range(workers):
+        self.preload = preload
+        envs = [self._env(k) for k in range(workers)]
+        self.idle: list[_Worker] = _ahead.pop(_key(envs, preload), [])
+        self.started = len(self.idle)
+        while len(self.idle) < workers:
             self.idle.append(self._start())
 
+    def _env(self, k: int) -> dict[str, str]:
+        return self.env(k) if self.env else dict(os.environ)
+
     def _start(self) -> _Worker:
-        w = _Worker(self.env(self.started) if self.env else dict(os.environ))
+        w = _Worker(self._env(self.started), self.preload)
         self.started += 1
         return w
 
@@ -237,14 +281,20 @@ def _hold(folder: str) -> None:
         time.sleep(0.05)
 
 
-def worker(job_fd: int, result_fd: int) -> None:
-    """A worker's life: watch the parent from the first instant, then run jobs until it goes."""
+def worker(job_fd: int, result_fd: int, preload: tuple[str, ...] = ()) -> None:
+    """A worker's life: watch the parent from the first instant, import ``preload`` while the
+    first job is on its way, then run jobs until the parent goes."""
     jobs = os.fdopen(job_fd, "rb")
     results = os.fdopen(result_fd, "wb")
     inbox: queue.Queue = queue.Queue()
     threading.Thread(
         target=_watch_parent, args=(jobs, inbox), daemon=True, name="degrade-parent-watch"
     ).start()
+    for name in preload:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass  # the job that needs it imports it again and fails with its own error
     if os.environ.get(HOLD_ENV):
         _hold(os.environ[HOLD_ENV])
     while True:
@@ -262,4 +312,4 @@ def worker(job_fd: int, result_fd: int) -> None:
 if __name__ == "__main__":
     # Ctrl-C reaches the whole process group; the sweep's process decides what happens then.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    worker(int(sys.argv[1]), int(sys.argv[2]))
+    worker(int(sys.argv[1]), int(sys.argv[2]), tuple(json.loads(sys.argv[4])))

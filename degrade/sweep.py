@@ -45,6 +45,10 @@ from degrade.job import SWEEP_PID_ENV, RunResult, Steps, job_steps
 from degrade.runids import identity_config, run_id
 from degrade.sources import prepare_dataset
 
+# What a pool worker imports before its first job arrives: the task function's module and the
+# trainer (torch), about a second that then overlaps the sweep's own start.
+WORKER_IMPORTS = ("degrade.sweep", "degrade.train")
+
 
 class LaunchError(RuntimeError):
     """The launcher failed while runs were under way; what finished is in the store."""
@@ -205,13 +209,13 @@ def _is_hydra_override(o: str) -> bool:
 
 def plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig]]:
     """The sweep's full override list and the validated config of every run in it."""
-    overrides, configs, _ = _plan(spec)
+    overrides, configs, _, _ = _plan(spec)
     return overrides, configs
 
 
-def _plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig], dict[str, str]]:
-    """``plan``, and what the user asked for where the runs' configs hold what it resolved to
-    (``{"trainer.precision": "auto"}``)."""
+def _plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig], dict[str, str], DictConfig | None]:
+    """``plan``, what the user asked for where the runs' configs hold what it resolved to
+    (``{"trainer.precision": "auto"}``), and the launcher's config (None: Hydra's default)."""
     for name, values in (("--depths", spec.depths), ("--variants", spec.variants), ("--seeds", spec.seeds)):
         if values is not None and not values:
             raise ConfigError(f"{name} is empty: the sweep would run nothing")
@@ -259,7 +263,7 @@ def _plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig], dict[str, str]]
     # hold what it became. A sweep over precisions asked each run for its own value.
     swept = any(_key(o) == "trainer.precision" and "," in o for o in run_overrides)
     asked = {} if swept else {"trainer.precision": str(base.trainer.precision)}
-    return overrides, configs, asked
+    return overrides, configs, asked, launcher
 
 
 def applicable(grid: list[DictConfig]) -> list[DictConfig]:
@@ -296,9 +300,18 @@ def _threads_per_job(launcher: DictConfig | None, runs: int) -> int:
         return int(launcher.cpus_per_task)  # what the scheduler gives each job
     if "joblib" not in target and "local_parallel" not in target:
         return cores
-    n_jobs = int(launcher.get("n_jobs") or -1)
-    at_once = min(runs, cores + 1 + n_jobs if n_jobs < 0 else n_jobs)
-    return max(1, cores // max(at_once, 1))
+    return max(1, cores // compute.jobs_at_once(int(launcher.get("n_jobs", -1)), runs, cores))
+
+
+def _workers_ahead(launcher: DictConfig | None, remaining: list[DictConfig]) -> int:
+    """How many of degrade's pool workers to start before Hydra's set-up: as many as its
+    launcher will run at once, where the runs train on the CPU (0 otherwise: on GPUs each
+    worker's environment names its GPU, which the launcher chooses)."""
+    if launcher is None or "local_parallel" not in str(launcher.get("_target_", "")):
+        return 0
+    if not all(compute.device_type(str(c.trainer.device)) == "cpu" for c in remaining):
+        return 0
+    return compute.jobs_at_once(int(launcher.get("n_jobs", -1)), len(remaining), compute.usable_cores())
 
 
 def check_fits(configs: list[DictConfig]) -> None:
@@ -400,6 +413,16 @@ def _workers_end_with(pid: int) -> Iterator[None]:
             os.environ[SWEEP_PID_ENV] = before
 
 
+def _pool_ahead(workers: int) -> contextlib.AbstractContextManager[None]:
+    """Start ``workers`` pool workers for degrade's launcher now (none: nothing to start)."""
+    if not workers:
+        return contextlib.nullcontext()
+    from degrade import pool
+
+    env = compute.worker_env(workers, compute.usable_cores())
+    return pool.ahead(workers, env, WORKER_IMPORTS)
+
+
 def run_labels(configs: list[DictConfig]) -> dict[str, str]:
     """Per run id, the settings the grid varies besides depth, variant and seed, as overrides
     (``optim.lr=0.01``): what tells apart runs whose ids differ only in their hash. Empty when
@@ -417,7 +440,7 @@ def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepRe
     Runs the store already holds finished are decided here, from their files, and nothing is
     launched for them: a finished sweep reruns in the time it takes to read its status files.
     """
-    overrides, configs, asked = _plan(spec)
+    overrides, configs, asked, launcher = _plan(spec)
     name = _sweep_name(spec, configs)
     root = Path(configs[0].out).expanduser().absolute()
     ids = [run_id(c) for c in configs]
@@ -472,7 +495,8 @@ def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepRe
                 own = any(_key(o).startswith(("hydra/sweeper", "hydra.sweeper")) for o in overrides)
                 fresh = len(remaining) == len(configs) and not own
                 check = ["hydra.sweeper.check_store=false"] if fresh else []
-                launched = _multirun(overrides + check, out, name, unique)
+                ahead = _workers_ahead(launcher, remaining)
+                launched = _multirun(overrides + check, out, name, unique, ahead)
         results.update((r.run_id, r) for r in launched)
     elif reporter is not None:
         reporter.sweep_started(name, unique, labels)
@@ -528,10 +552,13 @@ def stopped(e: BaseException, out: Path, run_ids: list[str], who: str = "the lau
     return LaunchError(f"{who} stopped ({error}); {runs}; rerun the same command to resume")
 
 
-def _multirun(overrides: list[str], out: Path, name: str, run_ids: list[str]) -> list[RunResult]:
-    """The sweep through Hydra's multirun: its sweeper launches the runs not finished."""
+def _multirun(
+    overrides: list[str], out: Path, name: str, run_ids: list[str], ahead: int = 0
+) -> list[RunResult]:
+    """The sweep through Hydra's multirun: its sweeper launches the runs not finished, and
+    ``ahead`` pool workers start importing before Hydra sets up (its launcher takes them)."""
     try:
-        with hydra_context(), _workers_end_with(os.getpid()):
+        with hydra_context(), _workers_end_with(os.getpid()), _pool_ahead(ahead):
             _register_plugins()
             batches = GlobalHydra.instance().hydra.multirun(  # type: ignore[union-attr]  # set up by hydra_context just above
                 config_name=CONFIG_NAME,

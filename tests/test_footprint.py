@@ -84,3 +84,21 @@ def test_cpu_memory_is_read_from_the_kernel():
     )
     have = memory.available_bytes("cpu")
     assert have is not None and 0 < have <= total
+
+
+def test_the_training_cost_orders_the_default_sweep_longest_first():
+    # The order a sweep launches its runs in: residual before plain at a depth (the shortcut's
+    # addition costs more), and every deeper pair before a shallower one.
+    runs = [(v, d) for d in (8, 20, 56) for v in ("plain", "residual")]
+    cost = {
+        r: footprint.training_cost(compose_run([f"model.variant={r[0]}", f"model.depth={r[1]}"]))
+        for r in runs
+    }
+    assert sorted(runs, key=lambda r: -cost[r]) == [
+        ("residual", 56),
+        ("plain", 56),
+        ("residual", 20),
+        ("plain", 20),
+        ("residual", 8),
+        ("plain", 8),
+    ]

@@ -132,6 +132,34 @@ def test_several_cpu_runs_go_to_parallel_processes_by_default(tmp_path, monkeypa
         assert "hydra/launcher=local_parallel" not in overrides
 
 
+@pytest.mark.pool
+def test_the_default_pool_takes_the_workers_started_ahead_and_composes_each_job_once(tmp_path, monkeypatch):
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    from degrade import compute, pool
+    from degrade.sweep import SweepSpec, run_sweep
+
+    monkeypatch.setattr(compute, "usable_cores", lambda: 2)
+    calls = {"workers": 0, "composed": 0}
+
+    def counted(key: str, f):
+        def g(*a, **k):
+            calls[key] += 1
+            return f(*a, **k)
+
+        return g
+
+    monkeypatch.setattr(pool._Worker, "__init__", counted("workers", pool._Worker.__init__))
+    monkeypatch.setattr(
+        ConfigLoaderImpl, "load_sweep_config", counted("composed", ConfigLoaderImpl.load_sweep_config)
+    )
+    result = run_sweep(SweepSpec(depths=[8], out=str(tmp_path), overrides=["trainer.epochs=1"]))
+    assert [r.state for r in result.runs] == ["done", "done"]
+    # Two workers in all (started before Hydra's set-up, then taken by the launcher), and the
+    # sweeper's composition of each job is the one the launcher runs.
+    assert calls == {"workers": 2, "composed": 2}
+
+
 def test_workers_of_a_killed_sweep_stop_training(tmp_path):
     import json
     import signal

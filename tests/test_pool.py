@@ -20,3 +20,33 @@ def test_a_worker_killed_mid_job_fails_only_that_job():
         assert isinstance(outcomes[0].error, WorkerDied) and "signal 9" in str(outcomes[0].error)
         # The pool goes on with a new worker.
         assert [o.value for o in pool.map(operator.add, [(1, 2), (3, 4)])] == [3, 7]
+
+
+def _imported(name: str) -> tuple[int, bool]:
+    import os
+    import sys
+
+    return os.getpid(), name in sys.modules
+
+
+def test_workers_started_ahead_are_taken_by_a_pool_with_the_same_environment_and_preload():
+    import os
+
+    from degrade import pool
+
+    env = dict(os.environ)
+    with pool.ahead(2, env, preload=("colorsys",)):
+        started = {w.proc.pid for ws in pool._ahead.values() for w in ws}
+        with Pool(2, env=lambda _: env, preload=("colorsys",)) as taken:
+            assert {w.proc.pid for w in taken.idle} == started and taken.started == 2
+            outcomes = taken.map(_imported, [("colorsys",), ("colorsys",)])
+        # The module the worker preloaded is there before any job asked for it.
+        assert all(o.value[1] for o in outcomes) and {o.value[0] for o in outcomes} <= started
+        assert not pool._ahead
+    with pool.ahead(1, env):
+        (left,) = next(iter(pool._ahead.values()))
+        with Pool(1, env=lambda _: {**env, "OTHER": "1"}) as other:  # another environment: its own
+            assert [w.proc.pid for w in other.idle] != [left.proc.pid]
+            assert other.map(_imported, [("colorsys",)])[0].value[1] is False
+    # Not taken: stopped when the block ended.
+    assert left.proc.poll() is not None and not pool._ahead

@@ -27,6 +27,9 @@ class LocalParallelLauncher(Launcher):
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
+        # Jobs' sweep configs the sweeper composed already (degrade's sweeper fills it), by
+        # their overrides: each is used once, for the job it was composed for.
+        self.composed: dict[tuple[str, ...], DictConfig] = {}
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         """Keep what Hydra gives every launcher: its context, the task and the sweep's config."""
@@ -35,19 +38,19 @@ class LocalParallelLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         """Run the jobs in the pool's workers; their returns in the order of ``job_overrides``."""
         from degrade import pool
-        from degrade.compute import usable_cores
+        from degrade.compute import jobs_at_once, usable_cores
+        from degrade.sweep import WORKER_IMPORTS
 
         setup_globals()
         assert self.config is not None and self.task_function is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         cores = usable_cores()
-        # joblib's reading of n_jobs, which the cores' split between jobs also follows: -1 is one
-        # per core, -2 all cores but one, and so on.
-        n_jobs = cores + 1 + self.n_jobs if self.n_jobs < 0 else self.n_jobs
-        at_once = max(1, min(len(job_overrides), n_jobs))
-        # Started first: a worker takes seconds to import torch; the jobs are composed meanwhile.
-        with pool.Pool(at_once, env=_worker_env(self.config, at_once, cores)) as workers:
+        at_once = jobs_at_once(self.n_jobs, len(job_overrides), cores)
+        # Started first (or taken from those the sweep started ahead): a worker takes a second
+        # to import torch, and the jobs are composed meanwhile.
+        env = _worker_env(self.config, at_once, cores)
+        with pool.Pool(at_once, env=env, preload=WORKER_IMPORTS) as workers:
             sweep_configs, tasks = self._compose(job_overrides, initial_job_idx)
             outcomes = workers.map(self.task_function, [(t,) for t in tasks])
         failed = [o.error for o in outcomes if o.error is not None]
@@ -77,8 +80,11 @@ class LocalParallelLauncher(Launcher):
         """Each job's config with Hydra's part (as Hydra's launchers compose it) and without."""
         assert self.config is not None and self.hydra_context is not None
         sweep_configs, tasks = [], []
+        loader = self.hydra_context.config_loader
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            sweep_config = self.composed.pop(tuple(overrides), None)
+            if sweep_config is None:
+                sweep_config = loader.load_sweep_config(self.config, list(overrides))
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
                 sweep_config.hydra.job.num = idx
@@ -95,11 +101,9 @@ class LocalParallelLauncher(Launcher):
 def _worker_env(config: DictConfig, at_once: int, cores: int) -> Callable[[int], dict[str, str]]:
     """Each worker's environment: BLAS/OpenMP pools sized to its share of the cores, and on
     several GPUs, one GPU per worker (chosen before CUDA starts in it)."""
-    from degrade.compute import device_type
+    from degrade.compute import device_type, worker_env
 
-    base = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        base.setdefault(var, str(max(1, cores // max(at_once, 1))))
+    base = worker_env(at_once, cores)
     gpus = 0
     if device_type(str(config.trainer.device)) == "cuda":
         from degrade import accel

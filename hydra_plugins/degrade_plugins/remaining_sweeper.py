@@ -63,7 +63,13 @@ class RemainingSweeper(BasicSweeper):
         kept = [(job, cfg) for job, cfg in composed if not self._left_out(cfg)]
         if not kept:
             return []
-        jobs = [job for job, _ in sorted(kept, key=lambda jc: -training_cost(jc[1]))]
+        kept.sort(key=lambda jc: -training_cost(jc[1]))
+        known = getattr(self.launcher, "composed", None)
+        if isinstance(known, dict):
+            # A launcher that composes each job (degrade's pool) takes these instead of
+            # composing them a second time: Hydra's composition is most of a sweep's start.
+            known.update((tuple(job), cfg) for job, cfg in kept)
+        jobs = [job for job, _ in kept]
         return list(BasicSweeper.split_overrides_to_chunks(jobs, max_batch_size))
 
     def _compose(self, job: list[str]) -> Any:
@@ -71,9 +77,8 @@ class RemainingSweeper(BasicSweeper):
         return self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
 
     def validate_batch_is_legal(self, batch: Any) -> None:
-        # Checking the store composed every job already; a job that cannot compose failed there.
-        if not self.check_store:
-            super().validate_batch_is_legal(batch)
+        """Nothing left to check: ``split_arguments`` composed every job, and a job that cannot
+        compose failed there (Hydra's own check would compose each job once more)."""
 
     def _left_out(self, cfg: Any) -> bool:
         """Whether the job is not launched: its run is finished, or its cure does not apply."""
