@@ -153,12 +153,13 @@ def list_runs(out: str | Path, name: str | None = None) -> pd.DataFrame:
 
 
 def load_configs(out: str | Path, run_ids: list[str]) -> dict[str, DictConfig]:
-    """The resolved config of each run that has a readable one; a damaged one is left out with a
-    warning (a missing one silently: the run never started)."""
+    """The resolved config of each run that has a readable one, read-only (shared with every
+    reader of that file); a damaged one is left out with a warning (a missing one silently: the
+    run never started)."""
     configs = {}
     for rid in run_ids:
         try:
-            cfg = store.read_config(RunDir(Path(out), rid).config)
+            cfg = store.read_config(RunDir(Path(out), rid).config, shared=True)
         except StoreError as e:
             left_out(rid, e)
             continue

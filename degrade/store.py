@@ -256,20 +256,29 @@ _PARSED_CONFIGS: dict[str, DictConfig] = {}
 _PARSED_CONFIGS_MAX = 256  # about 90 KiB each: ~23 MiB at most
 
 
-def read_config(path: Path) -> DictConfig | None:
+def read_config(path: Path, *, shared: bool = False) -> DictConfig | None:
     """A run's resolved config: a YAML mapping that places the run (``model.family``,
     ``model.variant``, ``model.depth``, ``seed``, ``data.name`` of the right types); None when
-    there is no file; StoreError when it is damaged."""
+    there is no file; StoreError when it is damaged.
+
+    The caller's own copy, unless ``shared``: then the parsed config itself, read-only, for a
+    reader that only looks (copying a config costs more than most tables built from it).
+    """
     text = _read_text(path)
     if text is None:
         return None
     cfg = _PARSED_CONFIGS.get(text)
     if cfg is None:
         cfg = _parse_config(path, text)
+        OmegaConf.set_readonly(cfg, True)
         if len(_PARSED_CONFIGS) >= _PARSED_CONFIGS_MAX:
             _PARSED_CONFIGS.clear()
         _PARSED_CONFIGS[text] = cfg
-    return copy.deepcopy(cfg)
+    if shared:
+        return cfg
+    own = copy.deepcopy(cfg)
+    OmegaConf.set_readonly(own, None)
+    return own
 
 
 def _parse_config(path: Path, text: str) -> DictConfig:
@@ -697,7 +706,10 @@ class RunDir:
             status = self.read_status()
         except StoreError:
             bad.append("status.json")
-        readers = (("config.yaml", lambda: read_config(self.config)), ("layers.parquet", self.layers_table))
+        readers = (
+            ("config.yaml", lambda: read_config(self.config, shared=True)),
+            ("layers.parquet", self.layers_table),
+        )
         for name, read in readers:
             try:
                 read()
