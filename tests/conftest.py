@@ -138,3 +138,17 @@ def unwritable(path: Path) -> Iterator[None]:
             subprocess.run(undo, check=True)
         else:
             path.chmod(mode)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, each worker gets a core of its own (worker ``gwK`` the K-th core,
+    round the cores if there are more workers), and so do the processes it starts.
+
+    degrade sizes a run's threads and a sweep's pool by the cores it may use. Without this,
+    every worker's runs and sweeps would plan for all the cores while the other workers use
+    them too: spinning OpenMP threads on shared cores made some tests four times slower.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if worker.startswith("gw") and worker[2:].isdigit() and len(cores) > 1:
+        os.sched_setaffinity(0, {cores[int(worker[2:]) % len(cores)]})
