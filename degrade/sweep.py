@@ -45,10 +45,6 @@ from degrade.job import SWEEP_PID_ENV, RunResult, Steps, job_steps
 from degrade.runids import identity_config, run_id
 from degrade.sources import prepare_dataset
 
-# What a pool worker imports before its first job arrives: the task function's module and the
-# trainer (torch), about a second that then overlaps the sweep's own start.
-WORKER_IMPORTS = ("degrade.sweep", "degrade.train")
-
 
 class LaunchError(RuntimeError):
     """The launcher failed while runs were under way; what finished is in the store."""
@@ -418,6 +414,7 @@ def _pool_ahead(workers: int) -> contextlib.AbstractContextManager[None]:
     if not workers:
         return contextlib.nullcontext()
     from degrade import pool
+    from hydra_plugins.degrade_plugins.local_parallel import WORKER_IMPORTS
 
     env = compute.worker_env(workers, compute.usable_cores())
     return pool.ahead(workers, env, WORKER_IMPORTS)

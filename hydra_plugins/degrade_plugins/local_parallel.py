@@ -17,6 +17,10 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+# What a pool worker imports before its first job arrives: the task function's module and the
+# trainer (torch), about a second that then overlaps the sweep's own start.
+WORKER_IMPORTS = ("degrade.sweep", "degrade.train")
+
 
 class LocalParallelLauncher(Launcher):
     """Up to ``n_jobs`` jobs at once in worker processes on this machine (-1: one per core)."""
@@ -39,7 +43,6 @@ class LocalParallelLauncher(Launcher):
         """Run the jobs in the pool's workers; their returns in the order of ``job_overrides``."""
         from degrade import pool
         from degrade.compute import jobs_at_once, usable_cores
-        from degrade.sweep import WORKER_IMPORTS
 
         setup_globals()
         assert self.config is not None and self.task_function is not None
