@@ -262,15 +262,24 @@ class Pool:
 # --------------------------------------------------------------------------- worker side
 
 
+def _unreadable(why: str) -> None:
+    raise RuntimeError(f"a job could not be read in the worker process: {why}")
+
+
 def _watch_parent(jobs: IO[bytes], inbox: queue.Queue) -> None:
     """Pass jobs on to the main thread; at end-of-file (the parent is gone) end the process."""
     while True:
         try:
-            message = pickle.loads(_receive(jobs))
+            data = _receive(jobs)
         except (EOFError, OSError):
             # No flushing or clean-up: whatever the main thread holds (a run's lock, half an
             # epoch) is let go by the kernel, and a rerun repeats the lost epoch exactly.
             os._exit(0)
+        try:
+            message = pickle.loads(data)
+        except Exception as e:  # noqa: BLE001 - e.g. its function's module cannot be imported here
+            # The job fails with this as its error; without a reply the parent would wait for good.
+            message = (_unreadable, (f"{type(e).__name__}: {e}",))
         inbox.put(message)
 
 

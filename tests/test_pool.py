@@ -50,3 +50,29 @@ def test_workers_started_ahead_are_taken_by_a_pool_with_the_same_environment_and
             assert other.map(_imported, [("colorsys",)])[0].value[1] is False
     # Not taken: stopped when the block ended.
     assert left.proc.poll() is not None and not pool._ahead
+
+
+def test_a_job_the_worker_cannot_read_fails_with_why_instead_of_waiting_for_good(tmp_path, monkeypatch):
+    import importlib
+    import shutil
+    import sys
+    import threading
+
+    (tmp_path / "gone_by_then.py").write_text("def twice(x):\n    return 2 * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    gone = importlib.import_module("gone_by_then")
+    outcomes = []
+    with Pool(1) as workers:
+        # The worker has this process's module search path; the module leaves it before the job.
+        (tmp_path / "gone_by_then.py").unlink()
+        shutil.rmtree(tmp_path / "__pycache__", ignore_errors=True)
+        mapping = threading.Thread(target=lambda: outcomes.extend(workers.map(gone.twice, [(3,)])))
+        mapping.start()
+        mapping.join(timeout=120)  # a generous bound: the answer comes as soon as the worker reads
+        assert not mapping.is_alive(), "the pool waited for a reply that never comes"
+        (outcome,) = outcomes
+        assert "could not be read in the worker" in str(outcome.error) and "gone_by_then" in str(
+            outcome.error
+        )
+        assert [o.value for o in workers.map(abs, [(-2,)])] == [2]  # the worker goes on
+    sys.modules.pop("gone_by_then", None)
