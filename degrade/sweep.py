@@ -58,6 +58,9 @@ class SweepReporter(Protocol):
 
     def update(self, statuses: dict[str, dict[str, Any]]) -> None: ...
 
+    def all_started(self) -> None:
+        """Every run has begun (called once, from the watching thread, while runs still train)."""
+
 
 class _Watcher(threading.Thread):
     """Polls the status files of a sweep's runs, so progress works with any launcher."""
@@ -68,12 +71,18 @@ class _Watcher(threading.Thread):
         self.reporter, self.every = reporter, every
         self.stopped = threading.Event()
 
-    def poll(self) -> None:
-        self.reporter.update({r.id: r.status() for r in self.runs})
+    def poll(self) -> dict[str, dict[str, Any]]:
+        statuses = {r.id: r.status() for r in self.runs}
+        self.reporter.update(statuses)
+        return statuses
 
     def run(self) -> None:
+        started = False
         while not self.stopped.wait(self.every):
-            self.poll()
+            statuses = self.poll()
+            if not started and all(s.get("state") != "new" for s in statuses.values()):
+                started = True
+                self.reporter.all_started()
 
     def stop(self) -> None:
         self.stopped.set()

@@ -312,3 +312,50 @@ def test_a_joblib_worker_whose_sweep_is_gone_ends_before_its_first_job():
         env = {**os.environ, SWEEP_PID_ENV: str(sweep_pid)}
         r = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
         assert (r.returncode == 0 and "trains" in r.stdout) is alive, (sweep_pid, r.stdout, r.stderr)
+
+
+def test_the_watcher_tells_the_reporter_once_when_every_run_has_begun_and_from_its_own_thread(tmp_path):
+    import threading
+
+    from degrade import store
+    from degrade.sweep import _Watcher
+
+    class Reporter:
+        def __init__(self) -> None:
+            self.polls = 0
+            self.polled = threading.Condition()
+            self.started: list[threading.Thread] = []
+
+        def sweep_started(self, name, run_ids, labels=None) -> None:
+            pass
+
+        def update(self, statuses) -> None:
+            with self.polled:
+                self.polls += 1
+                self.polled.notify_all()
+
+        def all_started(self) -> None:
+            self.started.append(threading.current_thread())
+
+    def polls_after(reporter: Reporter, more: int) -> None:
+        with reporter.polled:
+            until = reporter.polls + more
+            assert reporter.polled.wait_for(lambda: reporter.polls >= until, timeout=60)
+
+    first, second = (store.RunDir(tmp_path, f"cnn-plain-{d}-s0-0123456789") for d in (8, 14))
+    first.set_status("running", epochs_done=0, epochs=2)
+    reporter = Reporter()
+    watcher = _Watcher(tmp_path, [first.id, second.id], reporter, every=0.01)
+    watcher.start()
+    try:
+        polls_after(reporter, 3)
+        assert reporter.started == []  # the second run has not begun
+        second.set_status("running", epochs_done=0, epochs=2)
+        # A poll that began after the write sees it; the one after that has been reported.
+        polls_after(reporter, 3)
+        assert reporter.started == [watcher]
+        first.set_status("done", epochs_done=2, epochs=2)
+        polls_after(reporter, 3)
+        assert reporter.started == [watcher]  # once
+    finally:
+        watcher.stop()
