@@ -49,7 +49,7 @@ def named(rid: str, labels: dict[str, str]) -> str:
 
 class _SummaryAhead:
     """Once every run of a sweep has begun, import what the final table reads the store with
-    (pandas, pyarrow's Parquet reader: about 0.4 s) while the last runs train, not after them."""
+    (pandas, pyarrow's Parquet reader: about 0.3 s) while the last runs train, not after them."""
 
     def all_started(self) -> None:
         try:
