@@ -61,6 +61,7 @@ def test_a_job_the_worker_cannot_read_fails_with_why_instead_of_waiting_for_good
     (tmp_path / "gone_by_then.py").write_text("def twice(x):\n    return 2 * x\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     gone = importlib.import_module("gone_by_then")
+    monkeypatch.setitem(sys.modules, "gone_by_then", gone)  # and gone again when the test ends
     outcomes = []
     with Pool(1) as workers:
         # The worker has this process's module search path; the module leaves it before the job.
@@ -75,4 +76,3 @@ def test_a_job_the_worker_cannot_read_fails_with_why_instead_of_waiting_for_good
             outcome.error
         )
         assert [o.value for o in workers.map(abs, [(-2,)])] == [2]  # the worker goes on
-    sys.modules.pop("gone_by_then", None)
