@@ -72,7 +72,63 @@ def rows_table(rows: list[dict[str, Any]]) -> pa.Table:
     import pyarrow as pa
 
     columns = list(dict.fromkeys(k for r in rows for k in r))
-    return pa.Table.from_pydict({c: [r.get(c) for r in rows] for c in columns})
+    data = {c: [r.get(c) for r in rows] for c in columns}
+    arrays = [_plain_array(values) for values in data.values()]
+    if any(a is None for a in arrays):
+        return pa.Table.from_pydict(data)
+    return pa.Table.from_arrays(arrays, names=columns)
+
+
+def _bits(flags: list[bool]) -> bytes:
+    """Arrow's bitmap of ``flags``: bit ``i`` of the buffer (least significant first) is flag ``i``."""
+    out = bytearray((len(flags) + 7) // 8)
+    for i, flag in enumerate(flags):
+        if flag:
+            out[i >> 3] |= 1 << (i & 7)
+    return bytes(out)
+
+
+def _plain_array(values: list[Any]) -> pa.Array | None:
+    """``values`` as the Arrow array ``pa.array`` infers for them (null, bool, int64, double or
+    string), built from its buffers; None when they hold anything else.
+
+    ``pa.array`` imports pandas on its first call (0.25 s) to ask whether it was given a pandas
+    object: every training process would pay that at its first epoch for a few rows of numbers.
+    """
+    import array
+
+    import pyarrow as pa
+
+    kinds = {type(v) for v in values if v is not None}
+    valid = [v is not None for v in values]
+    n, nulls = len(values), valid.count(False)
+    bitmap = pa.py_buffer(_bits(valid)) if nulls else None
+    if not kinds:
+        return pa.nulls(n)
+    if kinds == {bool}:
+        data = pa.py_buffer(_bits([v is True for v in values]))
+        return pa.Array.from_buffers(pa.bool_(), n, [bitmap, data], null_count=nulls)
+    if kinds == {int}:
+        if any(not -(2**63) <= v < 2**63 for v in values if v is not None):
+            return None  # pyarrow's own error (or type) for integers beyond int64
+        data = pa.py_buffer(array.array("q", [0 if v is None else v for v in values]))
+        return pa.Array.from_buffers(pa.int64(), n, [bitmap, data], null_count=nulls)
+    if kinds <= {int, float}:
+        if any(type(v) is int and abs(v) > 2**53 for v in values):
+            return None  # pyarrow refuses an integer a double cannot hold exactly
+        data = pa.py_buffer(array.array("d", [0.0 if v is None else float(v) for v in values]))
+        return pa.Array.from_buffers(pa.float64(), n, [bitmap, data], null_count=nulls)
+    if kinds == {str}:
+        encoded = [b"" if v is None else v.encode() for v in values]
+        ends = [0]
+        for b in encoded:
+            ends.append(ends[-1] + len(b))
+        if ends[-1] >= 2**31 or array.array("i").itemsize != 4:
+            return None  # pyarrow's own choice for more than 2 GiB of text; offsets are int32
+        offsets = pa.py_buffer(array.array("i", ends))
+        text = pa.py_buffer(b"".join(encoded))
+        return pa.Array.from_buffers(pa.string(), n, [bitmap, offsets, text], null_count=nulls)
+    return None
 
 
 def write_rows_atomic(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -1,6 +1,9 @@
 import hashlib
 import json
 import os
+import random
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -80,6 +83,60 @@ def test_rows_of_an_older_checkpoint_keep_the_newer_columns(tmp_path):
     frame = pd.read_parquet(tmp_path / "m.parquet")
     assert list(frame.columns) == ["epoch", "train_loss", "ended"]
     assert frame["ended"].isna().tolist() == [True, False] and frame["ended"].iloc[1] == 100.0
+
+
+def test_rows_become_the_table_pyarrow_would_infer_for_them():
+    import pyarrow as pa
+
+    from degrade.atomic import rows_table
+
+    rnd = random.Random(0)
+    kinds = [
+        lambda: rnd.randint(-(2**63), 2**63 - 1),
+        lambda: rnd.uniform(-1e6, 1e6),
+        lambda: rnd.choice([float("nan"), float("inf"), -0.0, 1e-310]),
+        lambda: rnd.choice(["", "x", "plain-56", "é ü 层", "a\x00b"]),
+        lambda: rnd.random() < 0.5,
+        lambda: None,
+    ]
+    for trial in range(200):
+        columns = [f"c{k}" for k in range(rnd.randint(1, 6))]
+        # Each column one kind, or ints beside floats (a double), with gaps and missing keys.
+        kind = {c: rnd.choice([[k] for k in kinds] + [[kinds[0], kinds[1]]]) for c in columns}
+        rows = [
+            {c: None if rnd.random() < 0.2 else rnd.choice(kind[c])() for c in columns if rnd.random() < 0.9}
+            for _ in range(rnd.randint(0, 12))
+        ]
+        names = list(dict.fromkeys(k for r in rows for k in r))
+        data = {c: [r.get(c) for r in rows] for c in names}
+        try:
+            expected = pa.Table.from_pydict(data)
+        except (pa.ArrowInvalid, OverflowError) as e:
+            with pytest.raises(type(e)):
+                rows_table(rows)
+            continue
+        got = rows_table(rows)
+        assert got.schema == expected.schema, (trial, data)
+        assert got.equals(expected) or str(got.to_pylist()) == str(expected.to_pylist()), (trial, data)
+        assert [a.null_count for a in got.columns] == [a.null_count for a in expected.columns]
+
+
+def test_writing_a_runs_rows_does_not_import_pandas(tmp_path):
+    # pa.array imports pandas (a quarter of a second) at its first call: every training process
+    # would pay it at its first epoch. The rows are written from Arrow buffers instead.
+    code = (
+        "import sys; from pathlib import Path; from degrade.atomic import write_rows_atomic; "
+        "write_rows_atomic(Path(sys.argv[1]), [{'run_id': 'r', 'epoch': 1, 'train_error': 0.5, "
+        "'ok': True, 'note': None}, {'run_id': 'r', 'epoch': 2, 'train_error': 1}]); "
+        "print('pandas' in sys.modules)"
+    )
+    path = tmp_path / "m.parquet"
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+    frame = pd.read_parquet(path)
+    assert frame["epoch"].tolist() == [1, 2] and frame["train_error"].tolist() == [0.5, 1.0]
+    assert str(frame["train_error"].dtype) == "float64" and frame["note"].isna().all()
 
 
 def test_no_cure_keeps_the_run_ids_stores_already_hold():
