@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import math
 import re
@@ -190,8 +191,10 @@ def validate(cfg: DictConfig, check_variant: bool = True) -> None:
         raise ConfigError(f"invalid config value: {one_line(e)}") from None
 
 
-def _groups() -> set[str]:
-    return {p.name for p in config_dir().iterdir() if p.is_dir()}
+@functools.cache
+def config_groups() -> frozenset[str]:
+    """The names of the config groups (``model``, ``data``, ...): the folders of ``configs/``."""
+    return frozenset(p.name for p in config_dir().iterdir() if p.is_dir())
 
 
 def _refuse_unknown_keys(overrides: list[str]) -> None:
@@ -201,7 +204,7 @@ def _refuse_unknown_keys(overrides: list[str]) -> None:
     Config groups (``+experiment=…``) are not keys and pass; nothing documents extra keys.
     """
     parser = OverridesParser.create()
-    groups = _groups()
+    groups = config_groups()
     added = []
     for text in overrides:
         o = parser.parse_overrides([text])[0]
@@ -231,7 +234,7 @@ def _refuse_unknown_options(overrides: list[str]) -> None:
     run need not use a preset), and Hydra then skips a missing preset without a word.
     """
     parser = OverridesParser.create()
-    groups = _groups() - {"hydra"}
+    groups = config_groups() - {"hydra"}
     for text in overrides:
         o = parser.parse_overrides([text])[0]
         if o.key_or_group not in groups or o.is_delete():

@@ -20,14 +20,14 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from degrade import compute, footprint, job, memory, store
+from degrade import composed, compute, footprint, job, memory, store
 from degrade.config import (
     CONFIG_NAME,
     ConfigError,
@@ -37,6 +37,7 @@ from degrade.config import (
     hydra_context,
     inapplicable,
     one_line,
+    pin_precision,
     quoted,
     validate,
 )
@@ -214,13 +215,22 @@ def _is_hydra_override(o: str) -> bool:
 
 def plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig]]:
     """The sweep's full override list and the validated config of every run in it."""
-    overrides, configs, _, _ = _plan(spec)
-    return overrides, configs
+    planned = _plan(spec)
+    return planned.overrides, planned.configs
 
 
-def _plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig], dict[str, str], DictConfig | None]:
+class _Plan(NamedTuple):
+    overrides: list[str]  # the sweep's, for Hydra's multirun
+    configs: list[DictConfig]  # every run's, validated, precision pinned
+    asked: dict[str, str]  # what the user asked for where the configs hold what it resolved to
+    launcher: DictConfig | None  # the launcher's config (None: Hydra's default)
+    composed: list[tuple[list[str], DictConfig]]  # each run's overrides and config as composed
+
+
+def _plan(spec: SweepSpec) -> _Plan:
     """``plan``, what the user asked for where the runs' configs hold what it resolved to
-    (``{"trainer.precision": "auto"}``), and the launcher's config (None: Hydra's default)."""
+    (``{"trainer.precision": "auto"}``), the launcher's config, and each run as composed,
+    before its precision was pinned (what Hydra's sweeper can take instead of composing it)."""
     for name, values in (("--depths", spec.depths), ("--variants", spec.variants), ("--seeds", spec.seeds)):
         if values is not None and not values:
             raise ConfigError(f"{name} is empty: the sweep would run nothing")
@@ -240,8 +250,14 @@ def _plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig], dict[str, str],
             raise ConfigError(f"sweep.{key} is empty: the sweep would run nothing")
     run_overrides = [o for o in overrides if not _is_hydra_override(o)]
     hydra_overrides = [o for o in overrides if _is_hydra_override(o)]
-    grid = [compose_run(combo, check_variant=False) for combo in expand_overrides(run_overrides)]
+    combos = expand_overrides(run_overrides)
+    raw = [compose_run(combo, pin=False, check_variant=False) for combo in combos]
+    grid = [pin_precision(copy.deepcopy(c)) for c in raw]
     configs = applicable(grid)
+    kept = {id(c) for c in configs}
+    as_composed = [
+        (combo, c) for combo, c, pinned in zip(combos, raw, grid, strict=True) if id(pinned) in kept
+    ]
     if not configs:
         raise ConfigError("the sweep would run nothing")
     if len(configs) < len(grid):
@@ -268,7 +284,7 @@ def _plan(spec: SweepSpec) -> tuple[list[str], list[DictConfig], dict[str, str],
     # hold what it became. A sweep over precisions asked each run for its own value.
     swept = any(_key(o) == "trainer.precision" and "," in o for o in run_overrides)
     asked = {} if swept else {"trainer.precision": str(base.trainer.precision)}
-    return overrides, configs, asked, launcher
+    return _Plan(overrides, configs, asked, launcher, as_composed)
 
 
 def applicable(grid: list[DictConfig]) -> list[DictConfig]:
@@ -446,7 +462,7 @@ def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepRe
     Runs the store already holds finished are decided here, from their files, and nothing is
     launched for them: a finished sweep reruns in the time it takes to read its status files.
     """
-    overrides, configs, asked, launcher = _plan(spec)
+    overrides, configs, asked, launcher, as_composed = _plan(spec)
     name = _sweep_name(spec, configs)
     root = Path(configs[0].out).expanduser().absolute()
     ids = [run_id(c) for c in configs]
@@ -502,7 +518,7 @@ def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepRe
                 fresh = len(remaining) == len(configs) and not own
                 check = ["hydra.sweeper.check_store=false"] if fresh else []
                 ahead = _workers_ahead(launcher, remaining)
-                launched = _multirun(overrides + check, out, name, unique, ahead)
+                launched = _multirun(overrides + check, out, name, unique, ahead, as_composed)
         results.update((r.run_id, r) for r in launched)
     elif reporter is not None:
         reporter.sweep_started(name, unique, labels)
@@ -558,19 +574,47 @@ def stopped(e: BaseException, out: Path, run_ids: list[str], who: str = "the lau
     return LaunchError(f"{who} stopped ({error}); {runs}; rerun the same command to resume")
 
 
+def _not_ours(given: list[str]) -> list[str]:
+    # The store and the name are the sweep's own, as it resolved them.
+    return [o for o in given if _key(o) not in ("out", "name")]
+
+
+def _multirun_overrides(overrides: list[str], out: Path, name: str) -> list[str]:
+    """What Hydra's multirun is given: the sweep's overrides, with its store and its name."""
+    return _not_ours(overrides) + [quoted(name, "name"), quoted(str(out), "out"), "hydra.mode=MULTIRUN"]
+
+
+def _offered(planned: list[tuple[list[str], DictConfig]]) -> list[tuple[list[str], DictConfig]]:
+    """The planned runs as ``composed.offering`` takes them: a job's config is its run's
+    once the sweep's own values (the store, the name, threads, precision) are set over it."""
+    return [(_not_ours(combo), cfg) for combo, cfg in planned]
+
+
 def _multirun(
-    overrides: list[str], out: Path, name: str, run_ids: list[str], ahead: int = 0
+    overrides: list[str],
+    out: Path,
+    name: str,
+    run_ids: list[str],
+    ahead: int = 0,
+    planned: list[tuple[list[str], DictConfig]] | None = None,
 ) -> list[RunResult]:
     """The sweep through Hydra's multirun: its sweeper launches the runs not finished, and
-    ``ahead`` pool workers start importing before Hydra sets up (its launcher takes them)."""
+    ``ahead`` pool workers start importing before Hydra sets up (its launcher takes them).
+    ``planned`` (each run's overrides and config, as the plan composed them) spares Hydra
+    composing those jobs again."""
+
     try:
-        with hydra_context(), _workers_end_with(os.getpid()), _pool_ahead(ahead):
+        with (
+            hydra_context(),
+            _workers_end_with(os.getpid()),
+            _pool_ahead(ahead),
+            composed.offering(_offered(planned or [])),
+        ):
             _register_plugins()
             batches = GlobalHydra.instance().hydra.multirun(  # type: ignore[union-attr]  # set up by hydra_context just above
                 config_name=CONFIG_NAME,
                 task_function=run_job,
-                overrides=[o for o in overrides if _key(o) not in ("out", "name")]
-                + [quoted(name, "name"), quoted(str(out), "out"), "hydra.mode=MULTIRUN"],
+                overrides=_multirun_overrides(overrides, out, name),
             )
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(one_line(e)) from None

@@ -133,7 +133,7 @@ def test_several_cpu_runs_go_to_parallel_processes_by_default(tmp_path, monkeypa
 
 
 @pytest.mark.pool
-def test_the_default_pool_takes_the_workers_started_ahead_and_composes_each_job_once(tmp_path, monkeypatch):
+def test_the_default_pool_takes_the_workers_started_ahead_and_composes_no_job_again(tmp_path, monkeypatch):
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
     from degrade import compute, pool
@@ -155,9 +155,9 @@ def test_the_default_pool_takes_the_workers_started_ahead_and_composes_each_job_
     )
     result = run_sweep(SweepSpec(depths=[8], out=str(tmp_path), overrides=["trainer.epochs=1"]))
     assert [r.state for r in result.runs] == ["done", "done"]
-    # Two workers in all (started before Hydra's set-up, then taken by the launcher), and the
-    # sweeper's composition of each job is the one the launcher runs.
-    assert calls == {"workers": 2, "composed": 2}
+    # Two workers in all (started before Hydra's set-up, then taken by the launcher), and each
+    # job's config is its planned run's: Hydra composes none of them again.
+    assert calls == {"workers": 2, "composed": 0}
 
 
 def test_workers_of_a_killed_sweep_stop_training(tmp_path):

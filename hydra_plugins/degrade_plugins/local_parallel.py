@@ -7,7 +7,6 @@ Workers end with the sweep's process however it ends (see ``degrade.pool``).
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf
 
 # What a pool worker imports before its first job arrives: the task function's module and the
 # trainer (torch), about a second that then overlaps the sweep's own start.
@@ -31,8 +30,8 @@ class LocalParallelLauncher(Launcher):
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
-        # Jobs' sweep configs the sweeper composed already (degrade's sweeper fills it), by
-        # their overrides: each is used once, for the job it was composed for.
+        # Jobs' configs, without Hydra's node, that the sweeper has already (degrade's sweeper
+        # fills it), by their overrides: each is used once, for the job it was composed for.
         self.composed: dict[tuple[str, ...], DictConfig] = {}
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -54,7 +53,7 @@ class LocalParallelLauncher(Launcher):
         # to import torch, and the jobs are composed meanwhile.
         env = _worker_env(self.config, at_once, cores)
         with pool.Pool(at_once, env=env, preload=WORKER_IMPORTS) as workers:
-            sweep_configs, tasks = self._compose(job_overrides, initial_job_idx)
+            tasks = self._compose(job_overrides)
             outcomes = workers.map(self.task_function, [(t,) for t in tasks])
         failed = [o.error for o in outcomes if o.error is not None]
         if failed:
@@ -62,43 +61,34 @@ class LocalParallelLauncher(Launcher):
             # worker killed), raised here once every other job has had its turn.
             raise failed[0]
         returns = []
-        for overrides, sweep_config, task, outcome in zip(
-            job_overrides, sweep_configs, tasks, outcomes, strict=True
-        ):
+        for overrides, task, outcome in zip(job_overrides, tasks, outcomes, strict=True):
+            # No per-job Hydra config: a worker runs the task without Hydra's job runtime.
             ret = JobReturn(
                 overrides=list(overrides),
                 cfg=task,
-                hydra_cfg=sweep_config,
                 working_dir=os.getcwd(),
-                task_name=sweep_config.hydra.job.name,
+                task_name=self.config.hydra.job.name,
                 status=JobStatus.COMPLETED,
             )
             ret.return_value = outcome.value
             returns.append(ret)
         return returns
 
-    def _compose(
-        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
-    ) -> tuple[list[DictConfig], list[DictConfig]]:
-        """Each job's config with Hydra's part (as Hydra's launchers compose it) and without."""
+    def _compose(self, job_overrides: Sequence[Sequence[str]]) -> list[DictConfig]:
+        """Each job's config without Hydra's part, as Hydra's launchers compose it."""
+        from degrade.composed import without_hydra
+
         assert self.config is not None and self.hydra_context is not None
-        sweep_configs, tasks = [], []
+        tasks = []
         loader = self.hydra_context.config_loader
-        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-            sweep_config = self.composed.pop(tuple(overrides), None)
-            if sweep_config is None:
-                sweep_config = loader.load_sweep_config(self.config, list(overrides))
-            with open_dict(sweep_config):
-                sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
-                sweep_config.hydra.job.num = idx
-            task = copy.deepcopy(sweep_config)
-            with read_write(task), open_dict(task):
-                del task["hydra"]
+        for overrides in job_overrides:
+            task = self.composed.pop(tuple(overrides), None)
+            if task is None:
+                task = without_hydra(loader.load_sweep_config(self.config, list(overrides)))
             # Resolved here, where Hydra's resolvers and degrade's are registered.
             OmegaConf.resolve(task)
-            sweep_configs.append(sweep_config)
             tasks.append(task)
-        return sweep_configs, tasks
+        return tasks
 
 
 def _worker_env(config: DictConfig, at_once: int, cores: int) -> Callable[[int], dict[str, str]]:

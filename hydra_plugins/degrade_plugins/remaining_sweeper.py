@@ -67,14 +67,23 @@ class RemainingSweeper(BasicSweeper):
         known = getattr(self.launcher, "composed", None)
         if isinstance(known, dict):
             # A launcher that composes each job (degrade's pool) takes these instead of
-            # composing them a second time: Hydra's composition is most of a sweep's start.
+            # composing them again: Hydra's composition is most of a sweep's start.
             known.update((tuple(job), cfg) for job, cfg in kept)
         jobs = [job for job, _ in kept]
         return list(BasicSweeper.split_overrides_to_chunks(jobs, max_batch_size))
 
     def _compose(self, job: list[str]) -> Any:
+        """The job's config without Hydra's node: the sweep's plan's, when it offered the run
+        (``degrade.composed``), else composed as Hydra's launchers compose it."""
+        from degrade import composed
+
         assert self.hydra_context is not None and self.config is not None
-        return self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
+        planned = composed.take(job)
+        if planned is not None:
+            return planned
+        return composed.without_hydra(
+            self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
+        )
 
     def validate_batch_is_legal(self, batch: Any) -> None:
         """Nothing left to check: ``split_arguments`` composed every job, and a job that cannot
