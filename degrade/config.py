@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import itertools
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, OverrideType
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -251,21 +254,88 @@ def _refuse_unknown_options(overrides: list[str]) -> None:
                 )
 
 
-def compose_run(overrides: list[str], pin: bool = True, check_variant: bool = True) -> DictConfig:
+def normal_overrides(overrides: Sequence[str]) -> dict[str, Override] | None:
+    """``overrides`` parsed, by a spelling of each that is the same however it was written
+    (``out='a b'`` and ``out=a\\ b``); None when Hydra cannot parse them."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException:
+        return None
+    return {f"{o.get_key_element()}={o.value()!r}": o for o in parsed}
+
+
+def _plain(o: Override) -> bool:
+    """Whether Hydra sets ``o`` as a value after composing the config groups: not a group's
+    option, not an addition or a deletion, one value that is not a list or a mapping."""
+    key = o.key_or_group
+    return (
+        o.type == OverrideType.CHANGE
+        and o.package is None
+        and not o.is_sweep_override()
+        and "/" not in key
+        and key not in config_groups()
+        and not isinstance(o.value(), (list, dict))
+    )
+
+
+def derive(job: dict[str, Override], base: Iterable[str], cfg: DictConfig) -> DictConfig | None:
+    """The config Hydra composes for the overrides ``job`` (as ``normal_overrides`` gives them),
+    from ``cfg``, the config composed from the overrides ``base`` (their normal spellings).
+
+    Hydra sets a plain ``key=value`` after it has composed the config groups: when every
+    override of ``base`` is one of ``job``'s and the rest are plain values under keys ``base``
+    does not set, the job's config is a copy of ``cfg`` with those values set, without a
+    second composition (about 60 ms). None when that does not hold, or Hydra refuses a value.
+    """
+    base = set(base)
+    if not base <= job.keys():
+        return None
+    rest = [o for n, o in job.items() if n not in base]
+    keys = {n.split("=", 1)[0] for n in base}
+    # A value under a key the base sets, or inside or around one, would depend on the order.
+    if any(
+        k == r or k.startswith(r + ".") or r.startswith(k + ".")
+        for r in (o.key_or_group for o in rest)
+        for k in keys
+    ):
+        return None
+    if not all(_plain(o) for o in rest):
+        return None
+    derived = copy.deepcopy(cfg)
+    try:
+        ConfigLoaderImpl._apply_overrides_to_config(rest, derived)
+    except (HydraException, OmegaConfBaseException):
+        return None  # composed as Hydra would, which says what is wrong with it
+    return derived
+
+
+def compose_run(
+    overrides: list[str],
+    pin: bool = True,
+    check_variant: bool = True,
+    like: tuple[list[str], DictConfig] | None = None,
+) -> DictConfig:
     """The validated config of one run; ConfigError on any composition or value problem.
 
     ``pin=False`` leaves ``trainer.precision`` as asked (``auto``) instead of what it means here;
-    ``check_variant``: see ``validate``.
+    ``check_variant``: see ``validate``. ``like``: another run's overrides and its config as
+    composed (not pinned), which this one is derived from where it can be (see ``derive``).
     """
     combos = expand_overrides(overrides)
     if len(combos) > 1:
         raise ConfigError("these overrides sweep several values; use `degrade sweep` for a grid")
     _refuse_unknown_options(combos[0])
-    try:
-        with hydra_context():
-            cfg = compose(CONFIG_NAME, overrides=combos[0])
-    except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(one_line(e)) from None
+    cfg = None
+    if like is not None:
+        job, base = normal_overrides(combos[0]), normal_overrides(like[0])
+        if job is not None and base is not None:
+            cfg = derive(job, base, like[1])
+    if cfg is None:
+        try:
+            with hydra_context():
+                cfg = compose(CONFIG_NAME, overrides=combos[0])
+        except (HydraException, OmegaConfBaseException) as e:
+            raise ConfigError(one_line(e)) from None
     _refuse_unknown_keys(combos[0])
     validate(cfg, check_variant)
     return pin_precision(cfg) if pin else cfg

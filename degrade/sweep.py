@@ -243,7 +243,8 @@ def _plan(spec: SweepSpec) -> _Plan:
         if any(_key(o).startswith(("hydra/launcher", "hydra.launcher")) for o in spec.overrides):
             raise ConfigError("--together trains in this process; it cannot be combined with a launcher")
     user_run = [o for o in spec.overrides if not _is_hydra_override(o)]
-    base = compose_run(expand_overrides(user_run)[0], pin=False, check_variant=False)
+    first = expand_overrides(user_run)[0]
+    base = compose_run(first, pin=False, check_variant=False)
     overrides = _flag_overrides(spec, base.sweep) + list(spec.overrides)
     for key in ("depths", "variants", "seeds"):
         if base.sweep.get(key) is not None and len(base.sweep[key]) == 0:
@@ -251,7 +252,8 @@ def _plan(spec: SweepSpec) -> _Plan:
     run_overrides = [o for o in overrides if not _is_hydra_override(o)]
     hydra_overrides = [o for o in overrides if _is_hydra_override(o)]
     combos = expand_overrides(run_overrides)
-    raw = [compose_run(combo, pin=False, check_variant=False) for combo in combos]
+    # Most runs differ from the first only in plain values (a depth, a seed): derived from it.
+    raw = [compose_run(combo, pin=False, check_variant=False, like=(first, base)) for combo in combos]
     grid = [pin_precision(copy.deepcopy(c)) for c in raw]
     configs = applicable(grid)
     kept = {id(c) for c in configs}

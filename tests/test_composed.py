@@ -10,7 +10,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from degrade import composed, sweep
-from degrade.config import CONFIG_NAME, hydra_context
+from degrade.config import CONFIG_NAME, compose_run, hydra_context
 from degrade.sweep import SweepSpec
 
 
@@ -64,12 +64,29 @@ def test_a_planned_run_with_the_sweeps_own_values_set_is_the_job_hydra_composes(
         assert OmegaConf.is_struct(got) and OmegaConf.is_struct(want)
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"depths": [8, 20, 56]},
+        {"depths": [8], "seeds": [0, 1], "overrides": ["model=mlp", "optim.lr=0.05,0.1"]},
+        {"overrides": ["experiment=cures", "model.depth=8"]},
+        {"depths": [8, 14], "variants": ["plain"], "epochs": 2, "overrides": ["data=synthetic", "seed=3"]},
+    ],
+)
+def test_the_runs_a_plan_derives_from_its_first_are_the_runs_hydra_composes(tmp_path, spec):
+    planned = sweep._plan(SweepSpec(**{"out": str(tmp_path), **spec}))
+    for combo, cfg in planned.composed:
+        want = compose_run(combo, pin=False, check_variant=False)
+        assert OmegaConf.to_container(cfg) == OmegaConf.to_container(want), combo
+
+
 def test_a_job_the_plan_did_not_compose_is_left_to_hydra(tmp_path):
     planned = sweep._plan(SweepSpec(depths=[8], out=str(tmp_path)))
     combo = sweep._offered(planned.composed)[0][0]
     with composed.offering(sweep._offered(planned.composed)):
         assert composed.take(combo) is not None
-        assert composed.take(combo + ["trainer.threads=2"]) is not None  # a plain value set over it
+        with_two = composed.take(combo + ["trainer.threads=2"])  # a plain value set over it
+        assert with_two is not None and with_two.trainer.threads == 2
         assert composed.take(combo + ["model=mlp"]) is None  # a config group changes what composes
         assert composed.take(combo + ["+extra=1"]) is None  # an addition
         assert composed.take(combo + ["model.depth=20"]) is None  # over a value the run sets
