@@ -1,7 +1,5 @@
 """``python -m degrade`` runs the CLI."""
 
-import sys
+from degrade.cli import run
 
-from degrade.cli import main
-
-sys.exit(main())
+run()

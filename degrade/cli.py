@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import shlex
 import sys
@@ -519,5 +520,14 @@ def main(argv: list[str] | None = None) -> int:
     return rc if isinstance(rc, int) else 0
 
 
+def run() -> None:
+    """The ``degrade`` program: ``main`` on the command line's arguments, then exit with its code."""
+    code = main()
+    # What the command built is dropped with the process: without this, the collector walks
+    # every object once more on the way out (0.1 s, after the command has said everything).
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -101,6 +101,22 @@ def test_train_and_show_work_from_any_folder(tmp_path, capsys):
     assert len(pd.read_parquet(run / "metrics.parquet")) == 1
 
 
+def test_the_program_exits_with_the_commands_code_leaving_its_objects_to_the_process(monkeypatch):
+    import gc
+
+    from degrade import cli
+
+    monkeypatch.setattr(cli, "main", lambda: 2)
+    before = gc.get_freeze_count()
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            cli.run()
+        # Frozen: the collector does not walk them all once more on the way out.
+        assert exit_.value.code == 2 and gc.get_freeze_count() > before
+    finally:
+        gc.unfreeze()
+
+
 def test_python_dash_m_and_help(tmp_path):
     r = run_subprocess(["--help"], cwd=tmp_path)
     assert r.returncode == 0
