@@ -3,7 +3,7 @@ cannot fit is refused in a second, not after minutes of building (``degrade.memo
 the device has).
 
 The estimate counts what training holds at once: the weights with their gradients and momentum
-buffers (and a copy while a checkpoint is written), the activations that autograd keeps for
+buffers (and the checkpoint's packed copies), the activations that autograd keeps for
 the backward pass of one training batch, those of one evaluation batch, and the dataset.
 """
 
@@ -22,8 +22,8 @@ FLOAT = 4  # bytes: weights, gradients and activations are stored in fp32 (bf16 
 # tests check the estimate stays above what torch keeps and within a few times of it.
 SAVED_PER_OUTPUT = 4
 # Copies of every weight while training: the weight, its gradient, the momentum buffer, and
-# the copy a checkpoint makes while it is written.
-COPIES_PER_WEIGHT = 4
+# the checkpoint's packed copies of the weight and of its momentum (kept between epochs).
+COPIES_PER_WEIGHT = 5
 
 
 @dataclass(frozen=True)

@@ -455,6 +455,8 @@ def read_checkpoint(path: Path) -> dict[str, Any] | None:
 
     import torch
 
+    from degrade import packed
+
     data = _read_bytes(path)
     if data is None:
         return None
@@ -462,6 +464,8 @@ def read_checkpoint(path: Path) -> dict[str, Any] | None:
         with warnings.catch_warnings():  # torch notes the pickle protocol of every checkpoint
             warnings.simplefilter("ignore", UserWarning)
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        if packed.is_packed(state):  # as runs write them now (older ones are not)
+            state = packed.unpack(state)
     except Exception as e:  # noqa: BLE001 - any failure to load is damage
         raise _damaged(
             path, f"not a checkpoint ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})"

@@ -24,6 +24,7 @@ from degrade.compute import step_path
 from degrade.data import Dataset, augment_batch, load_dataset
 from degrade.job import RunResult, Steps, drain, process_started
 from degrade.models import build_model, evaluate, param_groups
+from degrade.packed import Packer
 from degrade.runids import run_id
 from degrade.sgd import SGD
 from degrade.spec import model_spec
@@ -106,6 +107,7 @@ class Trainer:
         self.rows: list[dict[str, Any]] = []  # one metrics row per finished epoch
         self.layer_rows: list[dict[str, Any]] = []  # per-layer diagnostics, every epoch
         self.hold = hold.from_env()  # a test's pause point; None in normal use
+        self.packer = Packer()  # the checkpoint's flat tensors, kept from epoch to epoch
         k = int(t.diagnostics_batch) if t.diagnostics else 0
         # A fixed batch: the first k training images, never augmented.
         self.diag_batch = (self.data.x_train[:k], self.data.y_train[:k]) if k else None
@@ -321,7 +323,7 @@ def run_steps(
                 )
             rows.append(row)
             if run is not None:
-                save_checkpoint(run.checkpoint, trainer.state())
+                save_checkpoint(run.checkpoint, trainer.packer.pack(trainer.state()))
                 write_rows_atomic(run.metrics, rows)
                 _write_layers(run, trainer)
                 run.set_status(

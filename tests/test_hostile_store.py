@@ -139,6 +139,16 @@ def _checkpoint_of(value: object) -> Callable[[Path], None]:
     return apply
 
 
+def _packed_past_the_end(p: Path) -> None:
+    import torch
+
+    from degrade.packed import Packer
+
+    saved = Packer().pack({"epoch": 2, "model": {"w": torch.ones(4)}})
+    saved["places"][0][1] = 2**40  # a tensor placed far beyond its flat tensor's end
+    torch.save(saved, p)
+
+
 def _duplicate_ids(p: Path) -> None:
     record = json.loads(p.read_text())
     p.write_text(json.dumps({**record, "runs": record["runs"] + record["runs"][:1]}))
@@ -167,6 +177,7 @@ TYPED_CORRUPTIONS: dict[str, dict[str, Callable[[Path], None]]] = {
     "checkpoint": {
         "empty model": _checkpoint_of({"model": {}, "epoch": 2}),
         "a list": _checkpoint_of([1, 2]),
+        "packed past the end": _packed_past_the_end,
     },
     "text": {"not utf-8": _not_utf8, "not a sweep name": lambda p: p.write_text("../elsewhere\n")},
     "lock": {},

@@ -1,0 +1,89 @@
+"""A run's checkpoint with its tensors packed flat: the same state back, and damage refused."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from degrade import atomic, store
+from degrade.config import compose_run
+from degrade.packed import Packer
+from degrade.train import Trainer
+
+
+def _same(a, b, where="state"):
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor), where
+        assert (a.dtype, a.shape, a.stride()) == (b.dtype, b.shape, b.stride()), where
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b), where
+        for k in a:
+            _same(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b or (a != a and b != b), where
+
+
+@pytest.fixture(scope="module")
+def trainer():
+    torch.set_num_threads(1)
+    cfg = compose_run(["model.depth=8", "model.variant=residual", "trainer.epochs=2", "trainer.threads=1"])
+    t = Trainer(cfg)
+    t.train_epoch()
+    return t
+
+
+def test_a_packed_checkpoint_reads_back_as_the_state_it_was_epoch_after_epoch(tmp_path, trainer):
+    packer = Packer()
+    path = tmp_path / "checkpoint.pt"
+    first = copy.deepcopy(trainer.state())
+    atomic.save_checkpoint(path, packer.pack(trainer.state()))
+    _same(first, store.read_checkpoint(path))
+    # Channels-last weights keep their layout, and the counters their dtype.
+    conv = next(v for v in first["model"].values() if v.dim() == 4 and v.shape[1] > 1)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert any(v.dtype == torch.int64 for v in first["model"].values())
+    trainer.train_epoch()
+    second = copy.deepcopy(trainer.state())
+    atomic.save_checkpoint(path, packer.pack(trainer.state()))  # the same flat tensors, refilled
+    back = store.read_checkpoint(path)
+    _same(second, back)
+    name = next(iter(first["model"]))
+    assert not torch.equal(back["model"][name], first["model"][name])  # this epoch's, not the last
+    # What a checkpoint from before packing holds still reads as it did.
+    torch.save(second, tmp_path / "plain.pt")
+    _same(second, store.read_checkpoint(tmp_path / "plain.pt"))
+
+
+def _packed_with(tmp_path, change):
+    saved = Packer().pack({"epoch": 1, "model": {"w": torch.ones(2, 3), "b": torch.zeros(3)}})
+    saved = copy.deepcopy(saved)
+    change(saved)
+    torch.save(saved, tmp_path / "c.pt")
+    return tmp_path / "c.pt"
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (lambda s: s["places"][0].__setitem__(1, 10**6), "reaches past the end"),
+        (lambda s: s["places"][0].__setitem__(3, [3, -1]), "malformed"),
+        (lambda s: s["places"][0].__setitem__(2, [2]), "malformed"),
+        (lambda s: s["places"].pop(), "missing"),
+        (lambda s: s["tree"]["model"].__setitem__("w", {"__packed_tensor__": 7}), "missing"),
+        (lambda s: s.__setitem__("flat", [1]), "not flat tensors"),
+        (lambda s: s.__setitem__("packed", 2), "unknown format"),
+    ],
+)
+def test_a_damaged_packed_checkpoint_is_named_and_not_resumed(tmp_path, change, why):
+    path = _packed_with(tmp_path, change)
+    with pytest.raises(store.StoreError, match=f"c.pt is damaged: not a checkpoint.*{why}"):
+        store.read_checkpoint(path)
+    warned: list[str] = []
+    assert store.load_checkpoint(path, warn=warned.append) is None and len(warned) == 1
