@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
+    from omegaconf import DictConfig
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -134,6 +135,18 @@ def resolve_precision(name: str, device: str) -> str:
     if device == "cuda" or (device == "cpu" and cpu_has_native_bf16()):
         return "bf16"
     return "fp32"
+
+
+def pin_precision(cfg: DictConfig) -> DictConfig:
+    """Resolve ``trainer.precision=auto`` in place to what this machine computes the run in.
+
+    The run's identity then names the numerics that actually ran: a store shared by machines
+    with and without native bf16 keeps their runs apart, and a run never changes precision
+    when it resumes elsewhere.
+    """
+    t = cfg.trainer
+    t.precision = resolve_precision(str(t.precision), device_type(str(t.device)))
+    return cfg
 
 
 def check_path(name: str, device: str) -> None:

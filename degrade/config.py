@@ -338,7 +338,7 @@ def compose_run(
             raise ConfigError(one_line(e)) from None
     _refuse_unknown_keys(combos[0])
     validate(cfg, check_variant)
-    return pin_precision(cfg) if pin else cfg
+    return compute.pin_precision(cfg) if pin else cfg
 
 
 def cure_name(cfg: DictConfig) -> str:
@@ -354,18 +354,6 @@ def inapplicable(cfg: DictConfig) -> bool:
 def _pairs_wrongly(cure: str, variant: str) -> bool:
     # A cure or variant that does not exist is not a pair to leave out: it is refused as it is.
     return cure in CURES and variant in VARIANTS and not cure_applies(cure, variant)
-
-
-def pin_precision(cfg: DictConfig) -> DictConfig:
-    """Resolve ``trainer.precision=auto`` in place to what this machine computes the run in.
-
-    The run's identity then names the numerics that actually ran: a store shared by machines
-    with and without native bf16 keeps their runs apart, and a run never changes precision
-    when it resumes elsewhere.
-    """
-    t = cfg.trainer
-    t.precision = compute.resolve_precision(str(t.precision), compute.device_type(str(t.device)))
-    return cfg
 
 
 def expand_overrides(overrides: list[str]) -> list[list[str]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 import threading
 import time
 import traceback
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig
 
-from degrade import store, tblog
+from degrade import compute, store, tblog
 from degrade.runids import run_id
 
 # Set by a sweep before it launches: the pid its workers must outlive no longer than.
@@ -113,9 +114,11 @@ def _settle_joblib_worker() -> None:
     The GPU is chosen before CUDA starts in the worker, from the number of its first job:
     jobs 0..n-1 start on n different workers, so n workers spread over the GPUs.
     """
+    if "DEGRADE_WORKER_SETTLED" in os.environ or "hydra" not in sys.modules:
+        return  # not a joblib worker: Hydra runs those jobs, so it is imported there
     from hydra.core.hydra_config import HydraConfig
 
-    if "DEGRADE_WORKER_SETTLED" in os.environ or not HydraConfig.initialized():
+    if not HydraConfig.initialized():
         return
     hc = HydraConfig.get()
     if "joblib" not in str(hc.launcher.get("_target_", "")):
@@ -159,9 +162,7 @@ def job_steps(cfg: DictConfig, train: Training, settle: bool = True) -> Steps[di
     """
     if settle:
         _settle_joblib_worker()
-    from degrade.config import pin_precision
-
-    pin_precision(cfg)  # as the sweep planned it; a launcher's worker composes "auto" anew
+    compute.pin_precision(cfg)  # as the sweep planned it; a launcher's worker composes "auto" anew
     out = Path(cfg.out)
     rid = run_id(cfg)
     try:

@@ -37,7 +37,6 @@ from degrade.config import (
     hydra_context,
     inapplicable,
     one_line,
-    pin_precision,
     quoted,
     validate,
 )
@@ -45,6 +44,7 @@ from degrade.flat import flatten, show, varied_keys
 from degrade.job import SWEEP_PID_ENV, RunResult, Steps, job_steps
 from degrade.runids import identity_config, run_id
 from degrade.sources import prepare_dataset
+from degrade.task import run_job
 
 
 class LaunchError(RuntimeError):
@@ -254,7 +254,7 @@ def _plan(spec: SweepSpec) -> _Plan:
     combos = expand_overrides(run_overrides)
     # Most runs differ from the first only in plain values (a depth, a seed): derived from it.
     raw = [compose_run(combo, pin=False, check_variant=False, like=(first, base)) for combo in combos]
-    grid = [pin_precision(copy.deepcopy(c)) for c in raw]
+    grid = [compute.pin_precision(copy.deepcopy(c)) for c in raw]
     configs = applicable(grid)
     kept = {id(c) for c in configs}
     as_composed = [
@@ -526,14 +526,6 @@ def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepRe
         reporter.sweep_started(name, unique, labels)
         reporter.update({rid: store.RunDir(out, rid).status() for rid in unique})
     return SweepResult(name, out, folder, [results[rid] for rid in unique if rid in results])
-
-
-def run_job(cfg: DictConfig) -> dict[str, Any]:
-    """Hydra's task function: one job of the sweep (see ``degrade.job``), training with
-    ``degrade.train``; torch is imported only when a job gets this far, in whichever process."""
-    from degrade.train import run_steps
-
-    return job.run_job(cfg, run_steps)
 
 
 def _register_plugins() -> None:

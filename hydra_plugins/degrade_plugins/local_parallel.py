@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 # What a pool worker imports before its first job arrives: the task function's module and the
 # trainer (torch), about a second that then overlaps the sweep's own start.
-WORKER_IMPORTS = ("degrade.sweep", "degrade.train")
+WORKER_IMPORTS = ("degrade.task", "degrade.train")
 
 
 class LocalParallelLauncher(Launcher):
