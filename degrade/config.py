@@ -254,6 +254,23 @@ def _refuse_unknown_options(overrides: list[str]) -> None:
                 )
 
 
+def shipped_default(option: str, key: str) -> object:
+    """``key``'s value when nothing but the group option ``option`` (``data/digits``) is chosen:
+    the option's file if it sets the key (its package is global), else the main config's; None
+    when the option has no file or neither sets the key. A YAML read (a few ms), where composing
+    with Hydra takes 60 ms; a test holds it to what Hydra composes for every option it is used for."""
+    missing = object()
+    for path in (config_dir() / f"{option}.yaml", config_dir() / f"{CONFIG_NAME}.yaml"):
+        try:
+            node = OmegaConf.load(path)
+        except (OSError, OmegaConfBaseException):
+            return None
+        value = OmegaConf.select(node, key, default=missing)
+        if value is not missing:
+            return value
+    return None
+
+
 def normal_overrides(overrides: Sequence[str]) -> dict[str, Override] | None:
     """``overrides`` parsed, by a spelling of each that is the same however it was written
     (``out='a b'`` and ``out=a\\ b``); None when Hydra cannot parse them."""

@@ -217,13 +217,11 @@ CONTROL_FACTOR = 3
 @functools.cache
 def default_epochs(dataset: str) -> int | None:
     """The epochs a run on ``dataset`` trains when nothing else is asked (the shipped configs);
-    None when that cannot be composed here."""
-    from degrade.config import ConfigError, compose_run  # Hydra: only when a verdict asks
+    None when they do not say."""
+    from degrade.config import shipped_default
 
-    try:
-        return int(compose_run([f"data={dataset}"], pin=False).trainer.epochs)
-    except (ConfigError, ValueError, TypeError):
-        return None
+    value = shipped_default(f"data/{dataset}", "trainer.epochs")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _deepest_plain(metrics: pd.DataFrame) -> pd.DataFrame:

@@ -19,6 +19,22 @@ def test_every_option_composes(model, data, optim):
     assert cfg.model.family == model and cfg.data.name == data and cfg.optim.name == optim
 
 
+@pytest.mark.parametrize("data", GROUPS["data"])
+def test_a_datasets_default_budget_read_from_the_files_is_what_hydra_composes(data, tmp_path, monkeypatch):
+    from degrade import config, verdict
+
+    composed = compose_run([f"data={data}"], pin=False)
+    assert config.shipped_default(f"data/{data}", "trainer.epochs") == composed.trainer.epochs
+    assert verdict.default_epochs(data) == composed.trainer.epochs
+    # A dataset's own budget is the one read, when its file sets one.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "config.yaml").write_text("trainer:\n  epochs: 15\n")
+    (tmp_path / "data" / "long.yaml").write_text("# @package _global_\ntrainer:\n  epochs: 45\n")
+    monkeypatch.setattr(config, "config_dir", lambda: tmp_path)
+    assert config.shipped_default("data/long", "trainer.epochs") == 45
+    assert config.shipped_default("data/absent", "trainer.epochs") is None
+
+
 def test_defaults_are_the_papers_optimiser_on_digits():
     cfg = compose_run([])
     assert (cfg.model.family, cfg.data.name) == ("cnn", "digits")
