@@ -32,6 +32,7 @@ from degrade.config import (
     CONFIG_NAME,
     ConfigError,
     compose_run,
+    config_dir,
     cure_name,
     expand_overrides,
     hydra_context,
@@ -273,7 +274,9 @@ def _plan(spec: SweepSpec) -> _Plan:
         n_jobs = min(len(configs), compute.usable_cores())
         hydra_overrides += ["hydra/launcher=local_parallel", f"hydra.launcher.n_jobs={n_jobs}"]
         overrides += hydra_overrides[-2:]
-    launcher = _launcher_config(run_overrides, hydra_overrides)
+        launcher: DictConfig | None = own_launcher(n_jobs)
+    else:
+        launcher = _launcher_config(run_overrides, hydra_overrides)
     given = {_key(o) for o in run_overrides}
     if "trainer.threads" not in given:
         overrides.append(f"trainer.threads={_threads_per_job(launcher, len(configs))}")
@@ -364,6 +367,15 @@ def prepare_data(configs: list[DictConfig]) -> None:
         if key not in seen:
             seen.add(key)
             prepare_dataset(cfg.data)
+
+
+def own_launcher(n_jobs: int) -> DictConfig:
+    """The config of degrade's pool launcher with ``n_jobs``, as Hydra composes it when nothing
+    else about it is overridden: its file, read (Hydra would compose the whole config, 60 ms)."""
+    cfg = OmegaConf.load(config_dir() / "hydra" / "launcher" / "local_parallel.yaml")
+    assert isinstance(cfg, DictConfig)
+    cfg.n_jobs = n_jobs
+    return cfg
 
 
 def _launcher_config(run_overrides: list[str], hydra_overrides: list[str]) -> DictConfig | None:

@@ -96,3 +96,12 @@ def test_a_job_the_plan_did_not_compose_is_left_to_hydra(tmp_path):
         first, second = composed.take(combo), composed.take(combo)
         assert first is not second  # each caller gets its own
     assert composed.take(combo) is None  # nothing offered outside the block
+
+
+def test_the_pool_launchers_config_read_from_its_file_is_what_hydra_composes():
+    for n_jobs in (2, 5):
+        composed_ = sweep._launcher_config(
+            [], ["hydra/launcher=local_parallel", f"hydra.launcher.n_jobs={n_jobs}"]
+        )
+        assert composed_ is not None
+        assert OmegaConf.to_container(sweep.own_launcher(n_jobs)) == OmegaConf.to_container(composed_)
