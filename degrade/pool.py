@@ -114,11 +114,19 @@ class _Worker:
 
     def stop(self, wait: float) -> None:
         """Close its job pipe (an idle worker then exits) and make sure it is gone."""
+        self.let_go()
+        self.reap(wait)
+
+    def let_go(self) -> None:
+        """Close its pipes: an idle worker reads end-of-file on its job pipe and exits."""
         for f in (self.jobs, self.results):
             try:
                 f.close()
             except OSError:
                 pass
+
+    def reap(self, wait: float) -> None:
+        """Wait up to ``wait`` seconds for it to exit, then kill it."""
         try:
             self.proc.wait(wait)
         except subprocess.TimeoutExpired:
@@ -183,9 +191,12 @@ class Pool:
         self.close()
 
     def close(self) -> None:
-        """Stop the workers: idle ones exit when their job pipe closes."""
+        """Stop the workers: idle ones exit when their job pipe closes (all told at once, then
+        waited for: each takes a few hundredths of a second to go)."""
         for w in self.idle:
-            w.stop(wait=5.0)
+            w.let_go()
+        for w in self.idle:
+            w.reap(wait=5.0)
         self.idle = []
 
     def map(
