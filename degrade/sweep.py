@@ -608,7 +608,6 @@ def _multirun(
     ``ahead`` pool workers start importing before Hydra sets up (its launcher takes them).
     ``planned`` (each run's overrides and config, as the plan composed them) spares Hydra
     composing those jobs again."""
-
     try:
         with (
             hydra_context(),
