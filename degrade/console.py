@@ -63,6 +63,9 @@ class _SummaryAhead:
             pass  # only a head start: the table imports them itself and says what is missing
 
 
+REFRESHES_PER_SECOND = 2
+
+
 class RichReporter(_SummaryAhead):
     """Progress bars: the sweep (runs finished / total) and each running run (epochs)."""
 
@@ -75,6 +78,9 @@ class RichReporter(_SummaryAhead):
             TimeElapsedColumn(),
             console=err_console,
             transient=False,
+            # As often as the sweep's watcher reads the statuses (``sweep.POLL_SECONDS``): Rich's
+            # 10 a second redrew the same bars, 2 % of a core taken from the runs beside it.
+            refresh_per_second=REFRESHES_PER_SECOND,
         )
         self.sweep = self.progress.add_task("runs", total=None, info="")
         self.runs: dict[str, Any] = {}

@@ -64,6 +64,10 @@ class SweepReporter(Protocol):
         """Every run has begun (called once, from the watching thread, while runs still train)."""
 
 
+# How often a sweep's watcher reads its runs' status files for the reporter.
+POLL_SECONDS = 0.5
+
+
 class _Watcher(threading.Thread):
     """Polls the status files of a sweep's runs, so progress works with any launcher."""
 
@@ -98,7 +102,7 @@ def _watching(
     name: str,
     run_ids: list[str],
     reporter: SweepReporter | None,
-    every: float = 0.5,
+    every: float = POLL_SECONDS,
     labels: dict[str, str] | None = None,
 ) -> Iterator[None]:
     if reporter is None:

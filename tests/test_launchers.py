@@ -359,3 +359,11 @@ def test_the_watcher_tells_the_reporter_once_when_every_run_has_begun_and_from_i
         assert reporter.started == [watcher]  # once
     finally:
         watcher.stop()
+
+
+def test_the_progress_bars_redraw_no_more_often_than_the_statuses_are_read():
+    from degrade import console, sweep
+
+    reporter = console.RichReporter()
+    # Each redraw beyond a new reading draws the same bars, on cores the runs train on.
+    assert reporter.progress.live.refresh_per_second * sweep.POLL_SECONDS <= 1
