@@ -254,16 +254,25 @@ def _refuse_unknown_options(overrides: list[str]) -> None:
                 )
 
 
+def shipped_file(name: str) -> DictConfig | None:
+    """One file of the shipped configs as it is written (``hydra/launcher/local_parallel``),
+    nothing composed; None when there is no such file or it is not a mapping."""
+    try:
+        node = OmegaConf.load(config_dir() / f"{name}.yaml")
+    except (OSError, OmegaConfBaseException):
+        return None
+    return node if isinstance(node, DictConfig) else None
+
+
 def shipped_default(option: str, key: str) -> object:
     """``key``'s value when nothing but the group option ``option`` (``data/digits``) is chosen:
     the option's file if it sets the key (its package is global), else the main config's; None
     when the option has no file or neither sets the key. A YAML read (a few ms), where composing
     with Hydra takes 60 ms; a test holds it to what Hydra composes for every option it is used for."""
     missing = object()
-    for path in (config_dir() / f"{option}.yaml", config_dir() / f"{CONFIG_NAME}.yaml"):
-        try:
-            node = OmegaConf.load(path)
-        except (OSError, OmegaConfBaseException):
+    for name in (option, CONFIG_NAME):
+        node = shipped_file(name)
+        if node is None:
             return None
         value = OmegaConf.select(node, key, default=missing)
         if value is not missing:

@@ -19,18 +19,23 @@ PACKED = "packed"  # the key that says a saved state is packed; its value is the
 _PLACE = "__packed_tensor__"  # a tensor's place in the tree: {_PLACE: its index in "places"}
 
 
-def _walk(x: Any, leaf: Any) -> Any:
-    """``x`` with every tensor replaced by ``leaf(tensor)``; dicts, lists and tuples rebuilt."""
+def _refuse_place(x: dict[str, Any]) -> Any:
+    raise ValueError(f"a state to pack may not use the key {_PLACE!r}")
+
+
+def _walk(x: Any, tensor: Any, place: Any = _refuse_place) -> Any:
+    """``x`` rebuilt (dicts, lists, tuples) with every tensor replaced by ``tensor(it)`` and every
+    tensor's place (a dict holding ``_PLACE``) by ``place(it)``."""
     if isinstance(x, torch.Tensor):
-        return leaf(x)
+        return tensor(x)
     if isinstance(x, dict):
         if _PLACE in x:
-            raise ValueError(f"a state to pack may not use the key {_PLACE!r}")
-        return {k: _walk(v, leaf) for k, v in x.items()}
+            return place(x)
+        return {k: _walk(v, tensor, place) for k, v in x.items()}
     if isinstance(x, list):
-        return [_walk(v, leaf) for v in x]
+        return [_walk(v, tensor, place) for v in x]
     if isinstance(x, tuple):
-        return tuple(_walk(v, leaf) for v in x)
+        return tuple(_walk(v, tensor, place) for v in x)
     return x
 
 
@@ -74,13 +79,14 @@ class Packer:
 
     def _lay_out(self, layout: list[tuple[Any, ...]]) -> None:
         sizes: dict[str, int] = {}
+        kinds: dict[str, tuple[torch.dtype, torch.device]] = {}
         places: list[list[Any]] = []
         for dtype, device, shape, stride in layout:
             key = f"{dtype}@{device}".removeprefix("torch.")
+            kinds[key] = (dtype, device)
             start = sizes.get(key, 0)
             places.append([key, start, list(shape), list(stride)])
             sizes[key] = start + _extent(list(shape), list(stride))
-        kinds = {f"{d}@{v}".removeprefix("torch."): (d, v) for d, v, _, _ in layout}
         self._flat = {k: torch.empty(n, dtype=kinds[k][0], device=kinds[k][1]) for k, n in sizes.items()}
         self._views = [self._flat[k].as_strided(shape, stride, start) for k, start, shape, stride in places]
         self._places, self._layout = places, layout
@@ -128,17 +134,10 @@ def unpack(saved: dict[str, Any]) -> Any:
             raise ValueError(f"a packed tensor reaches past the end of {key!r}")
         return whole.as_strided(shape, stride, whole.storage_offset() + start).clone()
 
-    def walk(x: Any) -> Any:
-        if isinstance(x, dict):
-            if _PLACE in x:
-                if len(x) != 1:
-                    raise ValueError("a packed tensor's place is malformed")
-                return take(x[_PLACE])
-            return {k: walk(v) for k, v in x.items()}
-        if isinstance(x, list):
-            return [walk(v) for v in x]
-        if isinstance(x, tuple):
-            return tuple(walk(v) for v in x)
-        return x
+    def at_place(x: dict[str, Any]) -> torch.Tensor:
+        if len(x) != 1:
+            raise ValueError("a packed tensor's place is malformed")
+        return take(x[_PLACE])
 
-    return walk(saved.get("tree"))
+    # A tensor the packer left as it was (not dense) comes back as torch.load gave it.
+    return _walk(saved.get("tree"), lambda t: t, at_place)

@@ -32,13 +32,13 @@ from degrade.config import (
     CONFIG_NAME,
     ConfigError,
     compose_run,
-    config_dir,
     cure_name,
     expand_overrides,
     hydra_context,
     inapplicable,
     one_line,
     quoted,
+    shipped_file,
     validate,
 )
 from degrade.flat import flatten, show, varied_keys
@@ -376,8 +376,8 @@ def prepare_data(configs: list[DictConfig]) -> None:
 def own_launcher(n_jobs: int) -> DictConfig:
     """The config of degrade's pool launcher with ``n_jobs``, as Hydra composes it when nothing
     else about it is overridden: its file, read (Hydra would compose the whole config, 60 ms)."""
-    cfg = OmegaConf.load(config_dir() / "hydra" / "launcher" / "local_parallel.yaml")
-    assert isinstance(cfg, DictConfig)
+    cfg = shipped_file("hydra/launcher/local_parallel")
+    assert cfg is not None  # a file of the package
     cfg.n_jobs = n_jobs
     return cfg
 
