@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from degrade import console
+from degrade import console, headstart
 
 app = typer.Typer(
     add_completion=False,
@@ -522,7 +522,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
     """The ``degrade`` program: ``main`` on the command line's arguments, then exit with its code."""
-    code = main()
+    with headstart.sweep_workers(sys.argv[1:]):
+        code = main()
     # What the command built is dropped with the process: without this, the collector walks
     # every object once more on the way out (0.1 s, after the command has said everything).
     gc.freeze()

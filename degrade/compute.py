@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
 PATHS = ("auto", "exact", "eager", "graph")
+# Set by a sweep for the processes it starts: the pid its workers must outlive no longer than.
+SWEEP_PID_ENV = "DEGRADE_SWEEP_PID"
 
 
 class AccelError(ValueError):

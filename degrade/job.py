@@ -22,8 +22,6 @@ from omegaconf import DictConfig
 from degrade import compute, store, tblog
 from degrade.runids import run_id
 
-# Set by a sweep before it launches: the pid its workers must outlive no longer than.
-SWEEP_PID_ENV = "DEGRADE_SWEEP_PID"
 T = TypeVar("T")
 # Training one step at a time: yields after every optimizer step, returns what the whole does.
 # Runs trained together (`degrade sweep --together`) are interleaved from one thread so.
@@ -94,7 +92,7 @@ def _exit_with_parent() -> None:
     Every file a run writes is replaced atomically and its lock is the kernel's, so ending
     mid-epoch loses only that epoch, which a rerun trains again.
     """
-    parent = int(os.environ.get(SWEEP_PID_ENV) or os.getppid())
+    parent = int(os.environ.get(compute.SWEEP_PID_ENV) or os.getppid())
     if parent == os.getpid():
         return  # joblib runs a lone job (one core: n_jobs 1) in the sweep's own process
     if os.getppid() != parent:

@@ -147,14 +147,33 @@ def ahead(workers: int, env: dict[str, str], preload: tuple[str, ...] = ()) -> I
     """Start ``workers`` workers now for a ``Pool`` that this process asks for later, within
     the block, with as many workers, this environment for each and this ``preload``: their
     imports then overlap the caller's work in between. Workers no Pool took are stopped when
-    the block ends, however it ends."""
+    the block ends, however it ends.
+
+    Workers an enclosing block started for the same are kept, not started again; those started
+    ahead for anything else are stopped at once (the caller knows better now what it needs).
+    """
     key = _key([env] * workers, preload)
-    _ahead[key] = [_Worker(env, preload) for _ in range(workers)]
+    _stop([w for k in list(_ahead) if k != key for w in _ahead.pop(k)])
+    started = _ahead.setdefault(key, [])
+    started.extend(_Worker(env, preload) for _ in range(workers - len(started)))
     try:
         yield
     finally:
-        for w in _ahead.pop(key, []):
-            w.stop(wait=5.0)
+        _stop(_ahead.pop(key, []))
+
+
+def drop_ahead() -> None:
+    """Stop every worker started ``ahead`` that no Pool has taken: none will be asked for."""
+    _stop([w for k in list(_ahead) for w in _ahead.pop(k)])
+
+
+def _stop(workers: list[_Worker]) -> None:
+    """Stop ``workers``: all told at once, then waited for (each takes a few hundredths of a
+    second to go)."""
+    for w in workers:
+        w.let_go()
+    for w in workers:
+        w.reap(wait=5.0)
 
 
 class Pool:
@@ -191,12 +210,8 @@ class Pool:
         self.close()
 
     def close(self) -> None:
-        """Stop the workers: idle ones exit when their job pipe closes (all told at once, then
-        waited for: each takes a few hundredths of a second to go)."""
-        for w in self.idle:
-            w.let_go()
-        for w in self.idle:
-            w.reap(wait=5.0)
+        """Stop the workers: idle ones exit when their job pipe closes."""
+        _stop(self.idle)
         self.idle = []
 
     def map(

@@ -27,7 +27,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from degrade import composed, compute, footprint, job, memory, store
+from degrade import composed, compute, footprint, headstart, job, memory, pool, store
 from degrade.config import (
     CONFIG_NAME,
     ConfigError,
@@ -42,7 +42,7 @@ from degrade.config import (
     validate,
 )
 from degrade.flat import flatten, show, varied_keys
-from degrade.job import SWEEP_PID_ENV, RunResult, Steps, job_steps
+from degrade.job import RunResult, Steps, job_steps
 from degrade.runids import identity_config, run_id
 from degrade.sources import prepare_dataset
 from degrade.task import run_job
@@ -441,26 +441,23 @@ def _sweep_name(spec: SweepSpec, configs: list[DictConfig]) -> str:
 @contextlib.contextmanager
 def _workers_end_with(pid: int) -> Iterator[None]:
     """Tell the workers a launcher starts which process they must not outlive."""
-    before = os.environ.get(SWEEP_PID_ENV)
-    os.environ[SWEEP_PID_ENV] = str(pid)
+    before = os.environ.get(compute.SWEEP_PID_ENV)
+    os.environ[compute.SWEEP_PID_ENV] = str(pid)
     try:
         yield
     finally:
         if before is None:
-            os.environ.pop(SWEEP_PID_ENV, None)
+            os.environ.pop(compute.SWEEP_PID_ENV, None)
         else:
-            os.environ[SWEEP_PID_ENV] = before
+            os.environ[compute.SWEEP_PID_ENV] = before
 
 
 def _pool_ahead(workers: int) -> contextlib.AbstractContextManager[None]:
-    """Start ``workers`` pool workers for degrade's launcher now (none: nothing to start)."""
+    """Start ``workers`` pool workers for degrade's launcher now, or take those started before
+    the plan (none: nothing to start)."""
     if not workers:
         return contextlib.nullcontext()
-    from degrade import pool
-    from hydra_plugins.degrade_plugins.local_parallel import WORKER_IMPORTS
-
-    env = compute.worker_env(workers, compute.usable_cores())
-    return pool.ahead(workers, env, WORKER_IMPORTS)
+    return pool.ahead(workers, headstart.worker_env(workers), headstart.WORKER_IMPORTS)
 
 
 def run_labels(configs: list[DictConfig]) -> dict[str, str]:
@@ -490,6 +487,9 @@ def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepRe
         store.sweep_file(root, name, written)
     finished = {rid: store.RunDir(root, rid).finished() for rid in unique}
     remaining = [c for c, rid in zip(configs, ids, strict=True) if finished[rid] is None]
+    ahead = _workers_ahead(launcher, remaining) if remaining and spec.together is None else 0
+    if not ahead:
+        pool.drop_ahead()  # workers begun before the plan (degrade.headstart): none will train
     check_fits(remaining)
     _check_same_device(remaining, root)
     _check_writable([store.RunDir(root, run_id(c)) for c in remaining])
@@ -535,7 +535,6 @@ def run_sweep(spec: SweepSpec, reporter: SweepReporter | None = None) -> SweepRe
                 own = any(_key(o).startswith(("hydra/sweeper", "hydra.sweeper")) for o in overrides)
                 fresh = len(remaining) == len(configs) and not own
                 check = ["hydra.sweeper.check_store=false"] if fresh else []
-                ahead = _workers_ahead(launcher, remaining)
                 launched = _multirun(overrides + check, out, name, unique, ahead, as_composed)
         results.update((r.run_id, r) for r in launched)
     elif reporter is not None:

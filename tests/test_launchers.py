@@ -134,12 +134,16 @@ def test_several_cpu_runs_go_to_parallel_processes_by_default(tmp_path, monkeypa
 
 @pytest.mark.pool
 def test_the_default_pool_takes_the_workers_started_ahead_and_composes_no_job_again(tmp_path, monkeypatch):
+    import gc
+    import sys
+
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
-    from degrade import compute, pool
+    from degrade import cli, compute, headstart, pool
     from degrade.sweep import SweepSpec, run_sweep
 
     monkeypatch.setattr(compute, "usable_cores", lambda: 2)
+    monkeypatch.setattr(compute, "torch_may_have_gpu", lambda: False)
     calls = {"workers": 0, "composed": 0}
 
     def counted(key: str, f):
@@ -153,11 +157,38 @@ def test_the_default_pool_takes_the_workers_started_ahead_and_composes_no_job_ag
     monkeypatch.setattr(
         ConfigLoaderImpl, "load_sweep_config", counted("composed", ConfigLoaderImpl.load_sweep_config)
     )
-    result = run_sweep(SweepSpec(depths=[8], out=str(tmp_path), overrides=["trainer.epochs=1"]))
-    assert [r.state for r in result.runs] == ["done", "done"]
-    # Two workers in all (started before Hydra's set-up, then taken by the launcher), and each
-    # job's config is its planned run's: Hydra composes none of them again.
+    # The program as the command line starts it: its workers begin before anything is parsed.
+    monkeypatch.setattr(
+        sys, "argv", ["degrade", "sweep", "--depths", "8", "--out", str(tmp_path), "trainer.epochs=1"]
+    )
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            cli.run()
+    finally:
+        gc.unfreeze()  # cli.run leaves its objects to the process, which here goes on
+    assert exit_.value.code == 0
+    runs = [json.loads(p.read_text())["state"] for p in tmp_path.glob("runs/*/status.json")]
+    assert runs == ["done", "done"]
+    # Two workers in all (started first thing, then taken by the launcher: the plan wanted just
+    # those), and each job's config is its planned run's: Hydra composes none of them again.
     assert calls == {"workers": 2, "composed": 0}
+    # Where the plan wants none (the sweep is finished) or others (one job at a time), the early
+    # workers are stopped as soon as it knows, not when the command ends.
+    one_at_a_time = ["trainer.epochs=1", "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=1"]
+    for overrides, seed, started, state in (
+        (["trainer.epochs=1"], 0, 2, "skipped"),
+        (one_at_a_time, 1, 3, "done"),
+    ):
+        calls["workers"] = 0
+        with headstart.sweep_workers(["sweep"]):
+            early = [w for ws in pool._ahead.values() for w in ws]
+            spec = SweepSpec(
+                depths=[8], seeds=[seed], out=str(tmp_path), overrides=overrides, name=f"s{seed}"
+            )
+            result = run_sweep(spec)
+            assert all(w.proc.poll() is not None for w in early) and not pool._ahead
+        assert len(early) == 2 and calls["workers"] == started
+        assert {r.state for r in result.runs} == {state}
 
 
 def test_workers_of_a_killed_sweep_stop_training(tmp_path):
@@ -305,7 +336,7 @@ def test_a_joblib_worker_whose_sweep_is_gone_ends_before_its_first_job():
     import subprocess
     import sys
 
-    from degrade.job import SWEEP_PID_ENV
+    from degrade.compute import SWEEP_PID_ENV
 
     probe = "from degrade.job import _exit_with_parent; _exit_with_parent(); print('trains')"
     for sweep_pid, alive in ((os.getpid(), True), (os.getpid() + 1_000_000, False)):

@@ -16,10 +16,6 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-# What a pool worker imports before its first job arrives: the task function's module and the
-# trainer (torch), about a second that then overlaps the sweep's own start.
-WORKER_IMPORTS = ("degrade.task", "degrade.train")
-
 
 class LocalParallelLauncher(Launcher):
     """Up to ``n_jobs`` jobs at once in worker processes on this machine (-1: one per core)."""
@@ -40,7 +36,7 @@ class LocalParallelLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         """Run the jobs in the pool's workers; their returns in the order of ``job_overrides``."""
-        from degrade import pool
+        from degrade import headstart, pool
         from degrade.compute import jobs_at_once, usable_cores
 
         setup_globals()
@@ -52,7 +48,7 @@ class LocalParallelLauncher(Launcher):
         # Started first (or taken from those the sweep started ahead): a worker takes a second
         # to import torch, and the jobs are composed meanwhile.
         env = _worker_env(self.config, at_once, cores)
-        with pool.Pool(at_once, env=env, preload=WORKER_IMPORTS) as workers:
+        with pool.Pool(at_once, env=env, preload=headstart.WORKER_IMPORTS) as workers:
             tasks = self._compose(job_overrides)
             outcomes = workers.map(self.task_function, [(t,) for t in tasks])
         failed = [o.error for o in outcomes if o.error is not None]
