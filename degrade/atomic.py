@@ -7,6 +7,7 @@ These functions take a path they are given; which paths may be written is the st
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -141,13 +142,27 @@ def previous(path: Path) -> Path:
     return path.with_name(path.stem + ".prev" + path.suffix)
 
 
+def _unchecksummed() -> contextlib.AbstractContextManager[Any]:
+    """A block in which ``torch.save`` leaves out its zip entries' CRC-32: ``torch.load`` never
+    checks it (a changed byte loads all the same), and computing it over a 56-layer net's
+    checkpoint costs a couple of milliseconds at every epoch."""
+    try:
+        from torch.utils.serialization import config
+    except ImportError:
+        return contextlib.nullcontext()
+    # A config module: its ``patch`` is installed at import, so type checkers cannot see it.
+    patch = getattr(config, "patch", None)
+    return contextlib.nullcontext() if patch is None else patch({"save.compute_crc32": False})
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Replace the checkpoint at ``path`` atomically, keeping the one before as ``*.prev.pt``."""
 
     import torch
 
     def write(tmp: Path) -> None:
-        torch.save(state, tmp)
+        with _unchecksummed():
+            torch.save(state, tmp)
         if path.exists():
             os.replace(path, previous(path))
 

@@ -11,6 +11,7 @@ lists, numbers, strings and the flat tensors), so the store reads it without unp
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -55,9 +56,12 @@ class Packer:
         self._views: list[torch.Tensor] = []
         self._places: list[list[Any]] = []  # [flat key, start, shape, stride] of each tensor
 
-    def pack(self, state: Any) -> dict[str, Any]:
+    def pack(self, state: Any, plain: Collection[str] = ()) -> dict[str, Any]:
         """``state`` with its dense tensors copied into the flat ones; what ``unpack`` takes back.
 
+        ``plain``: keys of a dict ``state`` whose values are kept as they are, not searched for
+        tensors (a run's metrics rows: thousands of numbers, and a millisecond to search at every
+        epoch). A tensor in one is saved on its own, as ``torch.save`` saves it.
         The flat tensors are overwritten by the next call: save the result before then.
         """
         tensors: list[torch.Tensor] = []
@@ -68,7 +72,10 @@ class Packer:
             tensors.append(t)
             return {_PLACE: len(tensors) - 1}
 
-        tree = _walk(state, place)
+        if isinstance(state, dict) and plain:
+            tree = {k: v if k in plain else _walk(v, place) for k, v in state.items()}
+        else:
+            tree = _walk(state, place)
         layout = [(t.dtype, t.device, t.shape, t.stride()) for t in tensors]
         if layout != self._layout:
             self._lay_out(layout)

@@ -33,6 +33,8 @@ from degrade.store import RunDir, current_row, device_change, load_checkpoint, r
 
 log = logging.getLogger("degrade")
 EpochCallback = Callable[[dict[str, Any]], None]
+# The parts of a Trainer's state that are plain data: its metrics rows, one per epoch and layer.
+PLAIN_STATE = ("rows", "layer_rows")
 
 
 class Diverged(RuntimeError):
@@ -115,7 +117,8 @@ class Trainer:
     # -- persistence -------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        """Everything needed to continue exactly after the last finished epoch."""
+        """Everything needed to continue exactly after the last finished epoch (its
+        ``PLAIN_STATE`` parts hold no tensors)."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
@@ -323,7 +326,7 @@ def run_steps(
                 )
             rows.append(row)
             if run is not None:
-                save_checkpoint(run.checkpoint, trainer.packer.pack(trainer.state()))
+                save_checkpoint(run.checkpoint, trainer.packer.pack(trainer.state(), plain=PLAIN_STATE))
                 write_rows_atomic(run.metrics, rows)
                 _write_layers(run, trainer)
                 run.set_status(

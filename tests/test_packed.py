@@ -10,7 +10,7 @@ import torch
 from degrade import atomic, store
 from degrade.config import compose_run
 from degrade.packed import Packer
-from degrade.train import Trainer
+from degrade.train import PLAIN_STATE, Trainer
 
 
 def _same(a, b, where="state"):
@@ -43,7 +43,7 @@ def test_a_packed_checkpoint_reads_back_as_the_state_it_was_epoch_after_epoch(tm
     packer = Packer()
     path = tmp_path / "checkpoint.pt"
     first = copy.deepcopy(trainer.state())
-    atomic.save_checkpoint(path, packer.pack(trainer.state()))
+    atomic.save_checkpoint(path, packer.pack(trainer.state(), plain=PLAIN_STATE))
     _same(first, store.read_checkpoint(path))
     # Channels-last weights keep their layout, and the counters their dtype.
     conv = next(v for v in first["model"].values() if v.dim() == 4 and v.shape[1] > 1)
@@ -51,7 +51,9 @@ def test_a_packed_checkpoint_reads_back_as_the_state_it_was_epoch_after_epoch(tm
     assert any(v.dtype == torch.int64 for v in first["model"].values())
     trainer.train_epoch()
     second = copy.deepcopy(trainer.state())
-    atomic.save_checkpoint(path, packer.pack(trainer.state()))  # the same flat tensors, refilled
+    atomic.save_checkpoint(
+        path, packer.pack(trainer.state(), plain=PLAIN_STATE)
+    )  # the same flat tensors, refilled
     back = store.read_checkpoint(path)
     _same(second, back)
     name = next(iter(first["model"]))
@@ -59,6 +61,33 @@ def test_a_packed_checkpoint_reads_back_as_the_state_it_was_epoch_after_epoch(tm
     # What a checkpoint from before packing holds still reads as it did.
     torch.save(second, tmp_path / "plain.pt")
     _same(second, store.read_checkpoint(tmp_path / "plain.pt"))
+
+
+def test_plain_parts_are_kept_as_they_are_and_a_tensor_in_one_is_saved_on_its_own(tmp_path):
+    rows = [{"epoch": 1, "train_error": 0.5}]
+    state = {"epoch": 1, "model": {"w": torch.ones(2, 3)}, "rows": rows, "extra": [torch.arange(3)]}
+    saved = Packer().pack(state, plain=("rows", "extra"))
+    assert saved["tree"]["rows"] is rows and saved["tree"]["extra"][0] is state["extra"][0]
+    assert saved["tree"]["model"]["w"] == {"__packed_tensor__": 0}  # searched, and placed
+    atomic.save_checkpoint(tmp_path / "c.pt", saved)
+    _same(state, store.read_checkpoint(tmp_path / "c.pt"))
+
+
+def test_a_checkpoint_leaves_out_the_checksum_that_torch_load_never_reads(tmp_path):
+    import zipfile
+
+    path = tmp_path / "c.pt"
+    values = torch.arange(1000, dtype=torch.float32)
+    atomic.save_checkpoint(path, {"w": values})
+    entries = [e for e in zipfile.ZipFile(path).infolist() if "/data/" in e.filename]
+    assert entries and all(e.CRC == 0 for e in entries)
+    # Why it is not worth computing: a changed byte of the data loads all the same.
+    data = bytearray(path.read_bytes())
+    at = data.find(torch.tensor([500.0]).numpy().tobytes())
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+    changed = torch.load(path, weights_only=True)["w"]
+    assert int((changed != values).sum()) == 1
 
 
 def _packed_with(tmp_path, change):
