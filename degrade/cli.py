@@ -38,27 +38,36 @@ class UserError(Exception):
     """An error the user caused: one line, exit code 2."""
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    # From the modules that do not import torch: an error is reported without waiting for it.
-    from degrade.compute import AccelError
-    from degrade.config import ConfigError
-    from degrade.plot import PlotError
-    from degrade.probes.settings import ProbeError
-    from degrade.sources import DataError
-    from degrade.store import StoreError
+# The errors a user can cause (beside UserError), where each is defined. One whose module this
+# command never imported cannot have been raised, and importing a module only to name its error
+# would cost the error's message (or a command that never fails) up to a second: degrade.plot
+# imports matplotlib and pandas, degrade.sweep Hydra.
+_USER_ERRORS = (
+    ("degrade.compute", "AccelError"),
+    ("degrade.config", "ConfigError"),
+    ("degrade.plot", "PlotError"),
+    ("degrade.probes.settings", "ProbeError"),
+    ("degrade.sources", "DataError"),
+    ("degrade.store", "StoreError"),
+)
 
-    return (UserError, ConfigError, DataError, StoreError, AccelError, PlotError, ProbeError)
+
+def _raised(where: tuple[tuple[str, str], ...]) -> tuple[type[BaseException], ...]:
+    """The error classes named in ``where`` (module, name) whose modules are imported."""
+    return tuple(getattr(sys.modules[m], n) for m, n in where if m in sys.modules)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    return (UserError, *_raised(_USER_ERRORS))
 
 
 def _guard(fn: Callable[[], T]) -> T:
-    from degrade.sweep import LaunchError
-
     try:
         return fn()
     except _user_errors() as e:
         console.err_console.print(f"error: {e}", markup=False, highlight=False)
         raise typer.Exit(2) from None
-    except LaunchError as e:
+    except _raised((("degrade.sweep", "LaunchError"),)) as e:
         console.err_console.print(f"error: {e}", markup=False, highlight=False)
         raise typer.Exit(1) from None
 

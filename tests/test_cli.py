@@ -220,24 +220,30 @@ def test_unwritable_output_folder(tmp_path, capsys):
     assert code == 2 and "cannot write to output folder" in err
 
 
-def test_config_errors_are_found_without_importing_torch(tmp_path):
+def test_user_errors_are_found_without_importing_torch_or_what_other_commands_need(tmp_path):
+    import json
     import subprocess
     import sys
 
+    # The modules a user error must not wait for: torch (a second), the figures (matplotlib and
+    # pandas, 0.4 s) and, outside a sweep, the sweep's planner (Hydra).
     probe = (
-        "import sys; from degrade.cli import main; rc = main(sys.argv[1:]); "
-        "print('torch imported:', 'torch' in sys.modules); sys.exit(rc)"
+        "import json, sys; from degrade.cli import main; rc = main(sys.argv[1:]); "
+        "print(json.dumps([m for m in ('torch', 'degrade.plot', 'degrade.sweep') if m in sys.modules])); "
+        "sys.exit(rc)"
     )
-    for args in (
-        ["sweep", "--depths", "7"],
-        ["sweep", "optim.lr=nan"],
-        ["train", "+foo=1"],
-        ["sweep", "--depths", "999998"],
+    for args, imported in (
+        (["sweep", "--depths", "7"], ["degrade.sweep"]),
+        (["sweep", "optim.lr=nan"], ["degrade.sweep"]),
+        (["train", "+foo=1"], ["degrade.sweep"]),
+        (["sweep", "--depths", "999998"], ["degrade.sweep"]),
+        (["summary", "--out", str(tmp_path / "none")], []),
     ):
         r = subprocess.run(
             [sys.executable, "-c", probe, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
         )
-        assert r.returncode == 2 and "torch imported: False" in r.stdout, (args, r.stdout, r.stderr)
+        assert r.returncode == 2 and r.stderr.startswith("error: "), (args, r.stderr)
+        assert json.loads(r.stdout.splitlines()[-1]) == imported, (args, r.stdout)
 
 
 def test_a_sweep_in_this_process_leaves_the_process_logging_handlers_open(tmp_path, capsys):
