@@ -3,9 +3,11 @@
 A pool worker spends about a second importing torch before it can train, and the sweep's own
 process spends about half a second (Typer, Hydra, the plan) before it knows which workers it
 wants. Where torch has no GPU to offer, the sweep on more than one core nearly always wants one
-worker per core; those are started first thing, so the two overlap. The plan takes them where
-it wants just those (same count, same environment: ``degrade.pool.ahead``) and stops them where
-it wants others or none.
+worker per core. All but one of those are started first thing, so that their imports overlap
+the plan on the cores the sweep's process leaves free: a sweep that trains nothing (finished,
+or refused) then answers as soon as it would without them. The plan takes them and starts the
+rest where it wants workers like these (``degrade.pool.ahead``), and stops them where it wants
+others or none.
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ def _trains_in_a_pool(args: Sequence[str]) -> bool:
 
 
 def sweep_workers(args: Sequence[str]) -> contextlib.AbstractContextManager[None]:
-    """For the command line ``args`` (without the program's name), a block in which the pool
-    workers its sweep will want are already starting; those no pool took stop when it ends."""
+    """For the command line ``args`` (without the program's name), a block in which all but one
+    of the pool workers its sweep will want are already starting; those no pool took stop when
+    it ends."""
     if not _trains_in_a_pool(args):
         return contextlib.nullcontext()
     cores = compute.usable_cores()
-    return pool.ahead(cores, worker_env(cores), WORKER_IMPORTS)
+    return pool.ahead(cores - 1, worker_env(cores), WORKER_IMPORTS)

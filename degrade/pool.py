@@ -134,46 +134,62 @@ class _Worker:
             self.proc.wait()
 
 
-# Workers started by ``ahead`` and not yet taken by a Pool: (environments, preload) -> workers.
-_ahead: dict[tuple[tuple[tuple[tuple[str, str], ...], ...], tuple[str, ...]], list[_Worker]] = {}
+# Workers started by ``ahead`` and not yet taken by a Pool: (environment, preload) -> workers.
+_ahead: dict[tuple[tuple[tuple[str, str], ...], tuple[str, ...]], list[_Worker]] = {}
 
 
-def _key(envs: list[dict[str, str]], preload: tuple[str, ...]) -> tuple:
-    return tuple(tuple(sorted(e.items())) for e in envs), preload
+def _key(env: dict[str, str], preload: tuple[str, ...]) -> tuple:
+    return tuple(sorted(env.items())), preload
+
+
+def _take(env: dict[str, str], preload: tuple[str, ...]) -> _Worker | None:
+    """A worker started ahead with this environment and preload, now the caller's; or None."""
+    key = _key(env, preload)
+    have = _ahead.get(key)
+    if not have:
+        return None
+    w = have.pop(0)
+    if not have:
+        del _ahead[key]
+    return w
 
 
 @contextlib.contextmanager
 def ahead(workers: int, env: dict[str, str], preload: tuple[str, ...] = ()) -> Iterator[None]:
-    """Start ``workers`` workers now for a ``Pool`` that this process asks for later, within
-    the block, with as many workers, this environment for each and this ``preload``: their
-    imports then overlap the caller's work in between. Workers no Pool took are stopped when
-    the block ends, however it ends.
+    """Have ``workers`` workers started now for a ``Pool`` that this process asks for later,
+    within the block, with this environment for each and this ``preload``: their imports then
+    overlap the caller's work in between. Workers no Pool took are stopped when the block ends,
+    however it ends.
 
-    Workers an enclosing block started for the same are kept, not started again; those started
-    ahead for anything else are stopped at once (the caller knows better now what it needs).
+    Workers an enclosing block started for the same are counted, and only the rest started;
+    those started ahead for anything else are stopped at once (the caller knows better now).
     """
-    key = _key([env] * workers, preload)
-    _stop([w for k in list(_ahead) if k != key for w in _ahead.pop(k)])
+    key = _key(env, preload)
+    _stop([w for k in list(_ahead) if k != key for w in _ahead.pop(k)], wait=0.0)
     started = _ahead.setdefault(key, [])
+    _stop(started[workers:], wait=0.0)
+    del started[workers:]
     started.extend(_Worker(env, preload) for _ in range(workers - len(started)))
     try:
         yield
     finally:
-        _stop(_ahead.pop(key, []))
+        _stop(_ahead.pop(key, []), wait=0.0)
 
 
 def drop_ahead() -> None:
     """Stop every worker started ``ahead`` that no Pool has taken: none will be asked for."""
-    _stop([w for k in list(_ahead) for w in _ahead.pop(k)])
+    _stop([w for k in list(_ahead) for w in _ahead.pop(k)], wait=0.0)
 
 
-def _stop(workers: list[_Worker]) -> None:
-    """Stop ``workers``: all told at once, then waited for (each takes a few hundredths of a
-    second to go)."""
+def _stop(workers: list[_Worker], wait: float = 5.0) -> None:
+    """Stop ``workers``: all told at once, then each given ``wait`` seconds to go before it is
+    killed. An idle worker takes a few hundredths of a second; one that never had a job holds
+    nothing to let go of, and may be importing torch, which lets its watching thread run only
+    between imports (a killed one is not waited for)."""
     for w in workers:
         w.let_go()
     for w in workers:
-        w.reap(wait=5.0)
+        w.reap(wait)
 
 
 class Pool:
@@ -189,11 +205,11 @@ class Pool:
     ) -> None:
         self.env = env
         self.preload = preload
-        envs = [self._env(k) for k in range(workers)]
-        self.idle: list[_Worker] = _ahead.pop(_key(envs, preload), [])
-        self.started = len(self.idle)
-        while len(self.idle) < workers:
-            self.idle.append(self._start())
+        self.idle: list[_Worker] = []
+        for k in range(workers):
+            env_k = self._env(k)
+            self.idle.append(_take(env_k, preload) or _Worker(env_k, preload))
+        self.started = workers
 
     def _env(self, k: int) -> dict[str, str]:
         return self.env(k) if self.env else dict(os.environ)

@@ -169,15 +169,16 @@ def test_the_default_pool_takes_the_workers_started_ahead_and_composes_no_job_ag
     assert exit_.value.code == 0
     runs = [json.loads(p.read_text())["state"] for p in tmp_path.glob("runs/*/status.json")]
     assert runs == ["done", "done"]
-    # Two workers in all (started first thing, then taken by the launcher: the plan wanted just
-    # those), and each job's config is its planned run's: Hydra composes none of them again.
+    # Two workers in all, both taken by the launcher: one started first thing (before anything
+    # was parsed) and one by the plan, which wanted two like it (else three would have started).
+    # Each job's config is its planned run's: Hydra composes none of them again.
     assert calls == {"workers": 2, "composed": 0}
     # Where the plan wants none (the sweep is finished) or others (one job at a time), the early
     # workers are stopped as soon as it knows, not when the command ends.
     one_at_a_time = ["trainer.epochs=1", "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=1"]
     for overrides, seed, started, state in (
-        (["trainer.epochs=1"], 0, 2, "skipped"),
-        (one_at_a_time, 1, 3, "done"),
+        (["trainer.epochs=1"], 0, 1, "skipped"),
+        (one_at_a_time, 1, 2, "done"),
     ):
         calls["workers"] = 0
         with headstart.sweep_workers(["sweep"]):
@@ -187,7 +188,7 @@ def test_the_default_pool_takes_the_workers_started_ahead_and_composes_no_job_ag
             )
             result = run_sweep(spec)
             assert all(w.proc.poll() is not None for w in early) and not pool._ahead
-        assert len(early) == 2 and calls["workers"] == started
+        assert len(early) == 1 and calls["workers"] == started
         assert {r.state for r in result.runs} == {state}
 
 

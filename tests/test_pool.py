@@ -52,23 +52,26 @@ def test_workers_started_ahead_are_taken_by_a_pool_with_the_same_environment_and
     assert left.proc.poll() is not None and not pool._ahead
 
 
-def test_workers_started_ahead_are_kept_for_the_same_and_stopped_at_once_for_others():
+def test_workers_started_ahead_are_counted_for_the_same_and_stopped_at_once_for_others():
     import os
 
     from degrade import pool
 
     env = dict(os.environ)
+    with pool.ahead(1, env):
+        (early,) = [w for ws in pool._ahead.values() for w in ws]
+        with pool.ahead(2, env):  # the plan wants two like it: one more is started
+            both = [w for ws in pool._ahead.values() for w in ws]
+            assert len(both) == 2 and early in both
+            with Pool(2, env=lambda _: env) as taken:
+                assert set(taken.idle) == set(both) and not pool._ahead
     with pool.ahead(2, env):
-        early = [w for ws in pool._ahead.values() for w in ws]
-        with pool.ahead(2, env):  # the same again (the plan agreeing with the early guess)
-            assert [w for ws in pool._ahead.values() for w in ws] == early
-        assert all(w.proc.poll() is not None for w in early)  # the inner block owned them
-    with pool.ahead(2, env):
-        early = [w for ws in pool._ahead.values() for w in ws]
-        with pool.ahead(1, env):  # the plan wants other workers: the early ones go now
-            assert all(w.proc.poll() is not None for w in early)
+        early2 = [w for ws in pool._ahead.values() for w in ws]
+        with pool.ahead(1, env):  # fewer: the one too many goes now
+            assert sum(w.proc.poll() is None for w in early2) == 1
+        with pool.ahead(1, {**env, "OTHER": "1"}):  # others: the early ones go now
+            assert all(w.proc.poll() is not None for w in early2)
             (other,) = next(iter(pool._ahead.values()))
-            assert other not in early
             pool.drop_ahead()  # and where it wants none at all
             assert other.proc.poll() is not None and not pool._ahead
 
