@@ -232,6 +232,8 @@ def print_summary(out: str, name: str | None, say_default_sweep: bool = False) -
 
 def print_probe_numbers(out: str, name: str | None) -> None:
     """Each probe's numbers of a sweep, a table per probe (and per probe setting where runs differ)."""
+    import pandas as pd
+
     from degrade import flat, results
     from degrade.probes import tables
 
@@ -242,7 +244,7 @@ def print_probe_numbers(out: str, name: str | None) -> None:
     table = tables.in_percent(sweep.probe_summary())
     keys, settings = sweep.keys, tables.settings_of(table)
     table["settings"] = [
-        ", ".join(f"{k}={v}" for k, v in zip(settings, row, strict=True) if v == v)
+        ", ".join(f"{k}={v}" for k, v in zip(settings, row, strict=True) if pd.notna(v))
         for row in table[settings].itertuples(index=False)
     ]
     multi = bool((table["seeds"] > 1).any())

@@ -225,12 +225,11 @@ class Sweep:
         ``summary()`` gives the errors. Runs probed with other settings are other rows: every
         probe setting is a ``probe.*`` column. Errors and fractions are fractions in [0, 1].
         StoreError when the sweep has no such probe."""
-        import pandas as pd
 
         kinds = [kind] if kind is not None else self.probe_kinds()
         if not kinds:
             raise StoreError(f"no probes in sweep {self.name!r}; run `degrade probe` first")
-        rows = pd.concat([self._probe_rows(k) for k in kinds], ignore_index=True)
+        rows = probe_tables.stacked([self._probe_rows(k) for k in kinds])
         rows = rows[probe_tables.is_number(rows)].copy()
         rows["weights"] = rows["weights"].fillna("final") if "weights" in rows else "final"
         settings = [c for c in probe_tables.settings_of(rows) if rows[c].notna().any()]
@@ -264,7 +263,6 @@ class Sweep:
     def table(self, which: str, kind: str | None = None) -> pd.DataFrame:
         """One of ``TABLES`` by name (what ``degrade export --table`` writes); ``kind`` chooses
         the probe of ``probes`` and ``probe_summary`` (default: every kind the sweep has)."""
-        import pandas as pd
 
         if which not in TABLES:
             raise StoreError(f"unknown table {which!r}; choose one of {', '.join(TABLES)}")
@@ -274,7 +272,7 @@ class Sweep:
             kinds = [kind] if kind is not None else self.probe_kinds()
             if not kinds:
                 raise StoreError(f"no probes in sweep {self.name!r}; run `degrade probe` first")
-            return pd.concat([self.probes(k) for k in kinds], ignore_index=True)
+            return probe_tables.stacked([self.probes(k) for k in kinds])
         if which == "probe_summary":
             return self.probe_summary(kind)
         return getattr(self, which)()

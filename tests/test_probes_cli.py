@@ -332,6 +332,13 @@ def test_probes_are_tidy_data(store: Path, tmp_path: Path, capsys: pytest.Captur
     ratio = numbers[(numbers["quantity"] == "ratio") & (numbers["weights"] == "final")]
     assert len(ratio) == 4 and (ratio["seeds"] == 1).all() and ratio["mean"].gt(0).all()
     assert {"probe.images", "probe.lesion.draws"} <= set(numbers.columns)
+    # A kind's own whole-number setting stays whole beside the other kind's rows, which have none.
+    both = sweep.table("probes")
+    for table in (numbers, both):
+        assert (
+            str(table["probe.lesion.draws"].dtype) == "Int64" and str(table["probe.images"].dtype) == "int64"
+        )
+    assert both["probe.lesion.draws"].isna().sum() == (both["kind"] == "identity").sum() > 0
 
     code, out, err = run_cli(
         [

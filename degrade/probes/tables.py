@@ -120,6 +120,21 @@ def typed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def stacked(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Probe tables of several kinds, one under the other. A column that holds whole numbers in
+    every table that has it (a kind's own setting, ``probe.lesion.draws``) stays whole: nullable,
+    null in the other kinds' rows, as the coordinates are (concatenating makes it float)."""
+    import pandas as pd
+
+    columns = dict.fromkeys(c for f in frames for c in f.columns)
+    whole = [c for c in columns if all(pd.api.types.is_integer_dtype(f[c]) for f in frames if c in f)]
+    out = pd.concat(frames, ignore_index=True)
+    for column in whole:
+        if not pd.api.types.is_integer_dtype(out[column]):
+            out[column] = out[column].astype("Int64")
+    return out
+
+
 def is_number(frame: pd.DataFrame) -> pd.Series:
     """Which rows of a probe table are its summary numbers (the others are its curves)."""
     names = {q for qs in NUMBERS.values() for q in qs}
