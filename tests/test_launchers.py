@@ -175,7 +175,13 @@ def test_the_default_pool_takes_the_workers_started_ahead_and_composes_no_job_ag
     assert calls == {"workers": 2, "composed": 0}
     # Where the plan wants none (the sweep is finished) or others (one job at a time), the early
     # workers are stopped as soon as it knows, not when the command ends.
-    one_at_a_time = ["trainer.epochs=1", "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=1"]
+    # (One thread: a test has one core of its own, and two threads would spin on it.)
+    one_at_a_time = [
+        "trainer.epochs=1",
+        "trainer.threads=1",
+        "hydra/launcher=local_parallel",
+        "hydra.launcher.n_jobs=1",
+    ]
     for overrides, seed, started, state in (
         (["trainer.epochs=1"], 0, 1, "skipped"),
         (one_at_a_time, 1, 2, "done"),
