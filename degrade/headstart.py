@@ -32,22 +32,22 @@ def worker_env(at_once: int) -> dict[str, str]:
     }
 
 
-def _trains_in_a_pool(args: Sequence[str]) -> bool:
+def _trains_in_a_pool(args: Sequence[str], cores: int) -> bool:
     """Whether the command line ``args`` asks for a sweep that would likely train in degrade's
-    pool on this machine's CPU cores (asked before anything else is parsed, so only roughly:
-    a wrong guess costs the workers' start, never a wrong run)."""
+    pool on this machine's ``cores`` CPU cores (asked before anything else is parsed, so only
+    roughly: a wrong guess costs the workers' start, never a wrong run)."""
     if list(args[:1]) != ["sweep"]:
         return False
     if any(a in ("--help", "--together") or a.startswith("--together=") for a in args):
         return False
-    return compute.usable_cores() > 1 and not compute.torch_may_have_gpu()
+    return cores > 1 and not compute.torch_may_have_gpu()
 
 
 def sweep_workers(args: Sequence[str]) -> contextlib.AbstractContextManager[None]:
     """For the command line ``args`` (without the program's name), a block in which all but one
     of the pool workers its sweep will want are already starting; those no pool took stop when
     it ends."""
-    if not _trains_in_a_pool(args):
-        return contextlib.nullcontext()
     cores = compute.usable_cores()
+    if not _trains_in_a_pool(args, cores):
+        return contextlib.nullcontext()
     return pool.ahead(cores - 1, worker_env(cores), WORKER_IMPORTS)

@@ -225,7 +225,6 @@ class Sweep:
         ``summary()`` gives the errors. Runs probed with other settings are other rows: every
         probe setting is a ``probe.*`` column. Errors and fractions are fractions in [0, 1].
         StoreError when the sweep has no such probe."""
-
         kinds = [kind] if kind is not None else self.probe_kinds()
         if not kinds:
             raise StoreError(f"no probes in sweep {self.name!r}; run `degrade probe` first")
@@ -263,7 +262,6 @@ class Sweep:
     def table(self, which: str, kind: str | None = None) -> pd.DataFrame:
         """One of ``TABLES`` by name (what ``degrade export --table`` writes); ``kind`` chooses
         the probe of ``probes`` and ``probe_summary`` (default: every kind the sweep has)."""
-
         if which not in TABLES:
             raise StoreError(f"unknown table {which!r}; choose one of {', '.join(TABLES)}")
         if kind is not None and which not in ("probes", "probe_summary"):
