@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from degrade.cli import main
 from tests.conftest import run_cli, run_subprocess
 
 GRID = ["--depths", "14", "--variants", "plain", "--epochs", "5", "--name", "k", "trainer.threads=1"]
@@ -56,7 +57,7 @@ def _held(gate: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 def test_sigkill_mid_epoch_twice_then_rerun_equals_an_uninterrupted_sweep(tmp_path):
     ref = tmp_path / "ref"
-    assert run_subprocess(["sweep", *GRID, "--out", str(ref)], cwd=tmp_path).returncode == 0
+    assert main(["sweep", *GRID, "--out", str(ref)]) == 0  # uninterrupted: in this process
 
     out = tmp_path / "killed"
     # Digits epochs are 12 steps: the run holds after step 18 (mid epoch 2), then, resumed, after

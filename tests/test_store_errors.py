@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from degrade.cli import main
 from tests.conftest import files_under, run_cli, run_subprocess, unwritable
 
 GRID = ["--depths", "8", "--variants", "plain", "--epochs", "1", "trainer.threads=1"]
@@ -40,8 +41,13 @@ def _run_on_full_disk(args: list[str], cwd: Path) -> subprocess.CompletedProcess
     )
 
 
+def _swept(cwd: Path) -> None:
+    """The sweep the plot tests draw, trained in this process (the plot is what runs apart)."""
+    assert main(["sweep", *GRID, "--name", "s", "--out", str(cwd / "outputs")]) == 0
+
+
 def test_plot_into_a_store_it_cannot_write(tmp_path):
-    assert run_subprocess(["sweep", *GRID, "--name", "s"], cwd=tmp_path).returncode == 0
+    _swept(tmp_path)
     folder = tmp_path / "outputs" / "sweeps" / "s"
     before = files_under(folder)
     with unwritable(folder):
@@ -64,9 +70,10 @@ def test_a_full_disk_at_the_start_of_a_sweep_and_of_a_plot(tmp_path):
     _one_line(r, "cannot write to output folder")
     assert [p for p in files_under(tmp_path / "outputs") if p.is_file()] == []
 
-    assert run_subprocess(["sweep", *GRID, "--name", "s"], cwd=tmp_path).returncode == 0
+    _swept(tmp_path)
     folder = tmp_path / "outputs" / "sweeps" / "s"
-    assert run_subprocess(["plot"], cwd=tmp_path).returncode == 0  # fonts cached, figure drawn once
+    # Fonts cached and the figure drawn once, before the plot that cannot write.
+    assert main(["plot", "--out", str(tmp_path / "outputs")]) == 0
     (folder / "curves.png").unlink()
     before = files_under(folder)
     r = _run_on_full_disk(["plot"], cwd=tmp_path)
