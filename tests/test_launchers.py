@@ -17,10 +17,9 @@ GRID = ["sweep", "--depths", "8", "--epochs", "1", "trainer.threads=1"]
 @pytest.fixture(scope="module")
 def basic_store(tmp_path_factory):
     """The sweep through Hydra's basic launcher (one process, one run after another)."""
-    cwd = tmp_path_factory.mktemp("basic")
-    r = run_subprocess([*GRID, "--out", "basic", "hydra/launcher=basic"], cwd=cwd)
-    assert r.returncode == 0, r.stderr
-    return cwd / "basic"
+    out = tmp_path_factory.mktemp("basic") / "basic"
+    assert main([*GRID, "--out", str(out), "hydra/launcher=basic"]) == 0  # in this process
+    return out
 
 
 # joblib with one job runs it in the sweep's own process (as on a one-core machine).
@@ -293,12 +292,13 @@ def test_sigkill_between_worker_start_and_first_job_leaves_no_process_and_reruns
         pd.testing.assert_frame_equal(got[rid], want[rid])
 
 
-def test_a_finished_sweep_reruns_without_launching_or_importing_torch(tmp_path):
+def test_a_finished_sweep_reruns_without_launching_or_importing_torch(tmp_path, monkeypatch):
     import subprocess
     import sys
 
     args = [*GRID, "--out", "o", "--name", "done"]
-    assert run_subprocess(args, cwd=tmp_path).returncode == 0
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 0  # the first sweep, in this process; the rerun is what is watched
     multirun = tmp_path / "o" / "sweeps" / "done" / "multirun.yaml"
     stamp = multirun.stat().st_mtime_ns
     probe = (
