@@ -107,6 +107,35 @@ def test_lesion_of_zero_branches_is_flat_at_its_own_error() -> None:
     assert {r["value"] for r in lesioned if r["quantity"] == "test_error"} == {base["test_error"]}
 
 
+@pytest.mark.parametrize(("family", "variant"), [("cnn", "plain"), ("cnn", "residual"), ("mlp", "residual")])
+def test_lesions_measured_from_kept_inputs_equal_the_whole_net_bit_for_bit(
+    family: str, variant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each lesion runs only the blocks from its first removed one on, from the intact net's
+    input there: the errors are those of the whole net, and the blocks before run once a batch."""
+    model = _net(variant, family=family)
+    shape = (1, 8, 8) if family == "cnn" else (64,)
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(23, *shape, generator=gen), torch.randint(0, 10, (23,), generator=gen)
+    xt, yt = torch.randn(17, *shape, generator=gen), torch.randint(0, 10, (17,), generator=gen)
+    common.calibrate_bn(model, x)  # every block does something, so lesions differ
+    monkeypatch.setattr(lesion, "BATCH", 5)  # several batches of each set, the last one short
+    settings = {"draws": 2, "seed": 0}
+    first = model.blocks[0]
+    calls: list[int] = []
+    hook = first.register_forward_hook(lambda *_: calls.append(1))
+    kept = lesion.measure_model(model, (x, y), (xt, yt), settings, lambda n: None)
+    assert len(calls) == 5 + 4  # once per batch of each set (train 23 images, test 17)
+    monkeypatch.setattr(lesion, "CACHE_BYTES", 0)
+    calls.clear()
+    whole = lesion.measure_model(model, (x, y), (xt, yt), settings, lambda n: None)
+    hook.remove()
+    assert len(calls) > 5 + 4
+    assert kept == whole
+    assert len({r["value"] for r in kept if r["quantity"] == "train_error"}) > 1
+    assert model.blocks[0] is first and isinstance(model.blocks, nn.Sequential)
+
+
 def test_lesion_of_a_trained_like_net_changes_its_output() -> None:
     """The counterpart: removing a block that does something changes what the net computes."""
     model = _net("residual")
