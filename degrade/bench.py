@@ -240,14 +240,19 @@ def default_sweep_runs(device: torch.device) -> int:
     return 8 if device.type in ("cuda", "mps") else usable_cores()
 
 
-def check_args(depths: tuple[int, ...], steps: int | None, runs: int | None, repeats: int) -> None:
-    """ConfigError unless every depth is a CIFAR ResNet's (6n+2) and every count is at least 1."""
+def check_args(
+    depths: tuple[int, ...], steps: int | None, runs: int | None, repeats: int, warmup: int = 0
+) -> None:
+    """ConfigError unless every depth is a CIFAR ResNet's (6n+2), every count is at least 1 and
+    the warm-up is not negative."""
     if not depths or any(d < 8 or (d - 2) % 6 for d in depths):
         given = ",".join(map(str, depths))
         raise ConfigError(f"--depths takes ResNet depths 6n+2 (20, 56, ...), got {given!r}")
     for flag, value in (("--steps", steps), ("--runs", runs), ("--repeats", repeats)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} must be at least 1")
+    if warmup < 0:
+        raise ConfigError("--warmup must be 0 or more")
 
 
 def run(
@@ -266,10 +271,10 @@ def run(
     return one row per depth.
 
     With ``concurrent``, also measure ``runs`` runs of the same shape trained at once (default:
-    ``default_sweep_runs``), in ``repeats`` windows. ConfigError for a depth that is not 6n+2 or
-    a count below 1.
+    ``default_sweep_runs``), in ``repeats`` windows. Each loop first trains ``warmup`` untimed
+    steps. ConfigError for a depth that is not 6n+2, a count below 1 or a negative warm-up.
     """
-    check_args(depths, steps, runs, repeats)
+    check_args(depths, steps, runs, repeats, warmup)
     rows = []
     for depth in depths:
         overrides = [

@@ -391,6 +391,7 @@ def bench(
         int | None, typer.Option(help="Runs at once for --concurrent (default: cores; 8 on a GPU).")
     ] = None,
     repeats: Annotated[int, typer.Option(help="Timed repeats of each side, alternating.")] = 3,
+    warmup: Annotated[int, typer.Option(help="Untimed steps each loop trains before its timing.")] = 5,
     json_out: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
     """Throughput of degrade's step against a reference loop.
@@ -415,6 +416,7 @@ def bench(
             concurrent=concurrent or sweep,
             runs=runs,
             repeats=repeats,
+            warmup=warmup,
         )
 
     rows = _guard(go)

@@ -11,7 +11,21 @@ from tests.conftest import run_cli
 
 def test_bench_json_gives_median_and_range_of_alternating_repeats(capsys):
     code, out, err = run_cli(
-        ["bench", "--depths", "8", "--steps", "1", "--device", "cpu", "--json", "--precision", "fp32"], capsys
+        [
+            "bench",
+            "--depths",
+            "8",
+            "--steps",
+            "1",
+            "--warmup",
+            "1",
+            "--device",
+            "cpu",
+            "--json",
+            "--precision",
+            "fp32",
+        ],
+        capsys,
     )
     assert code == 0, err
     (row,) = json.loads(out)
@@ -37,7 +51,8 @@ def test_a_far_off_repeat_shows_in_the_range_not_in_the_median():
 
 def test_bench_table_shows_the_range(capsys):
     code, out, err = run_cli(
-        ["bench", "--depths", "8", "--steps", "1", "--device", "cpu", "--repeats", "2"], capsys
+        ["bench", "--depths", "8", "--steps", "1", "--warmup", "1", "--device", "cpu", "--repeats", "2"],
+        capsys,
     )
     assert code == 0, err
     assert "median (min-max) of 2 alternating repeats" in " ".join(out.split())
@@ -76,6 +91,8 @@ def test_bench_concurrent_measures_runs_trained_at_once(capsys):
             "8",
             "--steps",
             "2",
+            "--warmup",
+            "1",
             "--device",
             "cpu",
             "--concurrent",
@@ -99,11 +116,52 @@ def test_bench_refuses_what_it_cannot_measure_and_keeps_the_old_flag(capsys):
             bench.run(depths, steps=steps)
     code, out, err = run_cli(["bench", "--depths", "9", "--sweep"], capsys)
     assert code == 2 and "6n+2" in err and "bench --sweep is now --concurrent" in err
+    code, out, err = run_cli(["bench", "--depths", "8", "--warmup", "-1"], capsys)
+    assert code == 2 and err.strip() == "error: --warmup must be 0 or more"
+
+
+def test_every_loop_trains_the_warm_up_it_is_given_before_its_timing(capsys, monkeypatch):
+    from degrade import bench
+
+    warmed: list[int] = []
+    timed = bench._timed_windows
+    reference = bench.ReferenceLoop.__init__
+
+    def windows(trainers, steps, warmup, repeats=1, *rest):
+        warmed.append(warmup)
+        return timed(trainers, steps, warmup, repeats, *rest)
+
+    def loop(self, depth, data, device, warmup):
+        warmed.append(warmup)
+        reference(self, depth, data, device, warmup)
+
+    monkeypatch.setattr(bench, "_timed_windows", windows)
+    monkeypatch.setattr(bench.ReferenceLoop, "__init__", loop)
+    code, _, err = run_cli(
+        ["bench", "--depths", "8", "--steps", "1", "--warmup", "2", "--repeats", "1"], capsys
+    )
+    assert code == 0, err
+    # The reference loop's and degrade's warm-ups (its timed windows after them warm up nothing).
+    assert [w for w in warmed if w] == [2, 2], warmed
 
 
 def test_bench_without_sweep_leaves_its_fields_empty(capsys):
     code, out, err = run_cli(
-        ["bench", "--depths", "8", "--steps", "1", "--device", "cpu", "--path", "eager", "--json"], capsys
+        [
+            "bench",
+            "--depths",
+            "8",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--device",
+            "cpu",
+            "--path",
+            "eager",
+            "--json",
+        ],
+        capsys,
     )
     assert code == 0, err
     (row,) = json.loads(out)
