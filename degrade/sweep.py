@@ -31,6 +31,7 @@ from degrade import composed, compute, footprint, headstart, job, memory, pool, 
 from degrade.config import (
     CONFIG_NAME,
     ConfigError,
+    compose_grid,
     compose_run,
     cure_name,
     expand_overrides,
@@ -258,7 +259,7 @@ def _plan(spec: SweepSpec) -> _Plan:
     hydra_overrides = [o for o in overrides if _is_hydra_override(o)]
     combos = expand_overrides(run_overrides)
     # Most runs differ from the first only in plain values (a depth, a seed): derived from it.
-    raw = [compose_run(combo, pin=False, check_variant=False, like=(first, base)) for combo in combos]
+    raw = compose_grid(combos, (first, base))
     grid = [compute.pin_precision(copy.deepcopy(c)) for c in raw]
     configs = applicable(grid)
     kept = {id(c) for c in configs}

@@ -105,3 +105,26 @@ def test_the_pool_launchers_config_read_from_its_file_is_what_hydra_composes():
         )
         assert composed_ is not None
         assert OmegaConf.to_container(sweep.own_launcher(n_jobs)) == OmegaConf.to_container(composed_)
+
+
+def test_a_grid_over_config_groups_composes_once_for_each_choice_of_groups(tmp_path, monkeypatch):
+    """The cures experiment crosses six cures with variants and depths: each run is derived from
+    the config composed for its cure, and that is the run Hydra composes (above)."""
+    from degrade import config
+
+    composed_for: list[list[str]] = []
+    real = config.compose
+
+    def counted(name, overrides):
+        composed_for.append(list(overrides))
+        return real(name, overrides=overrides)
+
+    monkeypatch.setattr(config, "compose", counted)
+    planned = sweep._plan(SweepSpec(out=str(tmp_path), overrides=["experiment=cures"]))
+    cures = {str(c.cure.name) for c in planned.configs}
+    assert len(planned.configs) == 21 and len(cures) == 6
+    # The plan's first run (the overrides given), then one for each cure.
+    assert len(composed_for) == 1 + len(cures), composed_for
+    for combo, cfg in planned.composed:
+        want = compose_run(combo, pin=False, check_variant=False)
+        assert OmegaConf.to_container(cfg) == OmegaConf.to_container(want), combo
