@@ -8,25 +8,12 @@ from degrade.config import ConfigError, compose_run
 from degrade.train import Trainer
 from tests.conftest import run_cli
 
+# One timed step of ResNet-8 on the CPU: what the bench does, at the smallest size.
+ONE_STEP = ["bench", "--depths", "8", "--steps", "1", "--device", "cpu"]
+
 
 def test_bench_json_gives_median_and_range_of_alternating_repeats(capsys):
-    code, out, err = run_cli(
-        [
-            "bench",
-            "--depths",
-            "8",
-            "--steps",
-            "1",
-            "--warmup",
-            "1",
-            "--device",
-            "cpu",
-            "--json",
-            "--precision",
-            "fp32",
-        ],
-        capsys,
-    )
+    code, out, err = run_cli([*ONE_STEP, "--warmup", "1", "--json", "--precision", "fp32"], capsys)
     assert code == 0, err
     (row,) = json.loads(out)
     assert row["model"] == "resnet8" and row["device"] == "cpu" and row["precision"] == "fp32"
@@ -50,10 +37,7 @@ def test_a_far_off_repeat_shows_in_the_range_not_in_the_median():
 
 
 def test_bench_table_shows_the_range(capsys):
-    code, out, err = run_cli(
-        ["bench", "--depths", "8", "--steps", "1", "--warmup", "1", "--device", "cpu", "--repeats", "2"],
-        capsys,
-    )
+    code, out, err = run_cli([*ONE_STEP, "--warmup", "1", "--repeats", "2"], capsys)
     assert code == 0, err
     assert "median (min-max) of 2 alternating repeats" in " ".join(out.split())
     assert "resnet8" in out and "x (" in out  # the speedup with its range
@@ -146,23 +130,7 @@ def test_every_loop_trains_the_warm_up_it_is_given_before_its_timing(capsys, mon
 
 
 def test_bench_without_sweep_leaves_its_fields_empty(capsys):
-    code, out, err = run_cli(
-        [
-            "bench",
-            "--depths",
-            "8",
-            "--steps",
-            "1",
-            "--warmup",
-            "0",
-            "--device",
-            "cpu",
-            "--path",
-            "eager",
-            "--json",
-        ],
-        capsys,
-    )
+    code, out, err = run_cli([*ONE_STEP, "--warmup", "0", "--path", "eager", "--json"], capsys)
     assert code == 0, err
     (row,) = json.loads(out)
     assert row["sweep_runs"] is None and row["sweep_img_s_median"] is None and row["path"] == "eager"
