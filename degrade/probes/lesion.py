@@ -106,10 +106,10 @@ class _Resume(nn.Module):
     every lesion) and runs ``kept``, the intact net's input of block ``start`` for this batch,
     through the blocks from ``start`` on as they stand (some of them lesioned)."""
 
-    def __init__(self, seq: nn.Sequential) -> None:
+    def __init__(self, seq: nn.Sequential, start: int) -> None:
         super().__init__()
         self.seq = seq
-        self.start = 0
+        self.start = start
         self.kept: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -153,14 +153,12 @@ class _Inputs:
             self.at += 1
 
 
-@torch.no_grad()
 def _error(model: nn.Module, seq: nn.Sequential, inputs: _Inputs, pair: Pair, start: int) -> float:
     """The error on ``pair`` of the net as it stands, whose blocks before ``start`` are intact."""
     x, y = pair
     if not inputs.usable:
         return evaluate(model, x, y, batch=BATCH)[1]
-    resume = _Resume(seq)
-    resume.start = start
+    resume = _Resume(seq, start)
     wrong = 0
     model.blocks = resume
     try:
@@ -173,6 +171,7 @@ def _error(model: nn.Module, seq: nn.Sequential, inputs: _Inputs, pair: Pair, st
     return wrong / max(len(x), 1)
 
 
+@torch.no_grad()  # also for the kept inputs: a graph behind them would hold every block's output
 def measure_model(
     model: nn.Module, train: Pair, test: Pair, settings: dict[str, Any], tick: Tick
 ) -> list[dict[str, Any]]:
@@ -189,8 +188,7 @@ def measure_model(
         ([same[p] for p in picks], "random", None, d, False) for _, d, picks in draws(len(same), settings)
     ]
 
-    with torch.no_grad():
-        inputs = [_Inputs(model, seq, x) for x, _ in (train, test)]
+    inputs = [_Inputs(model, seq, x) for x, _ in (train, test)]
     got: dict[int, dict[str, float]] = {}
     # By the first block each removes, so that the inputs kept only ever move forward.
     for k in sorted(range(len(lesions)), key=lambda k: min(lesions[k][0], default=len(seq))):
